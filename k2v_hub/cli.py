@@ -1,0 +1,412 @@
+"""`k2v-hub` (and `hf k2v`): the command line, in the `hf` CLI's habits.
+
+Every command takes ``--token`` (default: ``huggingface_hub.get_token()``), ``--format auto|human|json|quiet``
+(with ``--json`` and ``-q/--quiet``), ``--verbose``. Errors print one line saying what to do and exit non-zero
+(2 bad usage or dataset, 3 refused model, 4 bad index, 5 budget, 6 Hub); ``--verbose`` or ``HF_DEBUG=1`` shows
+the traceback. Progress bars show only in human format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import K2VError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def _examples(*lines: str) -> str:
+    return "\n\n\b\nExamples:\n" + "\n".join(f"  $ {line}" for line in lines)
+
+
+def common_options(fn):
+    """Options every command shares: token, output format, verbosity."""
+    fn = click.option("--token", envvar=None, default=None, help="Hub token (default: the saved login).")(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(["auto", "human", "json", "quiet"]), default="auto",
+                      show_default=True, help="Output format (auto: human on a terminal, json otherwise).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="Ids only, one per line.")(fn)
+    fn = click.option("-v", "--verbose", is_flag=True, help="Debug logging and tracebacks.")(fn)
+    return fn
+
+
+class Output:
+    """Where results go: a human table, JSON or ids, and whether progress bars show."""
+
+    def __init__(self, fmt: str, as_json: bool, quiet: bool, verbose: bool, no_truncate: bool = False):
+        if as_json:
+            fmt = "json"
+        if quiet:
+            fmt = "quiet"
+        if fmt == "auto":
+            fmt = "human" if sys.stdout.isatty() else "json"
+        self.fmt = fmt
+        self.no_truncate = no_truncate
+        self.color = "NO_COLOR" not in os.environ and sys.stdout.isatty()
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("k2v_hub").setLevel(logging.DEBUG if verbose else logging.WARNING)
+        if verbose:
+            os.environ["K2V_HUB_VERBOSE"] = "1"
+        if fmt != "human":
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars("k2v_hub")
+
+    @property
+    def progress(self) -> bool:
+        """Progress bars only in human format."""
+        return self.fmt == "human"
+
+    def table(self, rows: list[dict], columns: list[str], ids: str, title: str | None = None):
+        """Print rows as a table (human), a JSON array (json) or ids (quiet)."""
+        if self.fmt == "json":
+            click.echo(json.dumps(rows, indent=2, default=str))
+            return
+        if self.fmt == "quiet":
+            for r in rows:
+                click.echo(r[ids])
+            return
+        if title:
+            click.echo(click.style(title, bold=True) if self.color else title)
+        cells = [[_cell(r.get(c), self.no_truncate) for c in columns] for r in rows]
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+        click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
+        for row in cells:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+    def result(self, data: dict, human: str):
+        """Print a summary: a sentence (human) or JSON."""
+        if self.fmt == "json":
+            click.echo(json.dumps(data, indent=2, default=str))
+        elif self.fmt == "human":
+            click.echo(human)
+
+    def info(self, message: str):
+        """A progress line, human format only (to stderr)."""
+        if self.fmt == "human":
+            click.echo(message, err=True)
+
+
+def _cell(value, no_truncate: bool) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(map(str, value))
+    text = "" if value is None else str(value)
+    return text if no_truncate or len(text) <= 48 else text[:45] + "..."
+
+
+def _token(token: str | None) -> str | None:
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+@click.group(context_settings=CONTEXT, help="Find the Hub image classifier that fits your dataset (Know2Vec)."
+             + _examples("k2v-hub demo", "k2v-hub index --org my-org --out ./index --retriever my-org/k2v-retriever",
+                         "k2v-hub find --dataset ./my_dataset --index my-org/k2v-index --format json"))
+@click.version_option(__version__, prog_name="k2v-hub")
+def cli():
+    """Root command group."""
+
+
+# ---------------------------------------------------------------- zoo
+@cli.group(context_settings=CONTEXT, help="Build the offline benchmark zoo (real images, real classifiers)."
+           + _examples("k2v-hub zoo build --profile tiny --out ./zoo"))
+def zoo():
+    """The zoo command group."""
+
+
+@zoo.command("build", context_settings=CONTEXT, help="Build (or complete) a zoo of trained classifiers, tasks and "
+             "measured ground truth." + _examples("k2v-hub zoo build --profile tiny --out ./zoo",
+                                                  "k2v-hub zoo build --profile bench --out ./zoo-bench --seed 0"))
+@click.option("--profile", type=click.Choice(["tiny", "bench"]), default="tiny", show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Zoo folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@common_options
+def zoo_build(profile, out_dir, seed, token, fmt, as_json, quiet, verbose):
+    """Build a zoo."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .zoo.build import build_zoo
+
+    manifest = build_zoo(out_dir, profile, seed=seed, show_progress=out.progress)
+    models = manifest["models"]
+    out.table([{"model_id": m["model_id"], "arch": m["arch"], "source": m["source"], "role": m.get("role")}
+               for m in models], ["model_id", "arch", "source", "role"], "model_id",
+              title=f"{len(models)} models in {out_dir}")
+
+
+# ---------------------------------------------------------------- train
+@cli.command(context_settings=CONTEXT, help="Train a retriever: supervised from a zoo's ground truth, or "
+             "self-supervised from an index alone." + _examples(
+                 "k2v-hub train --zoo ./zoo --out ./retriever",
+                 "k2v-hub train --index my-org/k2v-index --retriever ./retriever --out ./retriever-adapted",
+                 "accelerate launch -m k2v_hub.cli train --zoo ./zoo --out ./retriever"))
+@click.option("--zoo", "zoo_dir", type=click.Path(exists=True, file_okay=False), help="Zoo folder (supervised).")
+@click.option("--index", "index", help="Index folder or Hub id (self-supervised).")
+@click.option("--retriever", help="Starting retriever for --index (default: the index's).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to save it.")
+@click.option("--steps", type=int, default=300, show_default=True)
+@click.option("--batch-tasks", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model-encoder", type=click.Choice(["lstm", "concat", "average"]), default="lstm", show_default=True)
+@click.option("--query-encoder", type=click.Choice(["lstm", "concat", "average"]), default="lstm", show_default=True)
+@click.option("--sal", type=click.Choice(["cosine", "contrastive"]), default="cosine", show_default=True)
+@click.option("--no-mkc", is_flag=True, help="Train without L_MKC (ablation).")
+@click.option("--backbone", default=None, help="Feature space: Hub id/path of an AutoModel, or 'pixels'.")
+@click.option("--probe", default=None, help="Probe dataset (folder or Hub id); default: the built-in probe set.")
+@click.option("--oracle-view", type=click.Choice(["full", "top5", "label"]), default="full", show_default=True)
+@click.option("--push", "push_to", default=None, help="Push the retriever to this Hub model repo.")
+@common_options
+def train(zoo_dir, index, retriever, out_dir, steps, batch_tasks, lr, seed, model_encoder, query_encoder, sal, no_mkc,
+          backbone, probe, oracle_view, push_to, token, fmt, as_json, quiet, verbose):
+    """Train a retriever."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .train import TrainingArguments
+
+    if bool(zoo_dir) == bool(index):
+        raise click.UsageError("Give exactly one of --zoo (supervised) or --index (self-supervised).")
+    args = TrainingArguments(steps=steps, batch_tasks=batch_tasks, lr=lr, seed=seed, sal=sal, use_mkc=not no_mkc)
+    from . import pipeline
+
+    if zoo_dir:
+        _, metrics = pipeline.train_from_zoo(zoo_dir, out_dir, args=args, backbone=backbone, probe=probe,
+                                             oracle_view=oracle_view, model_encoder=model_encoder,
+                                             query_encoder=query_encoder, show_progress=out.progress,
+                                             push_to_hub=push_to, token=_token(token))
+    else:
+        _, metrics = pipeline.train_from_index(index, out_dir, retriever=retriever, args=args,
+                                               show_progress=out.progress, token=_token(token), push_to_hub=push_to)
+    metrics["out"] = str(out_dir)
+    out.result(metrics, f"Trained a {metrics['mode']} retriever on {metrics['models']} models / {metrics['tasks']} "
+                        f"tasks in {metrics['seconds']} s; saved to {out_dir}")
+
+
+# ---------------------------------------------------------------- index
+def _parse_shard(value):
+    if value is None:
+        return None
+    try:
+        i, n = (int(x) for x in value.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise click.BadParameter("use I/N with 0 <= I < N, e.g. 0/4") from None
+    return i, n
+
+
+@cli.command(context_settings=CONTEXT, help="Index an org's image classifiers (black-box) into a dataset of "
+             "knowledge vectors." + _examples(
+                 "k2v-hub index --org k2v-zoo --zoo ./zoo --out ./index --retriever ./retriever",
+                 "k2v-hub index --org my-org --out ./index --retriever my-org/k2v-retriever --push my-org/k2v-index",
+                 "torchrun --nproc_per_node 2 -m k2v_hub.cli index --org my-org --out ./index --retriever R"))
+@click.option("--org", required=True, help="Organisation (or user) whose models to index.")
+@click.option("--zoo", "zoo_dir", type=click.Path(exists=True, file_okay=False),
+              help="A local folder laid out like Hub repos (DIR/<org>/<name>/) instead of the Hub.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Index folder (default: $K2V_HUB_HOME/indexes/<org>).")
+@click.option("--retriever", default=None, help="Retriever folder or Hub id[@revision].")
+@click.option("--push", "push_to", default=None, help="Push the index to this Hub dataset repo (ORG/k2v-index).")
+@click.option("--push-cards", is_flag=True, help="Also push an embedding file + card section to each model repo.")
+@click.option("--create-pr", is_flag=True, help="Open pull requests instead of committing (repos you do not own).")
+@click.option("--private", is_flag=True, help="Create the index repo private.")
+@click.option("--probe", default=None, help="Probe dataset (folder or Hub id); default: the retriever's probe set.")
+@click.option("--oracle-view", type=click.Choice(["full", "top5", "label"]), default="full", show_default=True,
+              help="What the black box shows: full probabilities, top-5 labels with scores, or the top label.")
+@click.option("--max-classes", type=int, default=None, help="C: classes kept per model (default: the retriever's).")
+@click.option("--bisection-steps", type=int, default=7, show_default=True)
+@click.option("--query-budget", type=int, default=None, help="Max black-box queries per model.")
+@click.option("--limit", type=int, default=None, help="Index at most this many models.")
+@click.option("--shard", default=None, help="I/N: index only slice I of N (for several machines).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow models whose config needs remote code. Dangerous.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle weights (pytorch_model.bin).")
+@click.option("--no-truncate", is_flag=True, help="Do not truncate table cells.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before pushing.")
+@common_options
+def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, private, probe, oracle_view, max_classes,
+          bisection_steps, query_budget, limit, shard, trust_remote_code, allow_pickle, no_truncate, yes, token, fmt,
+          as_json, quiet, verbose):
+    """Index an org."""
+    out = Output(fmt, as_json, quiet, verbose, no_truncate)
+    from . import pipeline
+    from .hub import HubSource, LocalSource
+    from .index import build_index
+
+    token = _token(token)
+    model, retriever_id, retriever_rev = pipeline.load_retriever_for_index(retriever, token)
+    source = LocalSource(zoo_dir) if zoo_dir else HubSource(token=token)
+    out_dir = Path(out_dir or pipeline.k2v_home() / "indexes" / org)
+    indexer = pipeline.make_indexer(model, retriever_id=retriever_id, retriever_revision=retriever_rev, probe=probe,
+                                    oracle_view=oracle_view, max_classes=max_classes,
+                                    bisection_steps=bisection_steps, query_budget=query_budget,
+                                    trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, token=token)
+    report = build_index(source, org, out_dir, indexer, limit=limit, shard=_parse_shard(shard),
+                         show_progress=out.progress)
+    result = report.to_dict()
+    if push_to:
+        from .hub import upload_folder
+        from .index import CARD_FILE, DATA_FILE, META_FILE, read_rows, write_index
+
+        write_index(out_dir, read_rows(out_dir), indexer.settings, card_kwargs={"repo_id": push_to})
+        result["pushed"] = upload_folder(out_dir, push_to, repo_type="dataset", token=token, private=private or None,
+                                         commit_message=f"k2v-hub index of {org}",
+                                         allow_patterns=[DATA_FILE, META_FILE, CARD_FILE])
+    if push_cards:
+        result["cards"] = {m: pipeline.push_card(m, out_dir, token=token, create_pr=create_pr,
+                                                 index_id=push_to or str(out_dir))
+                           for m in report.indexed + report.reencoded + report.reused}
+    for model_id, why in report.skipped.items():
+        click.echo(f"skipped {model_id}: {why}", err=True)
+    out.result(result, f"Indexed {len(report.indexed)}, re-encoded {len(report.reencoded)}, unchanged "
+                       f"{len(report.reused)}, skipped {len(report.skipped)} model(s); {report.queries} black-box "
+                       f"queries in {report.seconds} s. Index: {out_dir}"
+                       + (f"\nPushed: {result['pushed']}" if push_to else ""))
+    if out.fmt == "quiet":
+        for m in report.indexed + report.reencoded + report.reused:
+            click.echo(m)
+
+
+# ---------------------------------------------------------------- find
+@cli.command(context_settings=CONTEXT, help="Rank indexed models for a labelled image dataset." + _examples(
+    "k2v-hub find --dataset ./my_dataset --index ./index",
+    "k2v-hub find --dataset my-org/my-images --index my-org/k2v-index --top-k 3 --format json",
+    "k2v-hub find --dataset ./images_by_class/ --index ./index --rerank leep --rerank-k 5 --zoo ./zoo"))
+@click.option("--dataset", required=True, help="save_to_disk folder, image folder (class/img.png) or Hub dataset id.")
+@click.option("--index", "index", required=True, help="Index folder or Hub dataset id[@revision].")
+@click.option("--retriever", default=None, help="Retriever folder or Hub id (default: the index's).")
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--split", default=None, help="Dataset split (default: support/train/first).")
+@click.option("--revision", default=None, help="Dataset revision on the Hub.")
+@click.option("--image-column", default=None)
+@click.option("--label-column", default=None)
+@click.option("--max-images-per-class", type=int, default=32, show_default=True)
+@click.option("--use-label-names", is_flag=True, help="Add label-name evidence to the knowledge score.")
+@click.option("--rerank", type=click.Choice(["leep", "nce", "logme-probs", "logme"]), default=None,
+              help="Re-score the top candidates by querying them (black-box except logme).")
+@click.option("--rerank-k", type=int, default=5, show_default=True)
+@click.option("--rerank-images", type=int, default=64, show_default=True)
+@click.option("--zoo", "zoo_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Local zoo to load re-rank candidates from (default: the Hub).")
+@click.option("--no-truncate", is_flag=True)
+@common_options
+def find(dataset, index, retriever, top_k, split, revision, image_column, label_column, max_images_per_class,
+         use_label_names, rerank, rerank_k, rerank_images, zoo_dir, no_truncate, token, fmt, as_json, quiet, verbose):
+    """Find models for a dataset."""
+    out = Output(fmt, as_json, quiet, verbose, no_truncate)
+    from .find import find_model
+
+    matches = find_model(dataset, index, retriever=retriever, top_k=top_k, split=split, revision=revision,
+                         image_column=image_column, label_column=label_column, token=_token(token),
+                         max_images_per_class=max_images_per_class, use_label_names=use_label_names,
+                         rerank=rerank, rerank_k=rerank_k, rerank_images=rerank_images, models_root=zoo_dir,
+                         show_progress=out.progress)
+    rows = [m.to_dict() for m in matches]
+    for r in rows:
+        r["n_labels"] = len(r.pop("labels"))
+    out.table(rows, ["rank", "model_id", "score", "stage", "knowledge_score", "n_labels", "revision"], "model_id",
+              title=f"Best models for {dataset}")
+    if out.fmt == "human":
+        t = matches.timings
+        click.echo(f"features {t.get('features_s', 0):.3f} s, encode {t.get('encode_s', 0) * 1000:.1f} ms, "
+                   f"search {t.get('search_s', 0) * 1000:.2f} ms"
+                   + (f", re-rank {t['rerank_s']:.2f} s ({matches.queries} queries)" if "rerank_s" in t else ""))
+
+
+# ---------------------------------------------------------------- push-card
+@cli.command("push-card", context_settings=CONTEXT, help="Push a model's knowledge vector and a card section "
+             "into its repo, in one commit." + _examples(
+                 "k2v-hub push-card --model my-org/my-model --index ./index",
+                 "k2v-hub push-card --model other-org/model --index my-org/k2v-index --create-pr"))
+@click.option("--model", "model_id", required=True, help="Model repo id (must be in the index).")
+@click.option("--index", "index", required=True, help="Index folder or Hub dataset id.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing.")
+@common_options
+def push_card_cmd(model_id, index, create_pr, token, fmt, as_json, quiet, verbose):
+    """Push one card section."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .pipeline import push_card
+
+    url = push_card(model_id, index, token=_token(token), create_pr=create_pr)
+    out.result({"model_id": model_id, "url": url}, f"Pushed the k2v-hub section of {model_id}: {url}")
+    if out.fmt == "quiet":
+        click.echo(model_id)
+
+
+# ---------------------------------------------------------------- bench / demo
+@cli.command(context_settings=CONTEXT, help="Run the benchmark: zoo, index, retriever, every method side by side."
+             + _examples("k2v-hub bench --profile tiny", "k2v-hub bench --profile bench --out benchmarks/results"))
+@click.option("--profile", type=click.Choice(["tiny", "bench"]), default="tiny", show_default=True)
+@click.option("--out", "out_dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
+              help="Where the zoo and intermediate files go (default: $K2V_HUB_HOME/bench-<profile>).")
+@click.option("--label-blind", is_flag=True, help="Also evaluate with anonymous label names.")
+@click.option("--steps", type=int, default=None, help="Retriever training steps (default per profile).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@common_options
+def bench(profile, out_dir, work_dir, label_blind, steps, seed, token, fmt, as_json, quiet, verbose):
+    """Benchmark."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .bench import run_bench
+
+    results, paths = run_bench(profile, out_dir=out_dir, work_dir=work_dir, label_blind=label_blind, steps=steps,
+                               seed=seed, show_progress=out.progress, command=" ".join(["k2v-hub"] + sys.argv[1:]))
+    out.result(results, f"{paths['markdown'].read_text()}\nResults: {paths['json']}")
+
+
+@cli.command(context_settings=CONTEXT, help="The whole path on the embedded default in a few minutes: tiny zoo, "
+             "retriever, index, and a ranked answer for a dataset the zoo models were not trained on."
+             + _examples("k2v-hub demo", "k2v-hub demo --out ./k2v-demo"))
+@click.option("--out", "out_dir", default="k2v-out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--steps", type=int, default=200, show_default=True, help="Retriever training steps.")
+@common_options
+def demo(out_dir, steps, token, fmt, as_json, quiet, verbose):
+    """Demo."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .demo import run_demo
+
+    run_demo(out_dir, steps=steps, out=out)
+
+
+def main(argv=None):
+    """Console entry point: one-line errors, documented exit codes."""
+    debug = os.environ.get("HF_DEBUG") == "1"
+    try:
+        cli.main(args=argv, prog_name=_prog_name(), standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except K2VError as exc:
+        if debug or os.environ.get("K2V_HUB_VERBOSE") == "1":
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if debug or os.environ.get("K2V_HUB_VERBOSE") == "1":
+            raise
+        click.echo(f"Error: {type(exc).__name__}: {exc}".splitlines()[0]
+                   + " (run with --verbose or HF_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
+
+
+def _prog_name() -> str:
+    name = Path(sys.argv[0]).name
+    return "hf k2v" if name == "hf-k2v" else "k2v-hub"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,462 @@
+"""The index: one row per (model, revision), built black-box, stored with `datasets` as parquet.
+
+Layout of an index folder (the same files make the Hub dataset repo)::
+
+    INDEX/
+      data/train-00000-of-00001.parquet   all rows (written atomically)
+      k2v_index.json                      what every row shares: retriever, feature space, probe set, view
+      README.md                           dataset card (cards/index_card.md)
+      rows/<org>--<name>.json             the journal: one file per finished model, written atomically
+
+Crash safety: a model's row is journaled (temp file + ``os.replace``) the moment it is finished, before the next
+model starts; the parquet file is rebuilt from journal + previous parquet. A run killed at any point loses at most
+the model it was working on, and a rerun re-queries no finished model. Incremental: a model whose revision, probe
+set and oracle view did not change is not queried again; if only the retriever changed its stored knowledge
+record is re-encoded without one query. Sharding: under ``accelerate launch``/``torchrun`` each process takes a
+contiguous slice (``PartialState.split_between_processes``), journals its rows, and the main process gathers the
+rows (``gather_object``) and writes the parquet; ``shard=(i, n)`` does the same by hand across machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import IndexError_, K2VError, ModelRefused
+from .hub import RepoRef, RepoSource
+from .knowledge import KnowledgeRecord, build_knowledge, graph_features
+from .oracle import TransformersOracle
+from .utils import logger, progress
+
+DATA_FILE = "data/train-00000-of-00001.parquet"
+META_FILE = "k2v_index.json"
+ROWS_DIR = "rows"
+CARD_FILE = "README.md"
+SHARED_KEYS = ("retriever_id", "retriever_revision", "retriever_fingerprint", "feature_space", "probe_fingerprint",
+               "oracle_view")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def row_filename(model_id: str) -> str:
+    """Journal file name of a model: ``org--name.json``."""
+    return model_id.replace("/", "--") + ".json"
+
+
+@dataclass
+class IndexSettings:
+    """What every row of an index shares (``k2v_index.json``)."""
+
+    retriever_id: str
+    retriever_revision: str
+    retriever_fingerprint: str
+    feature_space: str
+    probe_fingerprint: str
+    probe_spec: dict
+    oracle_view: str = "full"
+    max_classes: int = 16
+    bisection_steps: int = 7
+    embed_dim: int = 256
+    k2v_hub_version: str = __version__
+
+    def to_dict(self) -> dict:
+        """JSON-able dict."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class IndexReport:
+    """What an index run did: rows written, models reused, re-encoded, skipped (with reasons), queries spent."""
+
+    indexed: list = field(default_factory=list)
+    reused: list = field(default_factory=list)
+    reencoded: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
+    queries: int = 0
+    seconds: float = 0.0
+    path: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-able summary."""
+        return dict(self.__dict__)
+
+
+def read_rows(index_dir: Path) -> dict[str, dict]:
+    """All rows of an index folder, parquet and journal merged (journal wins), keyed by model id."""
+    rows: dict[str, dict] = {}
+    data = index_dir / DATA_FILE
+    if data.is_file():
+        import pyarrow.parquet as pq
+
+        try:
+            for row in pq.read_table(data).to_pylist():
+                rows[row["model_id"]] = row
+        except Exception as exc:  # noqa: BLE001 - a corrupt file must be a clear error
+            raise IndexError_(f"{data} is not a readable parquet file ({type(exc).__name__}).",
+                              "Delete it and rebuild the index; the rows/ journal is kept.") from None
+    journal = index_dir / ROWS_DIR
+    if journal.is_dir():
+        for f in sorted(journal.glob("*.json")):
+            try:
+                row = json.loads(f.read_text())
+            except json.JSONDecodeError:
+                logger.warning("Ignoring unreadable journal file %s", f)
+                continue
+            rows[row["model_id"]] = row
+    return rows
+
+
+def write_index(index_dir: Path, rows: dict[str, dict], settings: IndexSettings, *, card_kwargs: dict | None = None):
+    """Write ``data/*.parquet`` (via `datasets`), ``k2v_index.json`` and the dataset card, each atomically."""
+    import datasets
+
+    ordered = [rows[k] for k in sorted(rows)]
+    features = index_features(settings.embed_dim)
+    ds = datasets.Dataset.from_list(ordered, features=features) if ordered else datasets.Dataset.from_dict(
+        {k: [] for k in features}, features=features)
+    with tempfile.TemporaryDirectory(dir=index_dir) as tmp:
+        tmp_file = Path(tmp) / "part.parquet"
+        ds.to_parquet(str(tmp_file))
+        (index_dir / DATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_file, index_dir / DATA_FILE)
+    meta = {**settings.to_dict(), "n_models": len(ordered), "updated_at": _now()}
+    _atomic_write(index_dir / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+    from .modelcards import render_index_card
+
+    _atomic_write(index_dir / CARD_FILE, render_index_card(meta, ordered, **(card_kwargs or {})).encode())
+
+
+def index_features(embed_dim: int):
+    """The `datasets` schema of an index row."""
+    from datasets import Features, List, Value
+
+    return Features({
+        "model_id": Value("string"),
+        "revision": Value("string"),
+        "labels": List(Value("string")),
+        "embedding": List(Value("float32"), length=embed_dim),
+        "knowledge": Value("string"),
+        "retriever_id": Value("string"),
+        "retriever_revision": Value("string"),
+        "retriever_fingerprint": Value("string"),
+        "feature_space": Value("string"),
+        "probe_fingerprint": Value("string"),
+        "oracle_view": Value("string"),
+        "k2v_hub_version": Value("string"),
+        "n_queries": Value("int64"),
+        "seconds": Value("float32"),
+        "created_at": Value("string"),
+        "card_datasets": List(Value("string")),
+        "downloads": Value("int64"),
+        "likes": Value("int64"),
+    })
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _card_datasets(card: dict) -> list[str]:
+    value = card.get("datasets") or []
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+class Indexer:
+    """Builds knowledge records and embeddings for models, with a retriever, a feature space and probes."""
+
+    def __init__(self, retriever, extractor, probes: np.ndarray, settings: IndexSettings, *,
+                 query_budget: int | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
+                 cache_dir: str | Path | None = None):
+        self.retriever = retriever
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.extractor = extractor
+        self.probes = probes
+        self.settings = settings
+        self.query_budget = query_budget
+        self.trust_remote_code = trust_remote_code
+        self.allow_pickle = allow_pickle
+        self._probe_features = None
+
+    @property
+    def probe_features(self) -> np.ndarray:
+        """Features of the probe images (computed once)."""
+        if self._probe_features is None:
+            from PIL import Image
+
+            self._probe_features = self.extractor([Image.fromarray(p) for p in self.probes], show_progress=False)
+        return self._probe_features
+
+    def knowledge(self, folder: Path) -> KnowledgeRecord:
+        """Query one downloaded model as a black box and return its knowledge record."""
+        oracle = TransformersOracle(folder, view=self.settings.oracle_view, budget=self.query_budget,
+                                    trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle)
+        return build_knowledge(oracle, self.probes, probe_fingerprint=self.settings.probe_fingerprint,
+                               max_classes=self.settings.max_classes,
+                               bisection_steps=self.settings.bisection_steps)
+
+    def knowledge_for(self, source: RepoSource, ref: RepoRef) -> tuple[KnowledgeRecord, bool]:
+        """A model's record, from the knowledge cache if this exact revision/probe set/view was queried before.
+
+        Returns ``(record, from_cache)``. The cache (``cache_dir``) lets training and indexing share queries.
+        """
+        s = self.settings
+        key = hashlib.sha1(json.dumps([ref.model_id, ref.revision, s.probe_fingerprint, s.oracle_view,
+                                       s.max_classes, s.bisection_steps]).encode()).hexdigest()[:20]
+        cached = self.cache_dir / f"{row_filename(ref.model_id)[:-5]}-{key}.json" if self.cache_dir else None
+        if cached is not None and cached.is_file():
+            return KnowledgeRecord.from_json(cached.read_text()), True
+        record = self.knowledge(source.snapshot(ref, allow_pickle=self.allow_pickle))
+        if cached is not None:
+            _atomic_write(cached, record.to_json().encode())
+        return record, False
+
+    def graph(self, record: KnowledgeRecord) -> np.ndarray:
+        """The graph set of a record in the feature space, ``[K, K, D]`` (no query)."""
+        return graph_features(record, self.probes, self.extractor, self.probe_features)
+
+    def embed(self, record: KnowledgeRecord) -> np.ndarray:
+        """The model vector of a record (no query)."""
+        graph = graph_features(record, self.probes, self.extractor, self.probe_features)
+        return self.retriever.embed_models([graph])[0]
+
+    def make_row(self, ref: RepoRef, record: KnowledgeRecord, seconds: float, created_at: str | None = None) -> dict:
+        """One index row."""
+        s = self.settings
+        return {
+            "model_id": ref.model_id,
+            "revision": ref.revision,
+            "labels": list(record.labels),
+            "embedding": [float(x) for x in self.embed(record)],
+            "knowledge": record.to_json(),
+            "retriever_id": s.retriever_id,
+            "retriever_revision": s.retriever_revision,
+            "retriever_fingerprint": s.retriever_fingerprint,
+            "feature_space": s.feature_space,
+            "probe_fingerprint": s.probe_fingerprint,
+            "oracle_view": s.oracle_view,
+            "k2v_hub_version": __version__,
+            "n_queries": int(record.n_queries),
+            "seconds": float(round(seconds, 3)),
+            "created_at": created_at or _now(),
+            "card_datasets": _card_datasets(ref.card_data),
+            "downloads": int(ref.downloads),
+            "likes": int(ref.likes),
+        }
+
+
+def build_index(
+    source: RepoSource,
+    org: str,
+    out_dir: str | Path,
+    indexer: Indexer,
+    *,
+    limit: int | None = None,
+    shard: tuple[int, int] | None = None,
+    distributed: bool | None = None,
+    show_progress: bool = True,
+    on_row=None,
+) -> IndexReport:
+    """Index the org's image-classification models into ``out_dir``; see the module docstring.
+
+    Args:
+        source: where the repos are (:class:`~k2v_hub.hub.HubSource` or :class:`~k2v_hub.hub.LocalSource`).
+        org: the organisation (or user) name.
+        out_dir: the index folder (created; an existing index there is updated incrementally).
+        indexer: retriever + feature space + probes.
+        limit: index at most this many models.
+        shard: ``(i, n)``: only this slice of the model list (for runs on several machines).
+        distributed: split over ``accelerate``/``torchrun`` processes (default: when more than one is running).
+        on_row: callback called with each finished row (used by tests).
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    refs = source.list_models(org, limit=limit)
+    if not refs:
+        raise K2VError(f"No image-classification models found for {org!r}.",
+                       "Check the org name, or that its models' cards say `pipeline_tag: image-classification`.")
+    existing = read_rows(out)
+    state = _partial_state(distributed)
+    if shard is not None:
+        i, n = shard
+        refs = refs[i::n]
+    mine = refs
+    if state is not None and state.num_processes > 1:
+        with state.split_between_processes(refs) as part:
+            mine = list(part)
+    report = IndexReport(path=str(out))
+    s = indexer.settings
+    bar = progress(mine, desc=f"Indexing {org}", total=len(mine), disable=not show_progress or None)
+    for ref in bar:
+        old = existing.get(ref.model_id)
+        same_knowledge = (old is not None and old["revision"] == ref.revision
+                          and old["probe_fingerprint"] == s.probe_fingerprint and old["oracle_view"] == s.oracle_view)
+        if same_knowledge and old["retriever_fingerprint"] == s.retriever_fingerprint:
+            report.reused.append(ref.model_id)
+            continue
+        t0 = time.perf_counter()
+        try:
+            if same_knowledge:
+                record = KnowledgeRecord.from_json(old["knowledge"])
+                row = indexer.make_row(ref, record, old["seconds"], old["created_at"])
+                report.reencoded.append(ref.model_id)
+            else:
+                record, from_cache = indexer.knowledge_for(source, ref)
+                row = indexer.make_row(ref, record, time.perf_counter() - t0)
+                report.indexed.append(ref.model_id)
+                report.queries += 0 if from_cache else record.n_queries
+        except K2VError as exc:
+            logger.warning("Skipped %s: %s", ref.model_id, exc)
+            report.skipped[ref.model_id] = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken model must not stop an org
+            logger.warning("Skipped %s: %s: %s", ref.model_id, type(exc).__name__, exc)
+            report.skipped[ref.model_id] = f"{type(exc).__name__}: {exc}"
+            continue
+        _atomic_write(out / ROWS_DIR / row_filename(ref.model_id), json.dumps(row).encode())
+        if on_row is not None:
+            on_row(row)
+    if state is not None and state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        state.wait_for_everyone()
+        gathered = gather_object([report.to_dict()])
+        if state.is_main_process:
+            for part in gathered[1:]:
+                for key in ("indexed", "reused", "reencoded"):
+                    getattr(report, key).extend(part[key])
+                report.skipped.update(part["skipped"])
+                report.queries += part["queries"]
+    if state is None or state.is_main_process:
+        rows = read_rows(out)
+        write_index(out, rows, s)
+    if state is not None and state.num_processes > 1:
+        state.wait_for_everyone()
+    report.seconds = round(time.perf_counter() - start, 2)
+    return report
+
+
+def _partial_state(distributed: bool | None):
+    if distributed is False:
+        return None
+    if distributed is None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "1") == "1")
+
+
+@dataclass
+class K2VIndex:
+    """A loaded index: rows, the embedding matrix and the shared settings."""
+
+    rows: list
+    embeddings: np.ndarray
+    meta: dict
+    path: str
+    revision: str | None = None
+    _faiss: object = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def search(self, query: np.ndarray, top_k: int = 5) -> list[tuple[int, float]]:
+        """Best ``top_k`` rows by cosine: ``[(row index, score)]``, best first (FAISS for large indexes)."""
+        top_k = min(top_k, len(self.rows))
+        if self._faiss is not None:
+            scores, idx = self._faiss.search(query[None].astype(np.float32), top_k)
+            return [(int(i), float(s)) for i, s in zip(idx[0], scores[0])]
+        scores = self.embeddings @ query.astype(np.float32)
+        top = np.argsort(-scores, kind="stable")[:top_k]
+        return [(int(i), float(scores[i])) for i in top]
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """Cosine score of every row."""
+        return self.embeddings @ query.astype(np.float32)
+
+    def use_faiss(self) -> None:
+        """Build an exact inner-product FAISS index (worth it from ~100k rows)."""
+        import faiss
+
+        index = faiss.IndexFlatIP(self.embeddings.shape[1])
+        index.add(self.embeddings)
+        self._faiss = index
+
+
+FAISS_THRESHOLD = 100_000
+
+
+def load_index(index: str | Path, *, revision: str | None = None, token: str | None = None) -> K2VIndex:
+    """Load an index from a local folder or a Hub dataset repo (downloaded, cached, revision-pinned).
+
+    Raises:
+        IndexError_: missing, unreadable, tampered, empty, or rows that disagree with the index settings.
+    """
+    from .hub import download_repo, split_revision
+
+    path = Path(index)
+    if not path.exists():
+        repo_id, rev = split_revision(str(index))
+        if "/" not in repo_id or repo_id.startswith((".", "/")):
+            raise IndexError_(f"Index {index!r} is neither a folder nor a Hub dataset id.",
+                              "Build one with `k2v-hub index --org ORG --zoo DIR --out INDEX`.")
+        path = download_repo(repo_id, repo_type="dataset", revision=revision or rev, token=token,
+                             allow_patterns=[DATA_FILE, META_FILE, CARD_FILE])
+        revision = revision or rev
+    meta_file, data_file = path / META_FILE, path / DATA_FILE
+    if not meta_file.is_file() or not data_file.is_file():
+        raise IndexError_(f"{index} is not a k2v-hub index (no {META_FILE} or {DATA_FILE}).",
+                          "Build one with `k2v-hub index`.")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError:
+        raise IndexError_(f"{meta_file} is not valid JSON.", "Rebuild the index.") from None
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(data_file).to_pylist()
+    except Exception as exc:  # noqa: BLE001
+        raise IndexError_(f"{data_file} is truncated or not parquet ({type(exc).__name__}).",
+                          "Rebuild the index or download it again.") from None
+    if not rows:
+        raise IndexError_(f"Index {index} has no rows.", "Index some models first (`k2v-hub index --org ORG`).")
+    for row in rows:
+        for key in SHARED_KEYS:
+            if row.get(key) != meta.get(key):
+                raise IndexError_(
+                    f"Row {row.get('model_id')!r} has {key}={row.get(key)!r} but the index says {meta.get(key)!r}.",
+                    "The index was tampered with or mixes builds; rebuild it.")
+    emb = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+    if emb.ndim != 2 or not np.isfinite(emb).all():
+        raise IndexError_(f"Index {index} has malformed embeddings.", "Rebuild the index.")
+    norms = np.linalg.norm(emb, axis=1)
+    if np.any(np.abs(norms - 1) > 1e-3):
+        raise IndexError_(f"Index {index} has embeddings that are not unit vectors (tampered?).", "Rebuild it.")
+    loaded = K2VIndex(rows, emb, meta, str(path), revision)
+    if len(rows) >= FAISS_THRESHOLD:
+        try:
+            loaded.use_faiss()
+        except ImportError:
+            logger.info("faiss-cpu is not installed; using a matrix product over %d rows", len(rows))
+    return loaded

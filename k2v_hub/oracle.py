@@ -1,0 +1,269 @@
+"""Black-box classifiers: the only way k2v-hub ever looks at a model.
+
+An :class:`Oracle` exposes two things: ``labels`` (the model's class names) and
+``predict_proba(images) -> [N, C]``. Nothing else about the model (weights, features, gradients) is used to
+build its knowledge record. Every oracle counts the images it was asked about (``n_queries``), refuses to go
+past its ``budget`` and batches its queries.
+
+Three *views* model what a black box really shows (see the honest-numbers issue):
+
+- ``"full"``: the whole probability vector.
+- ``"top5"``: the top-5 labels with their scores, what hosted inference returns by default. The other entries
+  are *unknown*, returned as NaN (not zero).
+- ``"label"``: the top-1 label alone, returned as 1.0 at its index and NaN elsewhere.
+
+Implementations: :class:`TransformersOracle` (a local folder or a Hub repo, loaded with safetensors only and
+``trust_remote_code=False``) and :class:`InferenceOracle` (a remote endpoint through
+``huggingface_hub.InferenceClient.image_classification``: no weights are downloaded at all).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .errors import ModelRefused, QueryBudgetExceeded
+
+logger = logging.getLogger(__name__)
+
+OracleView = Literal["full", "top5", "label"]
+ORACLE_VIEWS: tuple[str, ...] = ("full", "top5", "label")
+MAX_LABELS = 10_000
+
+
+def apply_view(probs: np.ndarray, view: str) -> np.ndarray:
+    """Reduce full probability rows ``[N, C]`` to what a black box with this ``view`` shows (NaN = unknown)."""
+    if view == "full":
+        return probs
+    if view not in ORACLE_VIEWS:
+        raise ValueError(f"Unknown oracle view {view!r}; choose one of {', '.join(ORACLE_VIEWS)}.")
+    k = 5 if view == "top5" else 1
+    out = np.full_like(probs, np.nan, dtype=np.float32)
+    k = min(k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(probs))[:, None]
+    out[rows, top] = probs[rows, top] if view == "top5" else 1.0
+    return out
+
+
+def to_rgb(image) -> Image.Image:
+    """Any PIL image (L, P, RGBA, CMYK, I;16...) as RGB; RGBA is composited on white."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"Expected a PIL image, got {type(image).__name__}.")
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        span = float(arr.max() - arr.min()) or 1.0
+        return Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+class Oracle:
+    """A black-box image classifier: ``labels`` and ``predict_proba(images)``, nothing else.
+
+    Args:
+        labels: the class names, index ``i`` is column ``i`` of ``predict_proba``.
+        view: what the black box shows, one of ``"full"``, ``"top5"``, ``"label"``.
+        budget: maximum number of images this oracle may be asked about (``None`` = unlimited).
+        batch_size: images per query batch.
+    """
+
+    def __init__(self, labels: Sequence[str], *, view: str = "full", budget: int | None = None, batch_size: int = 64):
+        if view not in ORACLE_VIEWS:
+            raise ValueError(f"Unknown oracle view {view!r}; choose one of {', '.join(ORACLE_VIEWS)}.")
+        if not labels:
+            raise ModelRefused("The model exposes no labels.", "An image classifier needs `id2label` in its config.")
+        if len(labels) > MAX_LABELS:
+            raise ModelRefused(f"The model has {len(labels)} labels (limit {MAX_LABELS}).")
+        self.labels = [str(x) for x in labels]
+        self.view = view
+        self.budget = budget
+        self.batch_size = batch_size
+        self.n_queries = 0
+
+    def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Query the black box: ``[N, C]`` float32 scores as this oracle's view shows them (NaN = unknown).
+
+        Raises:
+            QueryBudgetExceeded: if answering would go past ``budget``.
+            ModelRefused: if the model answers NaN/inf scores.
+        """
+        n = len(images)
+        if self.budget is not None and self.n_queries + n > self.budget:
+            raise QueryBudgetExceeded(
+                f"Query budget of {self.budget} images exceeded ({self.n_queries} used, {n} more asked).",
+                "Raise the budget (--query-budget) or use fewer probes.",
+            )
+        if n == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        chunks = []
+        for start in range(0, n, self.batch_size):
+            batch = [to_rgb(im) for im in images[start : start + self.batch_size]]
+            chunks.append(self._predict_batch(batch))
+            self.n_queries += len(batch)
+        probs = np.concatenate(chunks).astype(np.float32)
+        known = probs[~np.isnan(probs)]
+        if known.size and not np.isfinite(known).all():
+            raise ModelRefused("The model answered non-finite scores (inf).", "Check the model; it was skipped.")
+        return apply_view(probs, self.view) if self._returns_full else probs
+
+    _returns_full = True
+
+    def _predict_batch(self, images: list[Image.Image]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TransformersOracle(Oracle):
+    """A `transformers` image classifier in a local folder, queried only through its predictions.
+
+    The folder must hold ``config.json`` (with ``id2label``), ``preprocessor_config.json`` and weights in
+    safetensors. Remote code (``auto_map``) is refused unless ``trust_remote_code=True``; pickle weights
+    (``pytorch_model.bin``) are refused unless ``allow_pickle=True``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        view: str = "full",
+        budget: int | None = None,
+        batch_size: int = 64,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ):
+        path = Path(path)
+        config = check_model_folder(path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        id2label = config["id2label"]
+        labels = [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]
+        super().__init__(labels, view=view, budget=budget, batch_size=batch_size)
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self._torch = torch
+        has_safetensors = any(path.glob("*.safetensors"))
+        self._processor = AutoImageProcessor.from_pretrained(
+            path, trust_remote_code=trust_remote_code, local_files_only=True
+        )
+        self._model = AutoModelForImageClassification.from_pretrained(
+            path,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=has_safetensors or not allow_pickle,
+            local_files_only=True,
+        ).eval()
+
+    def _predict_batch(self, images):
+        torch = self._torch
+        with torch.inference_mode():
+            inputs = self._processor(images=images, return_tensors="pt")
+            logits = self._model(**inputs).logits.float()
+            probs = torch.softmax(logits, dim=-1).numpy()
+        if np.isnan(probs).any():
+            raise ModelRefused("The model answered NaN scores.", "Check the model's weights; it was skipped.")
+        return probs
+
+
+def check_model_folder(path: Path, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> dict:
+    """Validate a downloaded model repo before anything is loaded; return its parsed ``config.json``.
+
+    Raises:
+        ModelRefused: not an image classifier, remote code without opt-in, pickle-only weights without opt-in,
+            missing files.
+    """
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelRefused(f"{path.name}: no config.json.", "Only `transformers` image classifiers can be indexed.")
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelRefused(f"{path.name}: config.json is not valid JSON ({e}).") from None
+    if not isinstance(config, dict):
+        raise ModelRefused(f"{path.name}: config.json is not a JSON object.")
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelRefused(
+            f"{path.name}: config.json has `auto_map` (the model needs remote code).",
+            "Refused: pass --trust-remote-code only if you trust this repo's code.",
+        )
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        raise ModelRefused(f"{path.name}: config.json has no `id2label`.", "Is this an image-classification model?")
+    if not all(str(k).lstrip("-").isdigit() for k in id2label):
+        raise ModelRefused(f"{path.name}: `id2label` keys are not integers.")
+    if len(id2label) > MAX_LABELS:
+        raise ModelRefused(f"{path.name}: {len(id2label)} labels (limit {MAX_LABELS}).")
+    if not (path / "preprocessor_config.json").is_file():
+        raise ModelRefused(
+            f"{path.name}: no preprocessor_config.json.",
+            "The repo needs an image processor config to be queried like a Hub pipeline.",
+        )
+    if not any(path.glob("*.safetensors")):
+        if any(path.glob("*.bin")) and not allow_pickle:
+            raise ModelRefused(
+                f"{path.name}: weights are pickle only (pytorch_model.bin).",
+                "Refused: pass --allow-pickle to load them (torch.load with weights_only=True).",
+            )
+        if not any(path.glob("*.bin")):
+            raise ModelRefused(f"{path.name}: no weights file (model.safetensors).")
+    return config
+
+
+class InferenceOracle(Oracle):
+    """A remote black box through ``huggingface_hub.InferenceClient.image_classification``.
+
+    No weights are downloaded: each image is sent as PNG bytes and the endpoint answers ``[{label, score}]``.
+    ``labels`` should be the model's full label list (from its config); labels the endpoint returns that are
+    not in it are appended. Endpoints answer one image per request; requests run ``max_workers`` at a time.
+    """
+
+    _returns_full = False
+
+    def __init__(
+        self,
+        model: str,
+        labels: Sequence[str],
+        *,
+        view: str = "top5",
+        budget: int | None = None,
+        token: str | None = None,
+        max_workers: int = 4,
+        batch_size: int = 32,
+    ):
+        super().__init__(labels, view=view, budget=budget, batch_size=batch_size)
+        from huggingface_hub import InferenceClient
+
+        self._client = InferenceClient(model=model, token=token)
+        self._max_workers = max_workers
+        self._index = {label: i for i, label in enumerate(self.labels)}
+
+    def _ask(self, image: Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        top_k = {"full": len(self.labels), "top5": 5, "label": 1}[self.view]
+        return self._client.image_classification(buf.getvalue(), top_k=top_k)
+
+    def _predict_batch(self, images):
+        with ThreadPoolExecutor(self._max_workers) as pool:
+            answers = list(pool.map(self._ask, images))
+        out = np.full((len(images), len(self.labels)), np.nan, dtype=np.float32)
+        for row, answer in enumerate(answers):
+            for element in answer:
+                label, score = str(element.label), float(element.score)
+                if label not in self._index:
+                    self._index[label] = len(self.labels)
+                    self.labels.append(label)
+                    out = np.pad(out, ((0, 0), (0, 1)), constant_values=np.nan)
+                out[row, self._index[label]] = 1.0 if self.view == "label" else score
+        return out

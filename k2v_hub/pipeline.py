@@ -1,0 +1,203 @@
+"""The end-to-end jobs behind the CLI: train a retriever, index an org, push cards.
+
+Each job composes the pipeline modules in order (oracle -> knowledge -> encoders -> training -> index) and is
+usable from Python as well as from ``k2v-hub``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import K2VError
+from .utils import logger, progress, seed_everything
+
+
+def k2v_home() -> Path:
+    """k2v-hub's cache folder: ``$K2V_HUB_HOME`` or ``$HF_HOME/k2v_hub``."""
+    if os.environ.get("K2V_HUB_HOME"):
+        return Path(os.environ["K2V_HUB_HOME"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "k2v_hub"
+
+
+def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "local", probe=None,
+                 oracle_view: str = "full", max_classes: int | None = None, bisection_steps: int = 7,
+                 query_budget: int | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
+                 token: str | None = None, cache_dir=None, extractor=None):
+    """An :class:`~k2v_hub.index.Indexer` for a retriever; the probe set defaults to the retriever's own."""
+    from .features import FeatureExtractor
+    from .index import IndexSettings, Indexer
+    from .knowledge import load_probe_set
+
+    probes, fingerprint, spec = load_probe_set(probe if probe is not None else retriever.probe_spec, token=token)
+    if retriever.probe_fingerprint and fingerprint != retriever.probe_fingerprint:
+        logger.warning("Probe set %s differs from the retriever's training probes %s", fingerprint,
+                       retriever.probe_fingerprint)
+    extractor = extractor or FeatureExtractor.from_pretrained(retriever.feature_space, token=token)
+    settings = IndexSettings(
+        retriever_id=retriever_id, retriever_revision=retriever_revision,
+        retriever_fingerprint=retriever.fingerprint(), feature_space=extractor.name,
+        probe_fingerprint=fingerprint, probe_spec=spec, oracle_view=oracle_view,
+        max_classes=max_classes or retriever.max_classes, bisection_steps=bisection_steps,
+        embed_dim=retriever.embed_dim,
+    )
+    return Indexer(retriever, extractor, probes, settings, query_budget=query_budget,
+                   trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                   cache_dir=cache_dir or k2v_home() / "knowledge")
+
+
+def zoo_training_data(zoo, indexer, *, model_ids=None, task_ids=None, metric=None, show_progress=True):
+    """Supervised training data from a zoo: graphs of ``model_ids``, means of ``task_ids``, best-model targets."""
+    from .hub import LocalSource
+    from .train import supervised_data
+
+    source = LocalSource(zoo.root)
+    model_ids = model_ids or [m for m in zoo.model_ids if zoo.models[m].get("role", "seen") == "seen"]
+    task_ids = task_ids or zoo.task_ids(split="train")
+    graphs = model_graphs(source, model_ids, indexer, show_progress=show_progress)
+    means = zoo.task_means(task_ids, indexer.extractor, show_progress=show_progress)
+    rows = []
+    for t in task_ids:
+        rows.append(zoo.scores([t], model_ids, metric or zoo.truth_metric(t))[0])
+    return supervised_data([graphs[m] for m in model_ids], model_ids, [means[t] for t in task_ids], rows)
+
+
+def model_graphs(source, model_ids, indexer, *, show_progress=True) -> dict:
+    """Knowledge graph sets ``{model_id: [K, K, D]}`` (queries go through the indexer's knowledge cache)."""
+    out = {}
+    for model_id in progress(model_ids, desc="Knowledge graphs", disable=not show_progress or None):
+        record, _ = indexer.knowledge_for(source, source.model_ref(model_id))
+        out[model_id] = indexer.graph(record)
+    return out
+
+
+def new_retriever(extractor, *, probe_spec, probe_fingerprint, oracle_view="full", model_encoder="lstm",
+                  query_encoder="lstm", max_classes=16, embed_dim=256, hidden_dim=256):
+    """An untrained retriever for a feature space and probe set."""
+    from .retriever import Retriever
+
+    return Retriever(feature_space=extractor.name, feature_dim=extractor.dim, hidden_dim=hidden_dim,
+                     embed_dim=embed_dim, model_encoder=model_encoder, query_encoder=query_encoder,
+                     max_classes=max_classes, probe_fingerprint=probe_fingerprint, probe_spec=probe_spec,
+                     oracle_view=oracle_view, k2v_hub_version=__version__)
+
+
+def train_from_zoo(zoo_dir, out_dir, *, args=None, backbone=None, probe=None, oracle_view="full",
+                   model_encoder="lstm", query_encoder="lstm", max_classes=16, show_progress=True,
+                   push_to_hub: str | None = None, token: str | None = None):
+    """Supervised training on a zoo's ``train`` tasks of its ``seen`` models; saves to ``out_dir``."""
+    from .features import FeatureExtractor
+    from .knowledge import load_probe_set
+    from .train import TrainingArguments, train_retriever
+    from .zoo.data import ZooData
+
+    args = args or TrainingArguments()
+    seed_everything(args.seed)
+    zoo = ZooData(zoo_dir)
+    extractor = FeatureExtractor.from_pretrained(backbone)
+    _, fingerprint, spec = load_probe_set(probe)
+    retriever = new_retriever(extractor, probe_spec=spec, probe_fingerprint=fingerprint, oracle_view=oracle_view,
+                              model_encoder=model_encoder, query_encoder=query_encoder, max_classes=max_classes)
+    indexer = make_indexer(retriever, retriever_id="untrained", probe=spec, oracle_view=oracle_view,
+                           extractor=extractor)
+    data = zoo_training_data(zoo, indexer, show_progress=show_progress)
+    metrics = train_retriever(retriever, data, args, show_progress=show_progress)
+    metrics["zoo"] = str(zoo_dir)
+    save_retriever(retriever, out_dir, push_to_hub=push_to_hub, token=token)
+    return retriever, metrics
+
+
+def train_from_index(index, out_dir, *, retriever=None, args=None, show_progress=True, token=None,
+                     push_to_hub: str | None = None):
+    """Self-supervised adaptation from an index's knowledge records alone (pseudo-tasks, no labels)."""
+    from PIL import Image
+
+    from .find import load_retriever
+    from .index import load_index
+    from .knowledge import KnowledgeRecord
+    from .train import TrainingArguments, self_supervised_data, train_retriever
+
+    args = args or TrainingArguments()
+    seed_everything(args.seed)
+    idx = load_index(index, token=token)
+    retriever = load_retriever(retriever, idx.meta, token=token)
+    indexer = make_indexer(retriever, retriever_id=idx.meta["retriever_id"], probe=idx.meta["probe_spec"],
+                           oracle_view=idx.meta["oracle_view"], token=token)
+    records = [KnowledgeRecord.from_json(r["knowledge"]) for r in idx.rows]
+    graphs = [indexer.graph(r) for r in progress(records, desc="Knowledge graphs", disable=not show_progress or None)]
+    probe_feats = indexer.extractor([Image.fromarray(p) for p in indexer.probes], show_progress=False)
+    data = self_supervised_data(graphs, [r["model_id"] for r in idx.rows], records, probe_feats, seed=args.seed)
+    metrics = train_retriever(retriever, data, args, show_progress=show_progress)
+    save_retriever(retriever, out_dir, push_to_hub=push_to_hub, token=token)
+    return retriever, metrics
+
+
+def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token: str | None = None):
+    """Save a retriever (safetensors + config + card) and optionally push it as a Hub model."""
+    out_dir = Path(out_dir)
+    (out_dir / "README.md").unlink(missing_ok=True)
+    retriever.save_pretrained(out_dir)
+    if push_to_hub:
+        from .hub import validate_repo_id, with_retries
+
+        validate_repo_id(push_to_hub, "model id")
+        with_retries(retriever.push_to_hub, push_to_hub, token=token,
+                     model_card_kwargs={"repo_id": push_to_hub})
+
+
+def load_retriever_for_index(retriever: str | None, token: str | None = None):
+    """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``."""
+    from .hub import split_revision
+    from .retriever import Retriever
+
+    if retriever is None:
+        raise K2VError("No retriever given.", "Pass --retriever DIR_OR_ID (train one with `k2v-hub train`).")
+    repo, revision = split_revision(retriever)
+    if Path(repo).is_dir():
+        return Retriever.from_pretrained(repo), str(Path(repo).resolve()), "local"
+    from .hub import get_api, validate_repo_id, with_retries
+
+    validate_repo_id(repo, "retriever id")
+    sha = with_retries(get_api(token).model_info, repo, revision=revision).sha
+    return Retriever.from_pretrained(repo, revision=sha, token=token), repo, sha
+
+
+def push_card(model_id: str, index, *, token=None, create_pr=False, index_id: str | None = None) -> str:
+    """Upload ``k2v/embedding.safetensors`` + ``k2v/metadata.json`` and the card section in one commit."""
+    from safetensors.numpy import save
+
+    from .hub import commit_files, read_text_file
+    from .index import load_index
+    from .knowledge import KnowledgeRecord
+    from .modelcards import render_model_section, upsert_section
+
+    idx = load_index(index, token=token)
+    row = next((r for r in idx.rows if r["model_id"] == model_id), None)
+    if row is None:
+        raise K2VError(f"{model_id} is not in the index.", "Index it first with `k2v-hub index`.")
+    record = KnowledgeRecord.from_json(row["knowledge"])
+    meta = {k: row[k] for k in ("model_id", "revision", "retriever_id", "retriever_revision", "retriever_fingerprint",
+                                "feature_space", "probe_fingerprint", "oracle_view", "k2v_hub_version", "n_queries",
+                                "created_at")}
+    meta["index"] = index_id or str(index)
+    embedding = save({"embedding": np.asarray(row["embedding"], dtype=np.float32)},
+                     metadata={k: str(v) for k, v in meta.items()})
+    readme = read_text_file(model_id, "README.md", token=token)
+    section = render_model_section(embed_dim=len(row["embedding"]), n_probes=len(record.probe_pred),
+                                   n_queries=row["n_queries"], index_id=meta["index"], revision=row["revision"],
+                                   retriever_id=row["retriever_id"], retriever_fingerprint=row["retriever_fingerprint"],
+                                   feature_space=row["feature_space"], probe_fingerprint=row["probe_fingerprint"],
+                                   n_classes=len(record.classes), n_labels=len(record.labels))
+    files = {
+        "k2v/embedding.safetensors": embedding,
+        "k2v/metadata.json": json.dumps(meta, indent=2).encode(),
+        "README.md": upsert_section(readme, section).encode(),
+    }
+    return commit_files(model_id, files, token=token, create_pr=create_pr,
+                        commit_message="Add k2v-hub knowledge vector")

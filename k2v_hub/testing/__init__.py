@@ -1,0 +1,1 @@
+"""Test helpers for k2v-hub: a local Hub-compatible HTTP server (`k2v_hub.testing.hub_server`)."""

@@ -1,0 +1,219 @@
+"""Training the retriever with Accelerate: L = L_MKC + alpha * L_SAL (Eqs. 14-16 of the paper).
+
+Three ways to get training data, one trainer:
+
+- **supervised**: (task, model, accuracy) ground truth; each task's positive is its best model
+  (:func:`supervised_data`).
+- **self-supervised**: an index alone; pseudo-tasks are probe images labelled by each model's own confident
+  predictions, and the positive is that model (:func:`self_supervised_data`). No labelled task needed.
+- **inductive use**: a trained retriever encodes models it never saw; nothing to train.
+
+L_MKC is a cross-entropy over model identities on *augmented* views of each model's graph (random class
+subsets and feature noise), which pushes M_EXT to keep what identifies a model and drop probe noise. L_SAL is
+the paper's cosine loss with margin 0.4 (``sal="cosine"``) or an InfoNCE contrastive loss
+(``sal="contrastive"``). The same code runs on one CPU process, N processes (``accelerate launch`` /
+``torchrun``) or GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .utils import logger, progress
+
+SAL_LOSSES = ("cosine", "contrastive")
+
+
+@dataclass
+class TrainingArguments:
+    """How to train a retriever.
+
+    Args:
+        steps: optimisation steps.
+        batch_tasks: tasks per step (per process).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        alpha: weight of L_SAL in ``L_MKC + alpha * L_SAL``.
+        use_mkc: include L_MKC (the ablation turns it off).
+        sal: ``"cosine"`` (margin 0.4, the paper) or ``"contrastive"`` (InfoNCE).
+        margin: the cosine margin.
+        temperature: InfoNCE temperature.
+        class_dropout: probability of dropping each class from an augmented model graph (L_MKC views).
+        feature_noise: std of Gaussian noise added to augmented graph features, relative to their std.
+        seed: everything is deterministic given it.
+        cpu: force CPU even when a GPU is present.
+    """
+
+    steps: int = 300
+    batch_tasks: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    alpha: float = 1.0
+    use_mkc: bool = True
+    sal: str = "cosine"
+    margin: float = 0.4
+    temperature: float = 0.1
+    class_dropout: float = 0.2
+    feature_noise: float = 0.05
+    seed: int = 0
+    cpu: bool = False
+
+    def __post_init__(self):
+        if self.sal not in SAL_LOSSES:
+            raise ValueError(f"sal={self.sal!r} is not one of {', '.join(SAL_LOSSES)}.")
+        if self.steps < 1 or self.batch_tasks < 1:
+            raise ValueError(f"steps ({self.steps}) and batch_tasks ({self.batch_tasks}) must be >= 1.")
+        if not 0 <= self.class_dropout < 1:
+            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}.")
+
+
+@dataclass
+class TrainingData:
+    """Precomputed inputs: model graph sets, task class means and, per task, the index of its positive model.
+
+    Attributes:
+        graphs: ``[K, K, D]`` float32 arrays, one per model.
+        tasks: ``[K, D]`` float32 class-mean arrays, one per task.
+        targets: per task, the index into ``graphs`` of its best model.
+        model_ids: names of the models (for logs and cards).
+        mode: ``supervised`` or ``self-supervised``.
+    """
+
+    graphs: list
+    tasks: list
+    targets: list
+    model_ids: list = field(default_factory=list)
+    mode: str = "supervised"
+
+    def __post_init__(self):
+        if len(self.tasks) != len(self.targets):
+            raise ValueError(f"{len(self.tasks)} tasks but {len(self.targets)} targets.")
+        if not self.graphs or not self.tasks:
+            raise ValueError("Training needs at least one model graph and one task.")
+        bad = [t for t in self.targets if not 0 <= t < len(self.graphs)]
+        if bad:
+            raise ValueError(f"Task targets out of range: {bad[:5]}.")
+
+
+def supervised_data(graphs, model_ids, tasks, task_scores) -> TrainingData:
+    """Training data from ground truth: ``task_scores[i][j]`` is the accuracy of model j on task i."""
+    scores = np.asarray(task_scores, dtype=np.float64)
+    targets = [int(np.argmax(row)) for row in scores]
+    return TrainingData(list(graphs), list(tasks), targets, list(model_ids), "supervised")
+
+
+def self_supervised_data(graphs, model_ids, records, probe_features, *, tasks_per_model=12, seed=0) -> TrainingData:
+    """Training data from an index alone: pseudo-tasks of probes labelled by each model's confident answers."""
+    from .knowledge import pseudo_tasks
+
+    rng = np.random.default_rng(seed)
+    tasks, targets = [], []
+    for j, record in enumerate(records):
+        for idx, labels in pseudo_tasks(record, n_tasks=tasks_per_model, rng=rng):
+            feats = probe_features[idx]
+            tasks.append(np.stack([feats[labels == c].mean(0) for c in np.unique(labels)]).astype(np.float32))
+            targets.append(j)
+    if not tasks:
+        raise ValueError("No model in the index has two confident classes: no pseudo-task can be made.")
+    return TrainingData(list(graphs), tasks, targets, list(model_ids), "self-supervised")
+
+
+def augment_graph(graph: np.ndarray, rng: np.random.Generator, class_dropout: float, noise: float) -> np.ndarray:
+    """An augmented view of a model graph: a random subset of classes (at least 2) plus feature noise."""
+    k = graph.shape[0]
+    keep = np.flatnonzero(rng.random(k) >= class_dropout)
+    if len(keep) < 2:
+        keep = np.sort(rng.choice(k, size=min(2, k), replace=False))
+    out = graph[np.ix_(keep, keep)]
+    if noise > 0:
+        out = out + rng.normal(0, noise * (graph.std() + 1e-6), out.shape).astype(np.float32)
+    return out.astype(np.float32)
+
+
+def sal_loss(t: torch.Tensor, h: torch.Tensor, targets: torch.Tensor, args: TrainingArguments) -> torch.Tensor:
+    """L_SAL between task vectors ``t [B, d]`` and model vectors ``h [M, d]`` (Eq. 15, or InfoNCE)."""
+    cos = t @ h.T
+    pos_mask = F.one_hot(targets, h.shape[0]).bool()
+    if args.sal == "contrastive":
+        return F.cross_entropy(cos / args.temperature, targets)
+    pos = (1 - cos[pos_mask]).mean()
+    neg = torch.relu(cos[~pos_mask] - args.margin)
+    return pos + (neg.mean() if neg.numel() else cos.sum() * 0)
+
+
+def train_retriever(retriever, data: TrainingData, args: TrainingArguments | None = None, *, accelerator=None,
+                    show_progress: bool = True) -> dict:
+    """Train ``retriever`` in place with Accelerate; return metrics (losses, seconds, steps, processes)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    args = args or TrainingArguments()
+    accelerator = accelerator or Accelerator(cpu=args.cpu)
+    set_seed(args.seed)
+    rng = np.random.default_rng(args.seed + 1000 * accelerator.process_index)
+    mkc_head = nn.Linear(retriever.embed_dim, len(data.graphs), bias=False)
+    params = list(retriever.parameters()) + (list(mkc_head.parameters()) if args.use_mkc else [])
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+    )
+    model, mkc_head, optimizer, scheduler = accelerator.prepare(retriever, mkc_head, optimizer, scheduler)
+    model.train()
+    targets_all = np.asarray(data.targets)
+    start, history = time.perf_counter(), []
+    bar = progress(range(args.steps), desc="Training retriever", total=args.steps,
+                   disable=not (show_progress and accelerator.is_local_main_process) or None)
+    for _step in bar:
+        batch = rng.integers(0, len(data.tasks), size=args.batch_tasks)
+        graphs = [augment_graph(g, rng, args.class_dropout, args.feature_noise) for g in data.graphs]
+        graphs = [torch.from_numpy(g).to(accelerator.device) for g in graphs]
+        tasks = [torch.from_numpy(np.asarray(data.tasks[i], dtype=np.float32)).to(accelerator.device) for i in batch]
+        targets = torch.from_numpy(targets_all[batch]).to(accelerator.device)
+        h, t = model(graphs, tasks)
+        loss_sal = sal_loss(t, h, targets, args)
+        loss = args.alpha * loss_sal
+        loss_mkc = torch.zeros(())
+        if args.use_mkc:
+            loss_mkc = F.cross_entropy(mkc_head(h) / 0.1, torch.arange(len(graphs), device=accelerator.device))
+            loss = loss + loss_mkc
+        optimizer.zero_grad()
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        history.append((float(loss_mkc.detach()), float(loss_sal.detach())))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(sal=f"{history[-1][1]:.3f}", mkc=f"{history[-1][0]:.3f}")
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    tail = np.asarray(history[-max(1, args.steps // 10):])
+    metrics = {
+        "mode": data.mode,
+        "steps": args.steps,
+        "models": len(data.graphs),
+        "tasks": len(data.tasks),
+        "processes": accelerator.num_processes,
+        "seconds": round(time.perf_counter() - start, 2),
+        "final_loss_mkc": round(float(tail[:, 0].mean()), 4),
+        "final_loss_sal": round(float(tail[:, 1].mean()), 4),
+        "args": asdict(args),
+    }
+    logger.info("Trained retriever: %s", metrics)
+    unwrapped.training_info = {k: v for k, v in metrics.items() if k != "args"}
+    if unwrapped._hub_mixin_config is not None:
+        unwrapped._hub_mixin_config["training_info"] = unwrapped.training_info
+    return metrics
+
+
+def recall_at_k(model_vecs: np.ndarray, task_vecs: np.ndarray, targets, k: int = 1) -> float:
+    """Fraction of tasks whose target model is among the top-k by cosine."""
+    scores = task_vecs @ model_vecs.T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean([t in row for t, row in zip(targets, top)]))
