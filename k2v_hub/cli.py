@@ -348,14 +348,23 @@ def push_card_cmd(model_id, index, create_pr, token, fmt, as_json, quiet, verbos
 @click.option("--out", "out_dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
 @click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
               help="Where the zoo and intermediate files go (default: $K2V_HUB_HOME/bench-<profile>).")
-@click.option("--label-blind", is_flag=True, help="Also evaluate with anonymous label names.")
+@click.option("--label-blind/--no-label-blind", default=True, show_default=True,
+              help="Also evaluate with anonymous label names (class_0, ...).")
+@click.option("--scale", is_flag=True, help="Only the synthetic-index latency/memory benchmark (1k..1M models).")
 @click.option("--steps", type=int, default=None, help="Retriever training steps (default per profile).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @common_options
-def bench(profile, out_dir, work_dir, label_blind, steps, seed, token, fmt, as_json, quiet, verbose):
+def bench(profile, out_dir, work_dir, label_blind, scale, steps, seed, token, fmt, as_json, quiet, verbose):
     """Benchmark."""
     out = Output(fmt, as_json, quiet, verbose)
-    from .bench import run_bench
+    from .bench import run_bench, run_scale_bench
+
+    if scale:
+        rows = run_scale_bench()
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "scale.json").write_text(json.dumps(rows, indent=2))
+        out.table(rows, list(rows[0]), "models", title="Vector search latency and memory (synthetic index)")
+        return
 
     results, paths = run_bench(profile, out_dir=out_dir, work_dir=work_dir, label_blind=label_blind, steps=steps,
                                seed=seed, show_progress=out.progress, command=" ".join(["k2v-hub"] + sys.argv[1:]))
