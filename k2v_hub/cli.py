@@ -1,9 +1,27 @@
 """`k2v-hub` (and `hf k2v`): the command line, in the `hf` CLI's habits.
 
-Every command takes ``--token`` (default: ``huggingface_hub.get_token()``), ``--format auto|human|json|quiet``
-(with ``--json`` and ``-q/--quiet``), ``--verbose``. Errors print one line saying what to do and exit non-zero
-(2 bad usage or dataset, 3 refused model, 4 bad index, 5 budget, 6 Hub); ``--verbose`` or ``HF_DEBUG=1`` shows
-the traceback. Progress bars show only in human format.
+Every command takes ``--token`` (default: ``HF_TOKEN`` or the saved ``hf auth login`` token; never printed, logged
+or written to disk), ``--format auto|human|json|quiet`` (``--json`` is ``--format json``, ``-q/--quiet`` is
+``--format quiet``: ids only, one per line; ``auto`` is human on a terminal, json otherwise), ``-v/--verbose``.
+Results go to stdout; progress bars, warnings and errors to stderr, and progress bars only in human format.
+Colour only on a terminal and never with ``NO_COLOR`` set. Commands that push (``index --push/--push-cards``) ask
+for confirmation on a terminal unless ``-y/--yes``.
+
+Exit codes (like ``hf``: 0 success, 1 error, 2 bad usage; k2v-hub adds finer codes for its own errors):
+
+====  =====================================================================================
+ 0    success
+ 1    unexpected error (a bug or an unknown failure)
+ 2    bad usage (unknown option, missing argument) or a dataset that cannot be used
+ 3    a model k2v-hub refuses to load or query (remote code, pickle weights, wrong task)
+ 4    a missing, corrupt, empty or incompatible index
+ 5    black-box query budget exceeded
+ 6    a Hub call failed after retries (auth, not found, gated, network)
+ 130  interrupted (Ctrl-C) or confirmation declined
+====  =====================================================================================
+
+An error prints one line on stderr (``Error: what happened. What to do.``) and no traceback; ``--verbose`` or
+``HF_DEBUG=1`` prints the traceback too (same exit code).
 """
 
 from __future__ import annotations
@@ -12,6 +30,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -49,15 +68,14 @@ class Output:
             fmt = "human" if sys.stdout.isatty() else "json"
         self.fmt = fmt
         self.no_truncate = no_truncate
-        self.color = "NO_COLOR" not in os.environ and sys.stdout.isatty()
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        self.color = not os.environ.get("NO_COLOR") and sys.stdout.isatty()
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("k2v_hub").setLevel(logging.DEBUG if verbose else logging.WARNING)
         if verbose:
             os.environ["K2V_HUB_VERBOSE"] = "1"
         if fmt != "human":
-            from huggingface_hub.utils import disable_progress_bars
-
-            disable_progress_bars("k2v_hub")
+            _silence_progress_bars()
 
     @property
     def progress(self) -> bool:
@@ -92,6 +110,24 @@ class Output:
         """A progress line, human format only (to stderr)."""
         if self.fmt == "human":
             click.echo(message, err=True)
+
+
+def _silence_progress_bars() -> None:
+    """No progress bar from k2v-hub, huggingface_hub, datasets or transformers (json/quiet output)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as tf_logging
+
+        tf_logging.disable_progress_bar()
 
 
 def _cell(value, no_truncate: bool) -> str:
@@ -242,6 +278,10 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
     from .index import build_index
 
     token = _token(token)
+    if (push_to or push_cards) and not yes and out.fmt == "human" and sys.stdin.isatty():
+        what = " and ".join(x for x in (f"the index to {push_to}" if push_to else "",
+                                        "a card section to each indexed model repo" if push_cards else "") if x)
+        click.confirm(f"Push {what} ({'pull requests' if create_pr else 'commits'})?", abort=True)
     model, retriever_id, retriever_rev = pipeline.load_retriever_for_index(retriever, token)
     source = LocalSource(zoo_dir) if zoo_dir else HubSource(token=token)
     out_dir = Path(out_dir or pipeline.k2v_home() / "indexes" / org)
@@ -325,17 +365,19 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
 @cli.command("push-card", context_settings=CONTEXT, help="Push a model's knowledge vector and a card section "
              "into its repo, in one commit." + _examples(
                  "k2v-hub push-card --model my-org/my-model --index ./index",
-                 "k2v-hub push-card --model other-org/model --index my-org/k2v-index --create-pr"))
+                 "k2v-hub push-card --model other-org/model --index my-org/k2v-index --create-pr",
+                 "k2v-hub push-card --model my-org/my-model --index my-org/k2v-index --revision dev"))
 @click.option("--model", "model_id", required=True, help="Model repo id (must be in the index).")
 @click.option("--index", "index", required=True, help="Index folder or Hub dataset id.")
 @click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing.")
+@click.option("--revision", default=None, help="Model repo branch to read the card from and commit to (default: main).")
 @common_options
-def push_card_cmd(model_id, index, create_pr, token, fmt, as_json, quiet, verbose):
+def push_card_cmd(model_id, index, create_pr, revision, token, fmt, as_json, quiet, verbose):
     """Push one card section."""
     out = Output(fmt, as_json, quiet, verbose)
     from .pipeline import push_card
 
-    url = push_card(model_id, index, token=_token(token), create_pr=create_pr)
+    url = push_card(model_id, index, token=_token(token), create_pr=create_pr, revision=revision)
     out.result({"model_id": model_id, "url": url}, f"Pushed the k2v-hub section of {model_id}: {url}")
     if out.fmt == "quiet":
         click.echo(model_id)
@@ -386,30 +428,49 @@ def demo(out_dir, steps, token, fmt, as_json, quiet, verbose):
 
 
 def main(argv=None):
-    """Console entry point: one-line errors, documented exit codes."""
-    debug = os.environ.get("HF_DEBUG") == "1"
+    """Console entry point: one-line errors, documented exit codes (see the module docstring)."""
     try:
         cli.main(args=argv, prog_name=_prog_name(), standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        sys.exit(exc.exit_code if exc.exit_code not in (None, 0, 1) else 2)
     except K2VError as exc:
-        if debug or os.environ.get("K2V_HUB_VERBOSE") == "1":
-            raise
-        click.echo(f"Error: {exc}", err=True)
+        _show_traceback()
+        click.echo(f"{_error_prefix()} {_one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        if debug or os.environ.get("K2V_HUB_VERBOSE") == "1":
-            raise
-        click.echo(f"Error: {type(exc).__name__}: {exc}".splitlines()[0]
-                   + " (run with --verbose or HF_DEBUG=1 for the traceback)", err=True)
+        shown = _show_traceback()
+        click.echo(f"{_error_prefix()} {type(exc).__name__}: {_one_line(str(exc))}"
+                   + ("" if shown else " (run with --verbose or HF_DEBUG=1 for the traceback)"), err=True)
         sys.exit(1)
+
+
+def _error_prefix() -> str:
+    """``Error:``, in red on a terminal unless ``NO_COLOR`` is set."""
+    if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+        return click.style("Error:", fg="red", bold=True)
+    return "Error:"
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines)[:1000] if lines else ""
+
+
+def _show_traceback() -> bool:
+    """Print the current traceback to stderr with --verbose or HF_DEBUG=1; return whether it did."""
+    if os.environ.get("HF_DEBUG", "").lower() in ("1", "true", "yes") or os.environ.get("K2V_HUB_VERBOSE") == "1":
+        traceback.print_exc()
+        return True
+    return False
 
 
 def _prog_name() -> str:

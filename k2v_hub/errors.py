@@ -11,6 +11,12 @@ class K2VError(Exception):
         super().__init__(message if hint is None else f"{message} {hint}")
 
 
+class UsageError(K2VError, ValueError):
+    """A bad argument to a k2v-hub function (``top_k=0``, an unknown method name...)."""
+
+    exit_code = 2
+
+
 class DatasetError(K2VError, ValueError):
     """The user's dataset cannot be used as a retrieval query."""
 
@@ -25,6 +31,12 @@ class ModelRefused(K2VError):
 
 class IndexError_(K2VError):
     """An index that is missing, corrupt, empty or incompatible with the retriever/feature space."""
+
+    exit_code = 4
+
+
+class MalformedRecord(IndexError_, ValueError):
+    """A knowledge record (from an index row or the knowledge cache) that does not have the documented shape."""
 
     exit_code = 4
 

@@ -3,28 +3,50 @@
 Two sources of model repos share one interface (:class:`RepoSource`): :class:`HubSource` (the real Hub, a
 private endpoint through ``HF_ENDPOINT``, or the project's test server) and :class:`LocalSource` (the embedded
 default: a folder laid out like Hub repos, ``DIR/<org>/<name>/``). Every ``HfApi`` is made with
-``library_name="k2v-hub"`` so Hub-side logs see the plugin. ``huggingface_hub`` retries downloads, pagination and
-uploads itself; :func:`with_retries` covers the calls it does not (repo info, create repo, commit).
+``library_name="k2v-hub"`` (and every download passes it) so Hub-side logs see the plugin.
+
+Retries: ``huggingface_hub`` retries only some requests itself (pagination, LFS batch/upload/verify, HEAD 429).
+It does not retry ``model_info``/``repo_info``, ``create_repo``, the preupload and commit POSTs, a download GET
+answered 5xx or a HEAD whose connection dropped (those surface as ``LocalEntryNotFoundError`` or "Force download
+failed"). So every Hub call here goes through :func:`with_retries`, at the smallest step that can be repeated
+safely: repo info, one file listing, one file download, one LFS pre-upload, one commit. Retried: HTTP 408/429/5xx,
+dropped or refused connections and timeouts (``httpx`` errors, also when wrapped as the cause of a
+``LocalEntryNotFoundError``); never 401/403/404, gated repos or offline mode. Backoff is exponential with jitter,
+``K2V_HUB_RETRIES`` attempts after the first (default 8) and ``K2V_HUB_RETRY_BASE_DELAY`` seconds first delay
+(default 0.5, capped at 8 s). A call that still fails raises :class:`~k2v_hub.errors.HubError` (one line, exit
+code 6).
+
 Tokens are passed through, never logged or stored.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import os
 import random
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
+    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+
+try:  # huggingface_hub >= 2 uses httpx2; older releases httpx
+    import httpx2 as _httpx
+except ImportError:  # pragma: no cover
+    import httpx as _httpx
 
 from . import __version__
 from .errors import HubError
@@ -34,6 +56,7 @@ __all__ = [
     "LIBRARY_NAME",
     "get_api",
     "with_retries",
+    "hub_call",
     "split_revision",
     "RepoRef",
     "RepoSource",
@@ -47,7 +70,15 @@ __all__ = [
 LIBRARY_NAME = "k2v-hub"
 MODEL_FILES = ["config.json", "preprocessor_config.json", "*.safetensors", "README.md"]
 PICKLE_FILES = ["pytorch_model.bin"]
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+DEFAULT_RETRIES = 8
+DEFAULT_BASE_DELAY = 0.5
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_NETWORK_ERRORS = (_httpx.TimeoutException, _httpx.NetworkError, _httpx.RemoteProtocolError, ConnectionError,
+                   TimeoutError)
+_NETWORK_ERROR_NAMES = ("ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "RemoteDisconnected",
+                        "ProtocolError", "Timeout", "ConnectionError", "NetworkError", "IncompleteRead")
+_rng = random.Random()
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
@@ -71,29 +102,74 @@ def split_revision(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError)):
+def _retryable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a passing fault worth another try: HTTP 408/429/5xx, a dropped or refused connection,
+    a timeout, or one of these wrapped by huggingface_hub (``LocalEntryNotFoundError`` / "Force download failed"
+    raised *from* it). Never: not found, gated, bad revision, 401/403, offline mode."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, LocalEntryNotFoundError) or (
+                isinstance(exc, ValueError) and "Force download failed" in str(exc)):
+            exc = exc.__cause__  # retryable only if what it wraps is
+            continue
+        if isinstance(exc, (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, RemoteEntryNotFoundError,
+                            OfflineModeIsEnabled)):
+            return False
+        if isinstance(exc, HfHubHTTPError):
+            response = getattr(exc, "response", None)
+            return getattr(response, "status_code", None) in RETRY_STATUSES
+        if isinstance(exc, _httpx.HTTPStatusError):
+            return exc.response.status_code in RETRY_STATUSES
+        if isinstance(exc, _NETWORK_ERRORS):
+            return True
+        if any(s in type(exc).__name__ for s in _NETWORK_ERROR_NAMES):
+            return True
         return False
-    if isinstance(exc, HfHubHTTPError):
-        status = getattr(exc.response, "status_code", None)
-        return status in RETRY_STATUSES
-    name = type(exc).__name__
-    return any(s in name for s in ("ConnectError", "ReadError", "RemoteProtocolError", "Timeout", "ConnectionError",
-                                   "NetworkError", "WriteError"))
+    return False
 
 
-def with_retries(fn, *args, retries: int = 6, base_delay: float = 0.5, max_delay: float = 8.0, **kwargs):
-    """Call ``fn`` and retry on 429/5xx and dropped connections with jittered exponential backoff."""
-    for attempt in range(retries + 1):
+def _env_number(name: str, default, cast):
+    try:
+        return cast(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+
+
+def with_retries(fn, *args, retries: int | None = None, base_delay: float | None = None, max_delay: float = 8.0,
+                 **kwargs):
+    """Call ``fn(*args, **kwargs)``; on a retryable fault (see :func:`_retryable`) try again, at most ``retries``
+    more times (``$K2V_HUB_RETRIES``, default 8), after jittered exponential delays starting at ``base_delay``
+    seconds (``$K2V_HUB_RETRY_BASE_DELAY``, default 0.5) and capped at ``max_delay``. Other errors, and the last
+    fault, are raised as they are."""
+    retries = _env_number("K2V_HUB_RETRIES", DEFAULT_RETRIES, int) if retries is None else retries
+    base_delay = _env_number("K2V_HUB_RETRY_BASE_DELAY", DEFAULT_BASE_DELAY, float) if base_delay is None \
+        else base_delay
+    for attempt in range(max(0, retries) + 1):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - filtered by _retryable
-            if attempt == retries or not _retryable(exc):
+            if attempt >= retries or not _retryable(exc):
                 raise
-            delay = min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2)
-            logger.info("Retrying %s after %s (attempt %d/%d)", getattr(fn, "__name__", "call"),
-                        type(exc).__name__, attempt + 1, retries)
+            delay = min(max_delay, base_delay * 2**attempt) * (0.5 + _rng.random() / 2)
+            logger.info("Retrying %s after %s (attempt %d/%d, %.2f s)", getattr(fn, "__name__", "call"),
+                        type(exc).__name__, attempt + 1, retries, delay)
             time.sleep(delay)
+
+
+def hub_call(fn, *args, what: tuple[str, str], keep: tuple = (), **kwargs):
+    """:func:`with_retries`, and any Hub failure left (but those in ``keep``) turned into a one-line
+    :class:`HubError` about ``what = (repo_id, repo_type)``."""
+    try:
+        return with_retries(fn, *args, **kwargs)
+    except HubError:
+        raise
+    except Exception as exc:
+        if keep and isinstance(exc, keep):
+            raise
+        if isinstance(exc, (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled)) or _retryable(exc):
+            raise hub_error(exc, *what) from None
+        raise
 
 
 def hub_error(exc: Exception, repo_id: str, repo_type: str = "model") -> HubError:
@@ -105,11 +181,22 @@ def hub_error(exc: Exception, repo_id: str, repo_type: str = "model") -> HubErro
                         "Check the id, or pass --token / run `hf auth login` for a private repo.")
     if isinstance(exc, RevisionNotFoundError):
         return HubError(f"Revision not found in {repo_type} {repo_id}.", "Check --revision.")
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, EntryNotFoundError):
+        return HubError(f"A file is missing from {repo_type} {repo_id}.", "Check the repo's files and revision.")
+    cause = exc
+    while isinstance(cause, (LocalEntryNotFoundError, ValueError)) and cause.__cause__ is not None:
+        cause = cause.__cause__  # what huggingface_hub wrapped
+    if isinstance(cause, OfflineModeIsEnabled) or (isinstance(exc, LocalEntryNotFoundError) and cause is exc):
+        return HubError(f"{repo_type} {repo_id} is not in the local cache and the Hub is not reachable "
+                        "(HF_HUB_OFFLINE?).", "Unset HF_HUB_OFFLINE or download it once online.")
+    if cause is not exc and isinstance(cause, (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError)):
+        return hub_error(cause, repo_id, repo_type)
+    status = getattr(getattr(cause, "response", None), "status_code", None)
     if status in (401, 403):
         return HubError(f"Not authorised for {repo_type} {repo_id} (HTTP {status}).",
                         "Pass --token or run `hf auth login` with a token that can access it.")
-    return HubError(f"Hub request for {repo_type} {repo_id} failed: {type(exc).__name__}.",
+    what = f"HTTP {status}" if status else type(cause).__name__
+    return HubError(f"Hub request for {repo_type} {repo_id} failed ({what}) after retries.",
                     "Check your connection or HF_ENDPOINT and try again.")
 
 
@@ -152,50 +239,80 @@ class RepoSource:
 
 
 class HubSource(RepoSource):
-    """Model repos on a Hub endpoint, through ``HfApi`` and ``snapshot_download``."""
+    """Model repos on a Hub endpoint, through ``HfApi`` and per-file downloads (each retried).
+
+    A model's revision is its *content revision*: the newest commit that changed a file the black box reads
+    (``config.json``, ``preprocessor_config.json``, weights), found from the tree's ``lastCommit`` entries. A commit
+    that only touches the card or ``k2v/`` (what ``k2v-hub push-card`` writes) leaves it unchanged, so pushing cards
+    does not make the next ``k2v-hub index`` run query the whole org again. ``content_revision=False`` uses the
+    head commit instead.
+    """
 
     kind = "hub"
 
-    def __init__(self, token: str | None = None, endpoint: str | None = None):
+    def __init__(self, token: str | None = None, endpoint: str | None = None, *, content_revision: bool = True):
         self.token = token
+        self.endpoint = endpoint
+        self.content_revision = content_revision
         self.api = get_api(token, endpoint)
 
     def list_models(self, org, *, limit=None):
         """The org's image-classification models (``list_models(author=org, pipeline_tag=...)``)."""
         validate_repo_id(org, "organisation name")
-        try:
-            infos = with_retries(lambda: list(self.api.list_models(author=org, pipeline_tag="image-classification",
-                                                                   limit=limit, full=True, cardData=True)))
-        except HfHubHTTPError as exc:
-            raise hub_error(exc, org, "organisation") from None
+        infos = hub_call(lambda: list(self.api.list_models(author=org, pipeline_tag="image-classification",
+                                                              limit=limit, full=True, cardData=True)),
+                          what=(org, "organisation"))
         refs = []
         for info in infos:
             card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
             sha = info.sha
             if not sha:
-                sha = with_retries(self.api.model_info, info.id).sha
+                sha = hub_call(self.api.model_info, info.id, what=(info.id, "model")).sha
+            if self.content_revision:
+                sha = self._content_revision(info.id, sha)
             refs.append(RepoRef(info.id, sha, card, int(info.downloads or 0), int(info.likes or 0)))
         return sorted(refs, key=lambda r: r.model_id)
 
+    def _content_revision(self, model_id: str, head: str) -> str:
+        """The newest commit, at or before ``head``, that changed a model file (``head`` if unknown)."""
+        from huggingface_hub.hf_api import RepoFile
+
+        entries = hub_call(lambda: list(self.api.list_repo_tree(model_id, revision=head, expand=True)),
+                            what=(model_id, "model"))
+        model_files = [p for p in MODEL_FILES + PICKLE_FILES if p != "README.md"]
+        commits = {}
+        for e in entries:
+            if isinstance(e, RepoFile) and _matches(e.path, model_files):
+                if e.last_commit is None:
+                    return head
+                commits[e.last_commit.oid] = e.last_commit.date
+        if not commits:
+            return head
+        if len(commits) == 1:
+            return next(iter(commits))
+        newest = max(commits.values())
+        if sum(d == newest for d in commits.values()) == 1:
+            return max(commits, key=commits.get)
+        for commit in hub_call(self.api.list_repo_commits, model_id, revision=head, what=(model_id, "model")):
+            if commit.commit_id in commits:  # newest first
+                return commit.commit_id
+        return head
+
     def model_ref(self, model_id: str, revision: str | None = None) -> RepoRef:
-        """One model's current revision and metadata."""
+        """One model's revision (the content revision unless ``revision`` is given) and metadata."""
         validate_repo_id(model_id, "model id")
-        try:
-            info = with_retries(self.api.model_info, model_id, revision=revision)
-        except HfHubHTTPError as exc:
-            raise hub_error(exc, model_id) from None
+        info = hub_call(self.api.model_info, model_id, revision=revision, what=(model_id, "model"))
         card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
-        return RepoRef(info.id, info.sha, card, int(info.downloads or 0), int(info.likes or 0))
+        sha = info.sha
+        if self.content_revision and revision is None:
+            sha = self._content_revision(model_id, sha)
+        return RepoRef(info.id, sha, card, int(info.downloads or 0), int(info.likes or 0))
 
     def snapshot(self, ref, *, allow_pickle=False):
         """Download only config, preprocessor config, safetensors weights and card (pickle only if allowed)."""
         patterns = MODEL_FILES + (PICKLE_FILES if allow_pickle else [])
-        try:
-            return Path(snapshot_download(ref.model_id, revision=ref.revision, allow_patterns=patterns,
-                                          token=self.token, library_name=LIBRARY_NAME,
-                                          library_version=__version__))
-        except HfHubHTTPError as exc:
-            raise hub_error(exc, ref.model_id) from None
+        return download_repo(ref.model_id, repo_type="model", revision=ref.revision, token=self.token,
+                             allow_patterns=patterns, endpoint=self.endpoint)
 
 
 def folder_revision(path: Path) -> str:
@@ -275,61 +392,104 @@ class LocalSource(RepoSource):
         return self.root / ref.model_id
 
 
+def _matches(path: str, patterns) -> bool:
+    if patterns is None:
+        return True
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    return any(fnmatch.fnmatch(path, p if not p.endswith("/") else p + "*") for p in patterns)
+
+
 def download_repo(repo_id: str, *, repo_type: str = "dataset", revision: str | None = None,
-                  token: str | None = None, allow_patterns=None) -> Path:
-    """``snapshot_download`` with the k2v-hub user agent and one-line errors; returns the local folder."""
+                  token: str | None = None, allow_patterns=None, endpoint: str | None = None) -> Path:
+    """Download a repo's files (those matching ``allow_patterns``) into the Hub cache; return the snapshot folder.
+
+    Done in retried steps rather than one ``snapshot_download``: resolve the revision to a commit (``repo_info``),
+    list the files at that commit, download each file (``hf_hub_download`` at the commit: cached files cost no
+    request), then one ``snapshot_download`` at the revision that only records the ref for offline use. A fault
+    costs one step, not the whole download. Offline (``HF_HUB_OFFLINE=1``) the cached snapshot is returned.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.hf_api import RepoFile
+
     validate_repo_id(repo_id, f"{repo_type} id")
-    try:
-        return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, token=token,
-                                      allow_patterns=allow_patterns, library_name=LIBRARY_NAME,
-                                      library_version=__version__))
-    except HfHubHTTPError as exc:
-        raise hub_error(exc, repo_id, repo_type) from None
+    common = dict(repo_type=repo_type, token=token, library_name=LIBRARY_NAME, library_version=__version__)
+    if constants.HF_HUB_OFFLINE:
+        return Path(hub_call(snapshot_download, repo_id, revision=revision, allow_patterns=allow_patterns,
+                              what=(repo_id, repo_type), **common))
+    api = get_api(token, endpoint)
+    sha = revision if revision and _COMMIT_SHA.match(revision) else None
+    if sha is None:
+        sha = hub_call(api.repo_info, repo_id, repo_type=repo_type, revision=revision,
+                        what=(repo_id, repo_type)).sha
+    files = hub_call(lambda: [f.path for f in api.list_repo_tree(repo_id, repo_type=repo_type, revision=sha,
+                                                                   recursive=True) if isinstance(f, RepoFile)],
+                      what=(repo_id, repo_type))
+    for name in sorted(f for f in files if _matches(f, allow_patterns)):
+        hub_call(hf_hub_download, repo_id, name, revision=sha, endpoint=endpoint, what=(repo_id, repo_type),
+                  **common)
+    # Everything is cached now: this records refs/<revision> (for offline use) and returns the snapshot folder.
+    return Path(hub_call(snapshot_download, repo_id, revision=revision, allow_patterns=allow_patterns,
+                          endpoint=endpoint, max_workers=1, what=(repo_id, repo_type), **common))
 
 
 def upload_folder(folder: str | Path, repo_id: str, *, repo_type: str = "dataset", token: str | None = None,
                   private: bool | None = None, commit_message: str = "Upload with k2v-hub",
-                  create_pr: bool = False, allow_patterns=None, delete_patterns=None) -> str:
-    """Create the repo if needed and upload ``folder`` in one commit; return the commit URL."""
+                  create_pr: bool = False, allow_patterns=None, delete_patterns=None,
+                  revision: str | None = None) -> str:
+    """Create the repo if needed and upload ``folder`` (files matching ``allow_patterns``) in one commit; files in
+    the repo matching ``delete_patterns`` and absent from the folder are deleted in the same commit. Returns the
+    commit (or pull request) URL."""
+    validate_repo_id(repo_id, f"{repo_type} id")
+    folder = Path(folder)
+    api = get_api(token)
+    hub_call(api.create_repo, repo_id, repo_type=repo_type, private=private, exist_ok=True,
+              what=(repo_id, repo_type))
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if _matches(rel, allow_patterns):
+            files[rel] = path
+    deletes = []
+    if delete_patterns:
+        remote = hub_call(api.list_repo_files, repo_id, repo_type=repo_type, revision=revision,
+                           what=(repo_id, repo_type))
+        deletes = [f for f in remote if f not in files and f != ".gitattributes" and _matches(f, delete_patterns)]
+    return commit_files(repo_id, files, repo_type=repo_type, token=token, commit_message=commit_message,
+                        create_pr=create_pr, revision=revision, delete=deletes)
+
+
+def commit_files(repo_id: str, files: dict, *, repo_type: str = "model", token: str | None = None,
+                 commit_message: str, create_pr: bool = False, revision: str | None = None,
+                 delete=()) -> str:
+    """Add or replace several files (``{path_in_repo: bytes or local Path}``) in one commit; return the commit or
+    pull request URL.
+
+    Two retried steps: pre-upload (upload modes, then LFS objects; finished uploads are not redone) and the commit
+    itself (with its README metadata check). ``create_pr`` opens ``refs/pr/N`` and leaves the branch unchanged.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
     validate_repo_id(repo_id, f"{repo_type} id")
     api = get_api(token)
-    try:
-        with_retries(api.create_repo, repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        info = with_retries(api.upload_folder, folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                            commit_message=commit_message, create_pr=create_pr, allow_patterns=allow_patterns,
-                            delete_patterns=delete_patterns)
-    except HfHubHTTPError as exc:
-        raise hub_error(exc, repo_id, repo_type) from None
-    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
-
-
-def commit_files(repo_id: str, files: dict[str, bytes], *, repo_type: str = "model", token: str | None = None,
-                 commit_message: str, create_pr: bool = False, revision: str | None = None) -> str:
-    """Add or replace several files in one commit (``create_commit``); return the commit or PR URL."""
-    from huggingface_hub import CommitOperationAdd
-
-    validate_repo_id(repo_id, f"{repo_type} id")
-    api = get_api(token)
-    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in files.items()]
-    try:
-        info = with_retries(api.create_commit, repo_id, ops, repo_type=repo_type, commit_message=commit_message,
-                            create_pr=create_pr, revision=revision)
-    except HfHubHTTPError as exc:
-        raise hub_error(exc, repo_id, repo_type) from None
+    adds = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(data) if isinstance(data, Path) else data)
+            for name, data in files.items()]
+    ops = adds + [CommitOperationDelete(path_in_repo=name) for name in delete]
+    if adds:
+        hub_call(api.preupload_lfs_files, repo_id, adds, repo_type=repo_type, revision=revision,
+                  create_pr=create_pr, what=(repo_id, repo_type))
+    info = hub_call(api.create_commit, repo_id, ops, repo_type=repo_type, commit_message=commit_message,
+                     create_pr=create_pr, revision=revision, what=(repo_id, repo_type))
     return str(info.pr_url or info.commit_url)
 
 
 def read_text_file(repo_id: str, filename: str, *, repo_type: str = "model", revision: str | None = None,
                    token: str | None = None) -> str | None:
     """One small text file from a repo, or ``None`` if the repo has no such file."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
+    validate_repo_id(repo_id, f"{repo_type} id")
     try:
-        path = hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision, token=token,
-                               library_name=LIBRARY_NAME, library_version=__version__)
-    except EntryNotFoundError:
+        path = hub_call(hf_hub_download, repo_id, filename, repo_type=repo_type, revision=revision, token=token,
+                         library_name=LIBRARY_NAME, library_version=__version__, what=(repo_id, repo_type),
+                         keep=(RemoteEntryNotFoundError,))
+    except RemoteEntryNotFoundError:
         return None
-    except HfHubHTTPError as exc:
-        raise hub_error(exc, repo_id, repo_type) from None
     return Path(path).read_text(encoding="utf-8")

@@ -9,12 +9,16 @@ Layout of an index folder (the same files make the Hub dataset repo)::
       rows/<org>--<name>.json             the journal: one file per finished model, written atomically
 
 Crash safety: a model's row is journaled (temp file + ``os.replace``) the moment it is finished, before the next
-model starts; the parquet file is rebuilt from journal + previous parquet. A run killed at any point loses at most
-the model it was working on, and a rerun re-queries no finished model. Incremental: a model whose revision, probe
+model starts; the parquet file is rebuilt from journal + previous parquet, also through a temp file +
+``os.replace``. A run killed at any point (even by SIGKILL, even during the parquet write) loses at most the model
+it was working on, and a rerun re-queries no finished model. Temp files are hidden (``.name.XXXX.tmp``), never
+read, and removed by a later run once they are an hour old. The parquet only holds rows that agree with
+``k2v_index.json``; rows of other builds stay in the journal until a run re-encodes them. Incremental: a model whose revision, probe
 set and oracle view did not change is not queried again; if only the retriever changed its stored knowledge
 record is re-encoded without one query. Sharding: under ``accelerate launch``/``torchrun`` each process takes a
 contiguous slice (``PartialState.split_between_processes``), journals its rows, and the main process gathers the
-rows (``gather_object``) and writes the parquet; ``shard=(i, n)`` does the same by hand across machines.
+rows (``gather_object``, so no shared filesystem is needed), journals them too and writes the parquet;
+``shard=(i, n)`` does the same by hand across machines (then one plain run writes the complete index).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,18 +50,84 @@ SHARED_KEYS = ("retriever_id", "retriever_revision", "retriever_fingerprint", "f
                "oracle_view")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+TMP_SUFFIX = ".tmp"
+STALE_TMP_SECONDS = 3600
+
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()  # mkstemp makes 0600 files; published files get the usual 0644
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (a no-op where directories cannot be opened)."""
     try:
-        with os.fdopen(fd, "wb") as f:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_path(path: Path) -> str:
+    """A hidden temp file next to ``path`` (same filesystem, so ``os.replace`` is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    return tmp
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """fsync ``tmp``, give it the usual permissions and rename it over ``path``."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, _FILE_MODE)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def clean_stale_temp_files(index_dir: Path, max_age: float = STALE_TMP_SECONDS) -> list[str]:
+    """Remove temp files left by killed runs once they are ``max_age`` seconds old; return what was removed.
+
+    Young temp files are left alone: another process (a shard) may be writing them right now. Readers never
+    look at them either way.
+    """
+    removed, now = [], time.time()
+    for folder in (index_dir, index_dir / ROWS_DIR, (index_dir / DATA_FILE).parent):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            try:
+                old = now - p.stat().st_mtime > max_age
+                if old and p.is_file() and p.name.startswith(".") and p.name.endswith(TMP_SUFFIX):
+                    p.unlink()
+                    removed.append(str(p))
+                elif (old and folder == index_dir and p.is_dir() and p.name.startswith("tmp")
+                      and all(f.name == "part.parquet" for f in p.iterdir())):
+                    shutil.rmtree(p)  # the temp folder earlier versions wrote the parquet file in
+                    removed.append(str(p))
+            except OSError:
+                continue
+    return removed
 
 
 def row_filename(model_id: str) -> str:
@@ -120,31 +191,49 @@ def read_rows(index_dir: Path) -> dict[str, dict]:
         for f in sorted(journal.glob("*.json")):
             try:
                 row = json.loads(f.read_text())
-            except json.JSONDecodeError:
+                rows[row["model_id"]] = row
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                 logger.warning("Ignoring unreadable journal file %s", f)
-                continue
-            rows[row["model_id"]] = row
     return rows
 
 
-def write_index(index_dir: Path, rows: dict[str, dict], settings: IndexSettings, *, card_kwargs: dict | None = None):
-    """Write ``data/*.parquet`` (via `datasets`), ``k2v_index.json`` and the dataset card, each atomically."""
+def row_matches(row: dict, settings: IndexSettings) -> bool:
+    """Whether a row was built with these settings (retriever, feature space, probes, view): it may go in the index."""
+    return all(row.get(k) == getattr(settings, k) for k in SHARED_KEYS)
+
+
+def write_index(index_dir: Path, rows: dict[str, dict], settings: IndexSettings, *,
+                card_kwargs: dict | None = None) -> list[str]:
+    """Write ``data/*.parquet`` (via `datasets`), ``k2v_index.json`` and the dataset card, each atomically.
+
+    Only rows that agree with ``settings`` are written (an index never mixes builds); the ids of the rows left
+    out are returned (they stay in the journal).
+    """
     import datasets
 
-    ordered = [rows[k] for k in sorted(rows)]
+    index_dir = Path(index_dir)
+    left_out = sorted(k for k, r in rows.items() if not row_matches(r, settings))
+    if left_out:
+        logger.warning("%d row(s) were built with other settings and are left out of the index until they are "
+                       "re-encoded: %s", len(left_out), ", ".join(left_out[:5]) + (" ..." if len(left_out) > 5 else ""))
+    ordered = [rows[k] for k in sorted(rows) if k not in set(left_out)]
     features = index_features(settings.embed_dim)
     ds = datasets.Dataset.from_list(ordered, features=features) if ordered else datasets.Dataset.from_dict(
         {k: [] for k in features}, features=features)
-    with tempfile.TemporaryDirectory(dir=index_dir) as tmp:
-        tmp_file = Path(tmp) / "part.parquet"
-        ds.to_parquet(str(tmp_file))
-        (index_dir / DATA_FILE).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_file, index_dir / DATA_FILE)
+    data = index_dir / DATA_FILE
+    tmp = _temp_path(data)
+    try:
+        ds.to_parquet(tmp)
+        _publish(tmp, data)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     meta = {**settings.to_dict(), "n_models": len(ordered), "updated_at": _now()}
     _atomic_write(index_dir / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
     from .modelcards import render_index_card
 
     _atomic_write(index_dir / CARD_FILE, render_index_card(meta, ordered, **(card_kwargs or {})).encode())
+    return left_out
 
 
 def index_features(embed_dim: int):
@@ -288,6 +377,10 @@ def build_index(
         shard: ``(i, n)``: only this slice of the model list (for runs on several machines).
         distributed: split over ``accelerate``/``torchrun`` processes (default: when more than one is running).
         on_row: callback called with each finished row (used by tests).
+
+    Returns:
+        What this run did. Under several processes the main process's report covers every process; the others
+        return their own part.
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -296,24 +389,33 @@ def build_index(
     if not refs:
         raise K2VError(f"No image-classification models found for {org!r}.",
                        "Check the org name, or that its models' cards say `pipeline_tag: image-classification`.")
-    existing = read_rows(out)
     state = _partial_state(distributed)
+    multi = state is not None and state.num_processes > 1
+    if state is None or state.is_main_process:
+        for path in clean_stale_temp_files(out):
+            logger.info("Removed stale temp file %s", path)
+    existing = read_rows(out)
     if shard is not None:
         i, n = shard
         refs = refs[i::n]
     mine = refs
-    if state is not None and state.num_processes > 1:
+    if multi:
         with state.split_between_processes(refs) as part:
             mine = list(part)
     report = IndexReport(path=str(out))
+    written: list[dict] = []  # rows this process journaled (gathered by the main process)
     s = indexer.settings
     bar = progress(mine, desc=f"Indexing {org}", total=len(mine), disable=not show_progress or None)
     for ref in bar:
         old = existing.get(ref.model_id)
-        same_knowledge = (old is not None and old["revision"] == ref.revision
-                          and old["probe_fingerprint"] == s.probe_fingerprint and old["oracle_view"] == s.oracle_view)
-        if same_knowledge and old["retriever_fingerprint"] == s.retriever_fingerprint:
+        same_knowledge = _same_knowledge(old, ref, s)
+        if (same_knowledge and old.get("retriever_fingerprint") == s.retriever_fingerprint
+                and old.get("feature_space") == s.feature_space):
             report.reused.append(ref.model_id)
+            fresh = _refreshed(old, ref, s)
+            if fresh != old:  # same vector, but the retriever moved/was renamed or popularity changed
+                _journal(out, fresh)
+                written.append(fresh)
             continue
         t0 = time.perf_counter()
         try:
@@ -334,37 +436,93 @@ def build_index(
             logger.warning("Skipped %s: %s: %s", ref.model_id, type(exc).__name__, exc)
             report.skipped[ref.model_id] = f"{type(exc).__name__}: {exc}"
             continue
-        _atomic_write(out / ROWS_DIR / row_filename(ref.model_id), json.dumps(row).encode())
+        _journal(out, row)
+        written.append(row)
         if on_row is not None:
             on_row(row)
-    if state is not None and state.num_processes > 1:
+    if multi:
         from accelerate.utils import gather_object
 
-        state.wait_for_everyone()
-        gathered = gather_object([report.to_dict()])
+        gathered = gather_object([{"report": report.to_dict(), "rows": written, "rank": state.process_index}])
         if state.is_main_process:
-            for part in gathered[1:]:
+            for part in gathered:
+                if part["rank"] == state.process_index:
+                    continue
                 for key in ("indexed", "reused", "reencoded"):
-                    getattr(report, key).extend(part[key])
-                report.skipped.update(part["skipped"])
-                report.queries += part["queries"]
+                    getattr(report, key).extend(part["report"][key])
+                report.skipped.update(part["report"]["skipped"])
+                report.queries += part["report"]["queries"]
+                for row in part["rows"]:  # no shared filesystem needed: the main process journals them too
+                    _journal(out, row, only_if_changed=True)
     if state is None or state.is_main_process:
-        rows = read_rows(out)
-        write_index(out, rows, s)
-    if state is not None and state.num_processes > 1:
+        write_index(out, read_rows(out), s)
+    if multi:
         state.wait_for_everyone()
     report.seconds = round(time.perf_counter() - start, 2)
     return report
 
 
+def _journal(out: Path, row: dict, *, only_if_changed: bool = False) -> None:
+    """Write one finished row to ``rows/`` atomically."""
+    path = out / ROWS_DIR / row_filename(row["model_id"])
+    if only_if_changed and path.is_file():
+        try:
+            if json.loads(path.read_text()) == row:
+                return
+        except (OSError, ValueError):
+            pass
+    _atomic_write(path, json.dumps(row).encode())
+
+
+def _same_knowledge(old: dict | None, ref: RepoRef, s: IndexSettings) -> bool:
+    """Whether ``old``'s knowledge record answers the same questions: same revision, probes, view and bisection."""
+    if old is None or old.get("revision") != ref.revision or old.get("probe_fingerprint") != s.probe_fingerprint \
+            or old.get("oracle_view") != s.oracle_view:
+        return False
+    try:
+        record = json.loads(old["knowledge"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (record.get("bisection_steps", s.bisection_steps) == s.bisection_steps
+            and len(record.get("classes") or []) <= s.max_classes)
+
+
+def _refreshed(old: dict, ref: RepoRef, s: IndexSettings) -> dict:
+    """A reused row with its shared settings and popularity brought up to date (vector, knowledge untouched)."""
+    row = dict(old)
+    row.update({k: getattr(s, k) for k in SHARED_KEYS})
+    row["downloads"], row["likes"] = int(ref.downloads), int(ref.likes)
+    return row
+
+
 def _partial_state(distributed: bool | None):
+    """The Accelerate state when several processes run (``torchrun``, ``accelerate launch``), else ``None``.
+
+    Indexing runs on CPU, so the state is made with ``cpu=True`` unless a GPU is there and ``ACCELERATE_USE_CPU``
+    says no: a bare ``PartialState()`` gives every process world size 1 on a CPU machine, and ``accelerate
+    launch`` sets ``ACCELERATE_USE_CPU=False`` unless ``--cpu``.
+    """
     if distributed is False:
         return None
-    if distributed is None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if distributed is None and _world_size() <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "1") == "1")
+    flag = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower()
+    cpu = flag in ("1", "y", "yes", "t", "true", "on") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+def _world_size() -> int:
+    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        try:
+            value = int(os.environ.get(key, "1"))
+        except ValueError:
+            continue
+        if value > 1:
+            return value
+    return 1
 
 
 @dataclass

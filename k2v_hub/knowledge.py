@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import ModelRefused
+from .errors import MalformedRecord, ModelRefused
 from .oracle import Oracle
 
 DEFAULT_MAX_CLASSES = 16
@@ -81,23 +81,126 @@ class KnowledgeRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> "KnowledgeRecord":
-        """Inverse of :meth:`to_dict`, validating shapes (records come from files other people wrote)."""
-        d = dict(d)
-        d["probe_conf"] = [float("nan") if x is None else float(x) for x in d["probe_conf"]]
-        rec = cls(**d)
-        k = len(rec.classes)
-        if len(rec.centroids) != k or len(rec.boundary_t) != k or any(len(r) != k for r in rec.boundary_t):
-            raise ValueError("Malformed knowledge record: classes, centroids and boundary_t disagree in size.")
-        if any(not 0 <= c < len(rec.labels) for c in rec.classes):
-            raise ValueError("Malformed knowledge record: class index out of range.")
-        if any(not 0 <= p < len(rec.probe_pred) for p in rec.centroids):
-            raise ValueError("Malformed knowledge record: centroid probe index out of range.")
+        """Inverse of :meth:`to_dict`, validating every field (records come from files other people wrote).
+
+        Raises:
+            MalformedRecord: a missing or unknown field, a wrong type, inconsistent sizes, an index out of range,
+                a boundary fraction outside [0, 1], a centroid probe not predicted as its class.
+        """
+        rec = cls(**_validated_fields(d))
+        _check_consistency(rec)
         return rec
 
     @classmethod
     def from_json(cls, s: str) -> "KnowledgeRecord":
         """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(s))
+        try:
+            d = json.loads(s)
+        except (TypeError, ValueError) as exc:
+            raise MalformedRecord(f"Malformed knowledge record: not JSON ({type(exc).__name__}).",
+                                  _RECORD_HINT) from None
+        return cls.from_dict(d)
+
+
+RECORD_VERSION = 1
+_RECORD_HINT = "The index row or knowledge cache file is damaged: rebuild it (`k2v-hub index`)."
+_REQUIRED = ("labels", "classes", "centroids", "boundary_t", "probe_pred", "probe_conf", "n_queries", "oracle_view",
+             "probe_fingerprint")
+_OPTIONAL = ("bisection_steps", "version")
+
+
+def _bad(what: str) -> MalformedRecord:
+    return MalformedRecord(f"Malformed knowledge record: {what}.", _RECORD_HINT)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _int_list(d: dict, key: str) -> list[int]:
+    value = d[key]
+    if not isinstance(value, list) or not all(_is_int(x) for x in value):
+        raise _bad(f"`{key}` must be a list of integers")
+    return [int(x) for x in value]
+
+
+def _validated_fields(d) -> dict:
+    """The constructor arguments of a record dict, type-checked (see :meth:`KnowledgeRecord.from_dict`)."""
+    from .oracle import ORACLE_VIEWS
+
+    if not isinstance(d, dict):
+        raise _bad(f"expected a JSON object, got {type(d).__name__}")
+    missing = [k for k in _REQUIRED if k not in d]
+    if missing:
+        raise _bad(f"missing {', '.join(missing)}")
+    unknown = sorted(set(d) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise _bad(f"unknown fields {', '.join(map(str, unknown))} (written by a newer k2v-hub?)")
+    out = {}
+    if not isinstance(d["labels"], list) or not d["labels"] or not all(isinstance(x, str) for x in d["labels"]):
+        raise _bad("`labels` must be a non-empty list of strings")
+    out["labels"] = list(d["labels"])
+    for key in ("classes", "centroids", "probe_pred"):
+        out[key] = _int_list(d, key)
+    rows = d["boundary_t"]
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise _bad("`boundary_t` must be a list of lists")
+    try:
+        out["boundary_t"] = [[float(x) for x in r] for r in rows]
+    except (TypeError, ValueError):
+        raise _bad("`boundary_t` must hold numbers") from None
+    conf = d["probe_conf"]
+    if not isinstance(conf, list) or not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+                                             for x in conf):
+        raise _bad("`probe_conf` must be a list of numbers or nulls")
+    out["probe_conf"] = [float("nan") if x is None else float(x) for x in conf]
+    if not _is_int(d["n_queries"]) or d["n_queries"] < 0:
+        raise _bad("`n_queries` must be an integer >= 0")
+    out["n_queries"] = int(d["n_queries"])
+    if d["oracle_view"] not in ORACLE_VIEWS:
+        raise _bad(f"`oracle_view` must be one of {', '.join(ORACLE_VIEWS)}")
+    out["oracle_view"] = d["oracle_view"]
+    if not isinstance(d["probe_fingerprint"], str) or not d["probe_fingerprint"]:
+        raise _bad("`probe_fingerprint` must be a non-empty string")
+    out["probe_fingerprint"] = d["probe_fingerprint"]
+    if "bisection_steps" in d:
+        if not _is_int(d["bisection_steps"]) or not 0 <= d["bisection_steps"] <= 64:
+            raise _bad("`bisection_steps` must be an integer in 0..64")
+        out["bisection_steps"] = int(d["bisection_steps"])
+    if "version" in d:
+        if not _is_int(d["version"]):
+            raise _bad("`version` must be an integer")
+        if d["version"] != RECORD_VERSION:
+            raise MalformedRecord(f"Knowledge record version {d['version']} is not supported (this k2v-hub reads "
+                                  f"version {RECORD_VERSION}).", "Re-index with this k2v-hub version.")
+        out["version"] = int(d["version"])
+    return out
+
+
+def _check_consistency(rec: "KnowledgeRecord") -> None:
+    k, n_probes, n_labels = len(rec.classes), len(rec.probe_pred), len(rec.labels)
+    if k < 2:
+        raise _bad(f"{k} active class (a record needs at least two)")
+    if len(rec.centroids) != k or len(rec.boundary_t) != k or any(len(r) != k for r in rec.boundary_t):
+        raise _bad("classes, centroids and boundary_t disagree in size")
+    if len(rec.probe_conf) != n_probes:
+        raise _bad("probe_pred and probe_conf disagree in size")
+    if any(not 0 <= c < n_labels for c in rec.classes):
+        raise _bad("class index out of range")
+    if any(b <= a for a, b in zip(rec.classes, rec.classes[1:])):
+        raise _bad("`classes` must be strictly increasing (label order, no duplicates)")
+    if any(not 0 <= p < n_probes for p in rec.centroids):
+        raise _bad("centroid probe index out of range")
+    if any(not -1 <= p < n_labels for p in rec.probe_pred):
+        raise _bad("probe prediction out of range")
+    if any(rec.probe_pred[p] != c for p, c in zip(rec.centroids, rec.classes)):
+        raise _bad("a centroid probe is not predicted as its class")
+    t = np.asarray(rec.boundary_t, dtype=np.float64)
+    if not np.isfinite(t).all() or (t < 0).any() or (t > 1).any():
+        raise _bad("boundary fractions must be finite and in [0, 1]")
+    conf = np.asarray(rec.probe_conf, dtype=np.float64)
+    if np.isinf(conf).any():
+        raise _bad("probe confidences must be finite or null")
 
 
 def probes_to_array(images) -> np.ndarray:

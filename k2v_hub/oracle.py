@@ -54,19 +54,32 @@ def apply_view(probs: np.ndarray, view: str) -> np.ndarray:
 
 
 def to_rgb(image) -> Image.Image:
-    """Any PIL image (L, P, RGBA, CMYK, I;16...) as RGB; RGBA is composited on white."""
+    """Any PIL image (1, L, P, LA, RGBA, CMYK, I;16, I, F...) as RGB.
+
+    Alpha is composited on white; 16-bit, 32-bit and float images are rescaled from their own finite range to
+    0..255 (NaN/inf pixels become the darkest value), not clipped.
+    """
     if not isinstance(image, Image.Image):
         raise TypeError(f"Expected a PIL image, got {type(image).__name__}.")
     if image.mode == "RGB":
         return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        if image.mode in ("La", "RGBa"):  # premultiplied alpha
+            image = image.convert("RGBA") if image.mode == "RGBa" else image.convert("LA")
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+    if image.mode.startswith("I") or image.mode == "F":
         arr = np.asarray(image, dtype=np.float64)
-        span = float(arr.max() - arr.min()) or 1.0
-        return Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8)).convert("RGB")
+        finite = np.isfinite(arr)
+        if not finite.any():
+            arr = np.zeros(arr.shape)
+        else:
+            lo, hi = float(arr[finite].min()), float(arr[finite].max())
+            arr = np.where(finite, arr, lo)
+            span = (hi - lo) or 1.0
+            arr = (arr - lo) / span * 255
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 
 
@@ -152,18 +165,33 @@ class TransformersOracle(Oracle):
         from transformers import AutoImageProcessor, AutoModelForImageClassification
         from transformers.utils import logging as hf_logging
 
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         self._torch = torch
         has_safetensors = any(path.glob("*.safetensors"))
-        self._processor = AutoImageProcessor.from_pretrained(
-            path, trust_remote_code=trust_remote_code, local_files_only=True
-        )
-        self._model = AutoModelForImageClassification.from_pretrained(
-            path,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=has_safetensors or not allow_pickle,
-            local_files_only=True,
-        ).eval()
+        try:
+            self._processor = AutoImageProcessor.from_pretrained(
+                path, trust_remote_code=trust_remote_code, local_files_only=True
+            )
+            self._model = AutoModelForImageClassification.from_pretrained(
+                path,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=has_safetensors or not allow_pickle,
+                local_files_only=True,
+            ).eval()
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; one line with a hint instead
+            raise ModelRefused(
+                _one_line(f"{path.name}: transformers cannot load it as an image classifier "
+                          f"({type(exc).__name__}: {exc})."),
+                "Check that it loads with AutoModelForImageClassification/AutoImageProcessor; it was skipped.",
+            ) from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        n_out = getattr(self._model.config, "num_labels", len(self.labels))
+        if n_out != len(self.labels):
+            raise ModelRefused(f"{path.name}: the model has {n_out} outputs but {len(self.labels)} labels.",
+                               "Fix `id2label` in config.json; it was skipped.")
 
     def _predict_batch(self, images):
         torch = self._torch
@@ -171,28 +199,58 @@ class TransformersOracle(Oracle):
             inputs = self._processor(images=images, return_tensors="pt")
             logits = self._model(**inputs).logits.float()
             probs = torch.softmax(logits, dim=-1).numpy()
+        if probs.ndim != 2 or probs.shape[1] != len(self.labels):
+            raise ModelRefused(f"The model answered {probs.shape[-1]} scores per image but has {len(self.labels)} "
+                               "labels.", "Fix `id2label` in its config.json; it was skipped.")
         if np.isnan(probs).any():
             raise ModelRefused("The model answered NaN scores.", "Check the model's weights; it was skipped.")
         return probs
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelRefused(_one_line(f"{path.parent.name}: {what} is not valid JSON ({e})."),
+                           f"Fix {what} in the repo; it was skipped.") from None
+    if not isinstance(data, dict):
+        raise ModelRefused(f"{path.parent.name}: {what} is not a JSON object.", f"Fix {what}; it was skipped.")
+    return data
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open each safetensors header: a corrupt or truncated file is refused before transformers sees it."""
+    from safetensors import safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="np") as handle:
+                list(handle.keys())
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError...
+            raise ModelRefused(_one_line(f"{path.name}: {f.name} is corrupt or truncated ({type(exc).__name__}: "
+                                         f"{exc})."), "Re-upload the weights; the model was skipped.") from None
+
+
 def check_model_folder(path: Path, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> dict:
     """Validate a downloaded model repo before anything is loaded; return its parsed ``config.json``.
 
+    Nothing in the folder is imported or unpickled here: only JSON and safetensors headers are read.
+
     Raises:
-        ModelRefused: not an image classifier, remote code without opt-in, pickle-only weights without opt-in,
-            missing files.
+        ModelRefused: not an image classifier, remote code (``auto_map`` in ``config.json`` or
+            ``preprocessor_config.json``, ``custom_pipelines``) without opt-in, pickle-only weights without opt-in,
+            missing or corrupt files.
     """
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelRefused(f"{path.name}: no config.json.", "Only `transformers` image classifiers can be indexed.")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelRefused(f"{path.name}: config.json is not valid JSON ({e}).") from None
-    if not isinstance(config, dict):
-        raise ModelRefused(f"{path.name}: config.json is not a JSON object.")
-    if config.get("auto_map") and not trust_remote_code:
+    config = _read_json_object(config_file, "config.json")
+    if (config.get("auto_map") or config.get("custom_pipelines")) and not trust_remote_code:
         raise ModelRefused(
             f"{path.name}: config.json has `auto_map` (the model needs remote code).",
             "Refused: pass --trust-remote-code only if you trust this repo's code.",
@@ -201,13 +259,23 @@ def check_model_folder(path: Path, *, trust_remote_code: bool = False, allow_pic
     if not isinstance(id2label, dict) or not id2label:
         raise ModelRefused(f"{path.name}: config.json has no `id2label`.", "Is this an image-classification model?")
     if not all(str(k).lstrip("-").isdigit() for k in id2label):
-        raise ModelRefused(f"{path.name}: `id2label` keys are not integers.")
+        raise ModelRefused(f"{path.name}: `id2label` keys are not integers.", "Fix config.json; it was skipped.")
+    if sorted(int(k) for k in id2label) != list(range(len(id2label))):
+        raise ModelRefused(f"{path.name}: `id2label` keys are not 0..{len(id2label) - 1}.",
+                           "Fix config.json; it was skipped.")
     if len(id2label) > MAX_LABELS:
-        raise ModelRefused(f"{path.name}: {len(id2label)} labels (limit {MAX_LABELS}).")
-    if not (path / "preprocessor_config.json").is_file():
+        raise ModelRefused(f"{path.name}: {len(id2label)} labels (limit {MAX_LABELS}).",
+                           "Models with that many labels are not indexed.")
+    preprocessor = path / "preprocessor_config.json"
+    if not preprocessor.is_file():
         raise ModelRefused(
             f"{path.name}: no preprocessor_config.json.",
             "The repo needs an image processor config to be queried like a Hub pipeline.",
+        )
+    if _read_json_object(preprocessor, "preprocessor_config.json").get("auto_map") and not trust_remote_code:
+        raise ModelRefused(
+            f"{path.name}: preprocessor_config.json has `auto_map` (the image processor needs remote code).",
+            "Refused: pass --trust-remote-code only if you trust this repo's code.",
         )
     if not any(path.glob("*.safetensors")):
         if any(path.glob("*.bin")) and not allow_pickle:
@@ -216,7 +284,9 @@ def check_model_folder(path: Path, *, trust_remote_code: bool = False, allow_pic
                 "Refused: pass --allow-pickle to load them (torch.load with weights_only=True).",
             )
         if not any(path.glob("*.bin")):
-            raise ModelRefused(f"{path.name}: no weights file (model.safetensors).")
+            raise ModelRefused(f"{path.name}: no weights file (model.safetensors).",
+                               "Upload safetensors weights; the model was skipped.")
+    _check_safetensors(path)
     return config
 
 

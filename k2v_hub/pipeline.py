@@ -138,21 +138,32 @@ def train_from_index(index, out_dir, *, retriever=None, args=None, show_progress
     return retriever, metrics
 
 
-def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token: str | None = None):
-    """Save a retriever (safetensors + config + card) and optionally push it as a Hub model."""
+def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token: str | None = None,
+                   private: bool | None = None) -> str | None:
+    """Save a retriever (safetensors + config + card) and optionally push the folder as a Hub model.
+
+    The push goes through :func:`k2v_hub.hub.upload_folder` (create repo, pre-upload, commit: each step retried);
+    returns its commit URL, or ``None`` without ``push_to_hub``.
+    """
     out_dir = Path(out_dir)
     (out_dir / "README.md").unlink(missing_ok=True)
-    retriever.save_pretrained(out_dir)
-    if push_to_hub:
-        from .hub import validate_repo_id, with_retries
+    if not push_to_hub:
+        retriever.save_pretrained(out_dir)
+        return None
+    from .hub import upload_folder, validate_repo_id
 
-        validate_repo_id(push_to_hub, "model id")
-        with_retries(retriever.push_to_hub, push_to_hub, token=token,
-                     model_card_kwargs={"repo_id": push_to_hub})
+    validate_repo_id(push_to_hub, "model id")
+    retriever.save_pretrained(out_dir, model_card_kwargs={"repo_id": push_to_hub})
+    return upload_folder(out_dir, push_to_hub, repo_type="model", token=token, private=private,
+                         commit_message="Upload k2v-hub retriever")
 
 
 def load_retriever_for_index(retriever: str | None, token: str | None = None):
-    """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``."""
+    """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``.
+
+    A Hub retriever is pinned to the commit its revision resolves to now, and that commit is what the index
+    records.
+    """
     from .hub import split_revision
     from .retriever import Retriever
 
@@ -161,17 +172,47 @@ def load_retriever_for_index(retriever: str | None, token: str | None = None):
     repo, revision = split_revision(retriever)
     if Path(repo).is_dir():
         return Retriever.from_pretrained(repo), str(Path(repo).resolve()), "local"
-    from .hub import get_api, validate_repo_id, with_retries
+    from .hub import download_repo, get_api, hub_call, validate_repo_id
 
     validate_repo_id(repo, "retriever id")
-    sha = with_retries(get_api(token).model_info, repo, revision=revision).sha
-    return Retriever.from_pretrained(repo, revision=sha, token=token), repo, sha
+    sha = hub_call(get_api(token).model_info, repo, revision=revision, what=(repo, "model")).sha
+    folder = download_repo(repo, repo_type="model", revision=sha, token=token,
+                           allow_patterns=["config.json", "*.safetensors", "README.md"])
+    return Retriever.from_pretrained(str(folder)), repo, sha
 
 
-def push_card(model_id: str, index, *, token=None, create_pr=False, index_id: str | None = None) -> str:
-    """Upload ``k2v/embedding.safetensors`` + ``k2v/metadata.json`` and the card section in one commit."""
-    from safetensors.numpy import save
+def safetensors_bytes(name: str, array: np.ndarray, metadata: dict[str, str]) -> bytes:
+    """One float32 tensor as a safetensors file, byte-for-byte reproducible.
 
+    ``safetensors.numpy.save`` writes its metadata in hash-map order, which changes from one process to the next;
+    the same vector would then be a new file (and a new commit) at every push. Here the header is JSON with sorted
+    keys, padded with spaces to 8 bytes as the format allows, so pushing an unchanged card changes nothing.
+    """
+    import struct
+
+    data = np.ascontiguousarray(array, dtype="<f4")
+    header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()},
+              name: {"dtype": "F32", "shape": list(data.shape), "data_offsets": [0, int(data.nbytes)]}}
+    raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data.tobytes()
+
+
+def push_card(model_id: str, index, *, token=None, create_pr=False, index_id: str | None = None,
+              revision: str | None = None) -> str:
+    """Upload ``k2v/embedding.safetensors`` + ``k2v/metadata.json`` and the card section in one commit.
+
+    Args:
+        model_id: the model repo (must be a row of the index).
+        index: index folder or Hub dataset id.
+        token: Hub token (write access to the model repo, or any token with ``create_pr``).
+        create_pr: open a pull request (``refs/pr/N``) instead of committing; the branch is left unchanged.
+        index_id: what the card and metadata name as the index (default: ``index``).
+        revision: the model repo branch to read the card from and commit to (default ``main``).
+
+    The README keeps everything outside the marked k2v-hub section; a second push replaces the section.
+    Returns the commit or pull request URL.
+    """
     from .hub import commit_files, read_text_file
     from .index import load_index
     from .knowledge import KnowledgeRecord
@@ -186,9 +227,9 @@ def push_card(model_id: str, index, *, token=None, create_pr=False, index_id: st
                                 "feature_space", "probe_fingerprint", "oracle_view", "k2v_hub_version", "n_queries",
                                 "created_at")}
     meta["index"] = index_id or str(index)
-    embedding = save({"embedding": np.asarray(row["embedding"], dtype=np.float32)},
-                     metadata={k: str(v) for k, v in meta.items()})
-    readme = read_text_file(model_id, "README.md", token=token)
+    embedding = safetensors_bytes("embedding", np.asarray(row["embedding"], dtype=np.float32),
+                                  {k: str(v) for k, v in meta.items()})
+    readme = read_text_file(model_id, "README.md", token=token, revision=revision)
     section = render_model_section(embed_dim=len(row["embedding"]), n_probes=len(record.probe_pred),
                                    n_queries=row["n_queries"], index_id=meta["index"], revision=row["revision"],
                                    retriever_id=row["retriever_id"], retriever_fingerprint=row["retriever_fingerprint"],
@@ -199,5 +240,5 @@ def push_card(model_id: str, index, *, token=None, create_pr=False, index_id: st
         "k2v/metadata.json": json.dumps(meta, indent=2).encode(),
         "README.md": upsert_section(readme, section).encode(),
     }
-    return commit_files(model_id, files, token=token, create_pr=create_pr,
+    return commit_files(model_id, files, token=token, create_pr=create_pr, revision=revision,
                         commit_message="Add k2v-hub knowledge vector")

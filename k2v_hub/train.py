@@ -47,8 +47,12 @@ class TrainingArguments:
         temperature: InfoNCE temperature.
         class_dropout: probability of dropping each class from an augmented model graph (L_MKC views).
         feature_noise: std of Gaussian noise added to augmented graph features, relative to their std.
+        models_per_step: model graphs encoded per step (the batch's positives plus random others, which serve as
+            negatives); bounds the cost of a step on large zoos. ``0`` = all models every step.
         seed: everything is deterministic given it.
         cpu: force CPU even when a GPU is present.
+        threads: torch CPU threads while training (the encoders are small LSTMs: one thread is fastest, and it
+            keeps N processes on N cores from oversubscribing). ``0`` leaves torch's setting alone.
     """
 
     steps: int = 300
@@ -62,8 +66,10 @@ class TrainingArguments:
     temperature: float = 0.1
     class_dropout: float = 0.2
     feature_noise: float = 0.05
+    models_per_step: int = 24
     seed: int = 0
     cpu: bool = False
+    threads: int = 1
 
     def __post_init__(self):
         if self.sal not in SAL_LOSSES:
@@ -137,6 +143,16 @@ def augment_graph(graph: np.ndarray, rng: np.random.Generator, class_dropout: fl
     return out.astype(np.float32)
 
 
+def _models_for_step(targets: np.ndarray, n_models: int, per_step: int, rng: np.random.Generator) -> list[int]:
+    """The batch's positive models plus random others (negatives), sorted; all models if ``per_step`` is 0."""
+    if per_step <= 0 or per_step >= n_models:
+        return list(range(n_models))
+    chosen = set(int(t) for t in targets)
+    others = [m for m in rng.permutation(n_models).tolist() if m not in chosen]
+    chosen.update(others[: max(0, per_step - len(chosen))])
+    return sorted(chosen)
+
+
 def sal_loss(t: torch.Tensor, h: torch.Tensor, targets: torch.Tensor, args: TrainingArguments) -> torch.Tensor:
     """L_SAL between task vectors ``t [B, d]`` and model vectors ``h [M, d]`` (Eq. 15, or InfoNCE)."""
     cos = t @ h.T
@@ -155,6 +171,19 @@ def train_retriever(retriever, data: TrainingData, args: TrainingArguments | Non
     from accelerate.utils import set_seed
 
     args = args or TrainingArguments()
+    previous_threads = torch.get_num_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        return _train(retriever, data, args, accelerator, show_progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(retriever, data, args, accelerator, show_progress) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
     accelerator = accelerator or Accelerator(cpu=args.cpu)
     set_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1000 * accelerator.process_index)
@@ -172,16 +201,19 @@ def train_retriever(retriever, data: TrainingData, args: TrainingArguments | Non
                    disable=not (show_progress and accelerator.is_local_main_process) or None)
     for _step in bar:
         batch = rng.integers(0, len(data.tasks), size=args.batch_tasks)
-        graphs = [augment_graph(g, rng, args.class_dropout, args.feature_noise) for g in data.graphs]
+        chosen = _models_for_step(targets_all[batch], len(data.graphs), args.models_per_step, rng)
+        position = {m: i for i, m in enumerate(chosen)}
+        graphs = [augment_graph(data.graphs[m], rng, args.class_dropout, args.feature_noise) for m in chosen]
         graphs = [torch.from_numpy(g).to(accelerator.device) for g in graphs]
         tasks = [torch.from_numpy(np.asarray(data.tasks[i], dtype=np.float32)).to(accelerator.device) for i in batch]
-        targets = torch.from_numpy(targets_all[batch]).to(accelerator.device)
+        targets = torch.tensor([position[int(t)] for t in targets_all[batch]], device=accelerator.device)
         h, t = model(graphs, tasks)
         loss_sal = sal_loss(t, h, targets, args)
         loss = args.alpha * loss_sal
         loss_mkc = torch.zeros(())
         if args.use_mkc:
-            loss_mkc = F.cross_entropy(mkc_head(h) / 0.1, torch.arange(len(graphs), device=accelerator.device))
+            ids = torch.as_tensor(chosen, device=accelerator.device)
+            loss_mkc = F.cross_entropy(mkc_head(h) / 0.1, ids)
             loss = loss + loss_mkc
         optimizer.zero_grad()
         accelerator.backward(loss)

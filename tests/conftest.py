@@ -29,11 +29,29 @@ def k2v_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory, k2v_home) -> Path:
-    """The tiny offline zoo, built once."""
+    """The tiny offline zoo, built once per machine.
+
+    It is deterministic and `build_zoo` skips what exists, so it lives in a persistent cache
+    (``$K2V_TEST_CACHE``, default ``~/.cache/k2v_hub/test``) shared by test sessions under a file lock.
+    ``K2V_TEST_FRESH=1`` builds it in a temporary folder instead. Tests must not modify it (copy first).
+    """
+    import fcntl
+
     from k2v_hub.zoo.build import build_zoo
 
-    root = tmp_path_factory.mktemp("zoo")
-    build_zoo(root, "tiny", seed=0, show_progress=False)
+    if os.environ.get("K2V_TEST_FRESH") == "1":
+        root = tmp_path_factory.mktemp("zoo")
+        build_zoo(root, "tiny", seed=0, show_progress=False)
+        return root
+    cache = Path(os.environ.get("K2V_TEST_CACHE", Path.home() / ".cache" / "k2v_hub" / "test"))
+    cache.mkdir(parents=True, exist_ok=True)
+    root = cache / "zoo-tiny"
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            build_zoo(root, "tiny", seed=0, show_progress=False)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return root
 
 

@@ -137,7 +137,7 @@ PROFILES: dict[str, ZooProfile] = {
         subsets_per_source=1,
         archs=("resnet", "convnext", "vit", "mobilenet_v2", "resnet"),
         extra_seed_models=0,
-        epochs={"resnet": 8, "convnext": 8, "vit": 12, "mobilenet_v2": 8},
+        epochs={"resnet": 15, "convnext": 25, "vit": 15, "mobilenet_v2": 20},
         n_train=60,
         n_val=20,
         n_pool=30,
@@ -161,7 +161,7 @@ PROFILES: dict[str, ZooProfile] = {
         subsets_per_source=2,
         archs=("resnet", "convnext", "resnet", "vit", "resnet", "mobilenet_v2"),
         extra_seed_models=4,
-        epochs={"resnet": 12, "convnext": 12, "vit": 25, "mobilenet_v2": 12},
+        epochs={"resnet": 15, "convnext": 30, "vit": 30, "mobilenet_v2": 25},
         n_train=100,
         n_val=20,
         n_pool=40,
@@ -477,7 +477,7 @@ def _plan_tasks(plan: ZooPlan, trained_names: set[str]) -> list[TaskSpec]:
 
 @contextlib.contextmanager
 def _quiet_libraries():
-    """Silence transformers/datasets progress bars (the zoo has its own) and restore them afterwards."""
+    """Silence transformers/datasets progress bars and warnings (the zoo has its own bars); restore afterwards."""
     import datasets
     import transformers
 
@@ -495,6 +495,23 @@ def _quiet_libraries():
             transformers.utils.logging.enable_progress_bar()
         if d_on:
             datasets.utils.logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _single_thread():
+    """One torch thread and one BLAS/OpenMP thread: bit-identical weights whatever the core count, and no
+    thread thrashing (spinning OpenMP/OpenBLAS threads are 5-10x slower on a busy shared machine)."""
+    import sklearn.linear_model  # noqa: F401  (load scipy's and numpy's BLAS before limiting them)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _sha256_file(path: Path) -> str:
@@ -515,8 +532,14 @@ def _read_json(path: Path) -> Any:
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _chmod_like_umask(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
 
 
 def _popularity(model_id: str, seed: int) -> dict[str, int]:
@@ -527,26 +550,12 @@ def _popularity(model_id: str, seed: int) -> dict[str, int]:
     return {"downloads": downloads, "likes": likes}
 
 
-class _SourceCache:
-    """Built sources as (PIL images, labels), at most a few in memory."""
+def _build_source_arrays(name: str, n_per_class: int, seed: int, offset: int) -> tuple[list, np.ndarray]:
+    from . import sources as S
 
-    def __init__(self, seed: int, keep: int = 2):
-        self.seed = seed
-        self.keep = keep
-        self._items: dict[tuple, tuple[list, np.ndarray]] = {}
-
-    def get(self, name: str, n_per_class: int, offset: int) -> tuple[list, np.ndarray]:
-        from . import sources as S
-
-        key = (name, n_per_class, offset)
-        if key not in self._items:
-            ds = S.build_source(name, n_per_class=n_per_class, size=32, seed=self.seed, split_seed_offset=offset)
-            batch = ds[:]
-            images = [im.convert("RGB") for im in batch["image"]]
-            self._items[key] = (images, np.asarray(batch["label"], dtype=np.int64))
-            while len(self._items) > self.keep:
-                self._items.pop(next(iter(self._items)))
-        return self._items[key]
+    ds = S.build_source(name, n_per_class=n_per_class, size=32, seed=seed, split_seed_offset=offset)
+    batch = ds[:]
+    return [im.convert("RGB") for im in batch["image"]], np.asarray(batch["label"], dtype=np.int64)
 
 
 def _model_datasets(images: list, labels: np.ndarray, m: ModelSpec, prof: ZooProfile):
@@ -573,57 +582,139 @@ def _pool_offset(prof: ZooProfile) -> int:
     return max(1, math.ceil((prof.n_train + prof.n_val) / prof.n_pool))
 
 
-def _train_one(m: ModelSpec, prof: ZooProfile, plan: ZooPlan, cache: _SourceCache, out: Path, state: Path) -> dict:
-    from .models import save_hub_repo, train_classifier
-    from . import sources as S
-
-    images, labels = cache.get(m.source, prof.n_train + prof.n_val, 0)
-    train_ds, val_ds = _model_datasets(images, labels, m, prof)
-    model, metrics = train_classifier(
-        m.arch, train_ds, epochs=m.epochs, seed=m.seed, batch_size=prof.batch_size, val_ds=val_ds
-    )
-    final = out / plan.org / m.name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{m.name}.", dir=final.parent))
-    try:
-        save_hub_repo(
-            model,
-            tmp,
-            model_id=m.model_id,
-            source_name=m.source,
-            source_description=S.SOURCES[m.source].description,
-            arch=m.arch,
-            metrics=metrics,
-            seed=m.seed,
-            domain=m.domain,
-            dataset_id=f"{plan.org}/{m.source}",
-        )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    marker = {
-        "model_id": m.model_id,
-        "spec": m.fingerprint(prof),
-        "sha256": _sha256_file(final / "model.safetensors"),
-        "metrics": metrics,
-    }
-    _write_json(state / "models" / f"{m.name}.json", marker)
-    return marker
-
-
-def _model_marker(m: ModelSpec, prof: ZooProfile, org: str, out: Path, state: Path) -> dict | None:
-    marker = _read_json(state / "models" / f"{m.name}.json")
+def _model_marker(m: ModelSpec, prof: ZooProfile, org: str, out: Path) -> dict | None:
+    marker = _read_json(out / STATE_DIR / "models" / f"{m.name}.json")
     if not marker or marker.get("spec") != m.fingerprint(prof):
         return None
-    if not (out / org / m.name / "model.safetensors").is_file() or not (out / org / m.name / "config.json").is_file():
+    repo = out / org / m.name
+    if not (repo / "model.safetensors").is_file() or not (repo / "config.json").is_file():
         return None
     return marker
+
+
+# ---- work units (run in-process or in worker processes) --------------------------------------------------------
+
+
+def _worker_init() -> None:
+    for ctx in (_quiet_libraries(), _single_thread()):
+        ctx.__enter__()  # for the worker's lifetime
+
+
+def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: list[ModelSpec]) -> list[dict]:
+    """Build one source's training split and train + save its models (in order). Returns their done markers."""
+    from . import sources as S
+    from .models import save_hub_repo, train_classifier
+
+    images, labels = _build_source_arrays(specs[0].source, prof.n_train + prof.n_val, seed, 0)
+    markers = []
+    for m in specs:
+        train_ds, val_ds = _model_datasets(images, labels, m, prof)
+        model, metrics = train_classifier(
+            m.arch, train_ds, epochs=m.epochs, seed=m.seed, batch_size=prof.batch_size, val_ds=val_ds
+        )
+        final = out / org / m.name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{m.name}.", dir=final.parent))
+        try:
+            save_hub_repo(
+                model,
+                tmp,
+                model_id=m.model_id,
+                source_name=m.source,
+                source_description=S.SOURCES[m.source].description,
+                arch=m.arch,
+                metrics=metrics,
+                seed=m.seed,
+                domain=m.domain,
+                dataset_id=f"{org}/{m.source}",
+            )
+            _chmod_like_umask(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        marker = {
+            "model_id": m.model_id,
+            "spec": m.fingerprint(prof),
+            "sha256": _sha256_file(final / "model.safetensors"),
+            "metrics": metrics,
+        }
+        _write_json(out / STATE_DIR / "models" / f"{m.name}.json", marker)
+        markers.append(marker)
+    return markers
+
+
+def _unit_tasks_source(out: Path, prof: ZooProfile, seed: int, specs: list[TaskSpec]) -> int:
+    """Build one source's held-out pool and write its tasks. Returns the number of tasks written."""
+    from .tasks import make_task_dataset, save_task
+
+    images, labels = _build_source_arrays(specs[0].source, prof.n_pool, seed, _pool_offset(prof))
+    pool = np.stack([np.asarray(im) for im in images])
+    for t in specs:
+        dsd, _ = make_task_dataset(t, pool, labels)
+        save_task(dsd, out / TASKS_DIR, t.task_id)
+        _write_json(out / STATE_DIR / "tasks" / f"{t.task_id}.json", {"task_id": t.task_id, "spec": t.fingerprint()})
+    return len(specs)
+
+
+_TASK_DATA: dict[tuple[str, str], list] = {}
+
+
+def _unit_ground_truth(out: Path, org: str, m: ModelSpec, sha256: str, tasks: list[TaskSpec], tasks_key: str):
+    """Ground truth of one model on every task (task images loaded once per process). Cached on disk."""
+    from transformers import AutoModelForImageClassification
+
+    from .tasks import load_task_data, model_ground_truth
+
+    key = (str(out), tasks_key)
+    if key not in _TASK_DATA:
+        _TASK_DATA.clear()
+        _TASK_DATA[key] = [load_task_data(out / TASKS_DIR, t) for t in tasks]
+    model = AutoModelForImageClassification.from_pretrained(
+        out / org / m.name, use_safetensors=True, trust_remote_code=False
+    ).eval()
+    rows = model_ground_truth(model, m.model_id, _TASK_DATA[key])
+    _write_json(out / STATE_DIR / "ground_truth" / f"{m.name}.json", {"tasks": tasks_key, "sha256": sha256, "rows": rows})
+    return rows
+
+
+class _Runner:
+    """Runs work units in order in this process (workers=1) or on a spawn process pool, yielding results."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+        self._pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+            )
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        return False
+
+    def map_unordered(self, fn, jobs: list[tuple]):
+        """Yield `(job_index, result)` as units finish."""
+        if self._pool is None:
+            for i, args in enumerate(jobs):
+                yield i, fn(*args)
+            return
+        from concurrent.futures import as_completed
+
+        futures = {self._pool.submit(fn, *args): i for i, args in enumerate(jobs)}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
 
 
 def build_zoo(
@@ -633,6 +724,7 @@ def build_zoo(
     seed: int = 0,
     org: str = "k2v-zoo",
     show_progress: bool = True,
+    workers: int | None = None,
 ) -> dict:
     """Build (or finish building) a model zoo in `out_dir` and return its manifest (`zoo.json`).
 
@@ -642,6 +734,9 @@ def build_zoo(
         seed: the build seed: the plan, the images and every model's training depend on it only.
         org: the namespace of the model ids (`"<org>/<name>"`) and of the model repo folders.
         show_progress: show progress bars (also silenced by `HF_HUB_DISABLE_PROGRESS_BARS`).
+        workers: processes for training, tasks and ground truth (default: 1 for "tiny", 2 for "bench"; each
+            uses one torch thread, so results do not depend on it). With more than one, worker processes are
+            spawned: call `build_zoo` from a script under `if __name__ == "__main__":`.
 
     Returns:
         The manifest dict also written to ``zoo.json``.
@@ -651,9 +746,12 @@ def build_zoo(
             `apt-get install -y ...` command).
     """
     from . import sources as S
+    from .tasks import task_exists, write_ground_truth_parquet, write_tasks_parquet
 
     t_start = time.perf_counter()
     prof = _get_profile(profile)
+    if workers is None:
+        workers = int(os.environ.get("K2V_ZOO_WORKERS", 2 if prof.name == "bench" else 1))
     out = Path(out_dir)
     state = out / STATE_DIR
     disable = (not show_progress) or None
@@ -668,60 +766,80 @@ def build_zoo(
         )
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    name = prof.name
 
-    with _quiet_libraries():
-        # 1. Models.
+    with _quiet_libraries(), _single_thread(), _Runner(workers) as runner:
+        # 1. Models, grouped by source (each source's training split is built once).
         t0 = time.perf_counter()
-        cache = _SourceCache(seed)
         markers: dict[str, dict] = {}
-        n_trained = 0
-        bar = progress(plan.models, desc=f"Zoo {prof.name}: models", total=len(plan.models), disable=disable)
-        for m in bar:
-            marker = _model_marker(m, prof, org, out, state)
+        todo: dict[str, list[ModelSpec]] = {}
+        for m in plan.models:
+            marker = _model_marker(m, prof, org, out)
             if marker is None:
-                if hasattr(bar, "set_postfix_str"):
-                    bar.set_postfix_str(m.name)
-                marker = _train_one(m, prof, plan, cache, out, state)
-                n_trained += 1
-            markers[m.name] = marker
+                todo.setdefault(m.source, []).append(m)
+            else:
+                markers[m.name] = marker
+        jobs = [(out, prof, org, seed, specs) for specs in todo.values()]
+        bar = progress(desc=f"Zoo {name}: models", total=len(plan.models), disable=disable)
+        bar.update(len(markers))
+        for i, result in runner.map_unordered(_unit_train_source, jobs):
+            for m, marker in zip(jobs[i][4], result):
+                markers[m.name] = marker
+            bar.update(len(result))
+        bar.close()
+        n_trained = sum(len(v) for v in todo.values())
         timings["models"] = round(time.perf_counter() - t0, 1)
 
-        # 2. Tasks (held-out images).
-        from .tasks import make_task_dataset, save_task, task_exists
-
+        # 2. Tasks from held-out images, grouped by source.
         t0 = time.perf_counter()
-        tasks_dir = out / TASKS_DIR
-        offset = _pool_offset(prof)
-        cache = _SourceCache(seed)
-        n_new_tasks = 0
-        for t in progress(plan.tasks, desc=f"Zoo {prof.name}: tasks", total=len(plan.tasks), disable=disable):
+        todo_tasks: dict[str, list[TaskSpec]] = {}
+        for t in plan.tasks:
             tmark = _read_json(state / "tasks" / f"{t.task_id}.json")
-            if task_exists(tasks_dir, t.task_id) and tmark and tmark.get("spec") == t.fingerprint():
-                continue
-            images, labels = cache.get(t.source, prof.n_pool, offset)
-            pool = np.stack([np.asarray(im) for im in images])
-            dsd, _ = make_task_dataset(t, pool, labels)
-            save_task(dsd, tasks_dir, t.task_id)
-            _write_json(state / "tasks" / f"{t.task_id}.json", {"task_id": t.task_id, "spec": t.fingerprint()})
-            n_new_tasks += 1
-        del cache
+            if not (task_exists(out / TASKS_DIR, t.task_id) and tmark and tmark.get("spec") == t.fingerprint()):
+                todo_tasks.setdefault(t.source, []).append(t)
+        n_new_tasks = sum(len(v) for v in todo_tasks.values())
+        bar = progress(desc=f"Zoo {name}: tasks", total=len(plan.tasks), disable=disable)
+        bar.update(len(plan.tasks) - n_new_tasks)
+        jobs = [(out, prof, seed, specs) for specs in todo_tasks.values()]
+        for _, n in runner.map_unordered(_unit_tasks_source, jobs):
+            bar.update(n)
+        bar.close()
         timings["tasks"] = round(time.perf_counter() - t0, 1)
 
-        # 3. Ground truth, per model (cached against the task set and the model weights).
+        # 3. Ground truth per model, cached against the task set and the model weights.
         t0 = time.perf_counter()
-        gt_rows = _ground_truth(plan, markers, out, state, disable)
+        from .tasks import PROBE_C, PROBE_MAX_ITER
+
+        tasks_key = hashlib.sha256(
+            json.dumps([[t.task_id, t.fingerprint()] for t in plan.tasks]).encode()
+            + f"C={PROBE_C};it={PROBE_MAX_ITER};v=1".encode()
+        ).hexdigest()[:16]
+        gt: dict[str, list[dict]] = {}
+        jobs = []
+        for m in plan.models:
+            cached = _read_json(state / "ground_truth" / f"{m.name}.json")
+            if cached and cached.get("tasks") == tasks_key and cached.get("sha256") == markers[m.name]["sha256"]:
+                gt[m.name] = cached["rows"]
+            else:
+                jobs.append((out, org, m, markers[m.name]["sha256"], plan.tasks, tasks_key))
+        bar = progress(desc=f"Zoo {name}: ground truth", total=len(plan.models), disable=disable)
+        bar.update(len(gt))
+        for i, rows in runner.map_unordered(_unit_ground_truth, jobs):
+            gt[jobs[i][2].name] = rows
+            bar.update(1)
+        bar.close()
+        _TASK_DATA.clear()
         timings["ground_truth"] = round(time.perf_counter() - t0, 1)
 
     # 4. Files.
-    from .tasks import write_ground_truth_parquet, write_tasks_parquet
-
     write_tasks_parquet(plan.tasks, out / TASKS_FILE)
-    write_ground_truth_parquet(gt_rows, out / GROUND_TRUTH_FILE)
+    write_ground_truth_parquet([r for m in plan.models for r in gt[m.name]], out / GROUND_TRUTH_FILE)
     popularity = {m.model_id: _popularity(m.model_id, seed) for m in plan.models}
     _write_json(out / POPULARITY_FILE, popularity)
 
     previous = _read_json(out / MANIFEST_NAME) or {}
-    created_at = previous.get("created_at") if previous.get("profile") == prof.name else None
+    same = previous.get("profile") == prof.name and previous.get("seed") == seed and previous.get("org") == org
+    created_at = previous.get("created_at") if same else None
     created_at = created_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     models = []
     for m in plan.models:
@@ -742,7 +860,7 @@ def build_zoo(
                 "val_acc": metrics.get("val_acc"),
                 "n_params": metrics.get("n_params"),
                 "epochs": metrics.get("epochs"),
-                "train_seconds": metrics.get("train_seconds"),
+                "n_train": metrics.get("n_train"),
                 "sha256": markers[m.name]["sha256"],
                 **popularity[m.model_id],
             }
@@ -774,47 +892,20 @@ def build_zoo(
         "settings": prof.settings(),
         "ground_truth": {
             "v_acc": "own head restricted to the task's label names (exact match); unknown labels count as wrong",
-            "ft_acc": "logistic regression (standardised penultimate features, C=1.0, max_iter=100) "
-            "fit on support, scored on query",
+            "ft_acc": f"logistic regression on standardised penultimate features (C={PROBE_C}, "
+            f"max_iter={PROBE_MAX_ITER}), fit on support, scored on query",
         },
-        "last_build": {"models_trained": n_trained, "tasks_written": n_new_tasks, "seconds": timings},
+        "last_build": {
+            "models_trained": n_trained,
+            "tasks_written": n_new_tasks,
+            "workers": workers,
+            "seconds": timings,
+        },
         "created_at": created_at,
     }
     _write_json(out / MANIFEST_NAME, manifest)
     logger.info("zoo %s built in %.1fs: %s", out, timings["total"], timings)
     return manifest
-
-
-def _ground_truth(plan: ZooPlan, markers: dict[str, dict], out: Path, state: Path, disable) -> list[dict]:
-    from .tasks import PROBE_C, PROBE_MAX_ITER, load_task_data, model_ground_truth
-
-    tasks_key = hashlib.sha256(
-        json.dumps([[t.task_id, t.fingerprint()] for t in plan.tasks]).encode()
-        + f"C={PROBE_C};it={PROBE_MAX_ITER};v=1".encode()
-    ).hexdigest()[:16]
-    task_data = None
-    rows: list[dict] = []
-    bar = progress(plan.models, desc=f"Zoo {plan.profile.name}: ground truth", total=len(plan.models),
-                   disable=disable)
-    for m in bar:
-        cache_file = state / "ground_truth" / f"{m.name}.json"
-        cached = _read_json(cache_file)
-        if cached and cached.get("tasks") == tasks_key and cached.get("sha256") == markers[m.name]["sha256"]:
-            rows.extend(cached["rows"])
-            continue
-        if task_data is None:
-            tasks_dir = out / TASKS_DIR
-            task_data = [load_task_data(tasks_dir, t) for t in plan.tasks]
-        from transformers import AutoModelForImageClassification
-
-        model = AutoModelForImageClassification.from_pretrained(
-            out / plan.org / m.name, use_safetensors=True, trust_remote_code=False
-        )
-        model.eval()
-        model_rows = model_ground_truth(model, m.model_id, task_data)
-        _write_json(cache_file, {"tasks": tasks_key, "sha256": markers[m.name]["sha256"], "rows": model_rows})
-        rows.extend(model_rows)
-    return rows
 
 
 def load_manifest(zoo_dir: str | Path) -> dict:

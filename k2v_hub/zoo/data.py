@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,8 @@ class ZooData:
             image_column, label_column, names = find_columns(ds)
             means, _, _ = task_class_means(ds, image_column, label_column, names, extractor,
                                            max_images_per_class=max_images_per_class, show_progress=False)
-            np.save(cached, means)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, means)
+            os.replace(tmp, cached)
             out[task_id] = means
         return out

@@ -53,7 +53,7 @@ _ARCH_DESCRIPTIONS = {
     "resnet": "ResNet (basic blocks, embedding 16, hidden sizes 16/32/64/128, one block per stage)",
     "convnext": "ConvNeXt (patch 2, hidden sizes 16/32/64/128, one block per stage)",
     "vit": "ViT (32 px, patch 4, hidden 64, 4 layers, 4 heads, MLP 128)",
-    "mobilenet_v2": "MobileNetV2 (depth multiplier 0.35, output stride 16, 320-d head)",
+    "mobilenet_v2": "MobileNetV2 (depth multiplier 0.35, 448-d last layer)",
 }
 
 
@@ -91,8 +91,15 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
     elif arch == "convnext":
         from transformers import ConvNextConfig
 
+        # layer_scale_init_value=1.0: with the default 1e-6 the residual blocks start as identities and a
+        # from-scratch model this small barely trains in a few hundred steps.
         cfg = ConvNextConfig(
-            patch_size=2, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], image_size=image_size, **common
+            patch_size=2,
+            hidden_sizes=[16, 32, 64, 128],
+            depths=[1, 1, 1, 1],
+            image_size=image_size,
+            layer_scale_init_value=float(__import__('os').environ.get('K2V_LS', '1.0')),
+            **common,
         )
         cfg.architectures = ["ConvNextForImageClassification"]
     elif arch == "vit":
@@ -112,11 +119,11 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
     else:
         from transformers import MobileNetV2Config
 
-        # output_stride=16 keeps a 2x2 map at 32 px instead of 1x1; finegrained_output=False keeps the head small.
+        # finegrained_output=False keeps the last layer (and the penultimate features) small: 448-d.
         cfg = MobileNetV2Config(
             image_size=image_size,
             depth_multiplier=0.35,
-            output_stride=16,
+            output_stride=int(__import__('os').environ.get('K2V_OS', '32')),
             finegrained_output=False,
             tf_padding=False,
             classifier_dropout_prob=0.1,
@@ -271,6 +278,34 @@ def _dataset_to_tensors(ds, image_size: int) -> tuple[torch.Tensor, torch.Tensor
     return x, y, names
 
 
+def _recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over the training images.
+
+    transformers' MobileNetV2 uses `momentum=0.997` (TensorFlow's convention in PyTorch's formula), so its running
+    statistics are those of the LAST training batch; recomputing them over all training images (no gradient,
+    no augmentation) gives every BatchNorm model sound eval-mode statistics.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [bn.momentum for bn in bns]
+    was_training = model.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+    model.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                xb = x[start : start + batch_size]
+                if len(xb) > 1:
+                    model(pixel_values=xb)
+    finally:
+        for bn, momentum in zip(bns, saved):
+            bn.momentum = momentum
+        model.train(was_training)
+
+
 def train_classifier(
     arch: str,
     train_ds,
@@ -334,6 +369,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+    _recalibrate_batch_norm(model, x, batch_size=256)
     train_seconds = time.perf_counter() - t0
     model.eval()
     metrics: dict[str, Any] = {

@@ -1,0 +1,232 @@
+"""The command line's habits, as a user sees them: help with examples, output formats, one-line errors, exit
+codes, quiet progress in machine formats, NO_COLOR. Every check runs the installed `k2v-hub` console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["index", "find", "train", "push-card", "zoo", "bench", "demo"]
+_ENV_DROP = ("HF_DEBUG", "NO_COLOR", "FORCE_COLOR", "K2V_HUB_VERBOSE", "HF_HUB_DISABLE_PROGRESS_BARS")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TQDM = re.compile(r"\d+%\||it/s|s/it|\[\d\d:\d\d")
+
+
+def env(**extra) -> dict:
+    e = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+    e.update({"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONWARNINGS": "ignore"})
+    e.update(extra)
+    return e
+
+
+def k2v(*args, check=True, **extra_env) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["k2v-hub", *map(str, args)], capture_output=True, text=True, env=env(**extra_env),
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def run_on_terminal(args, **extra_env) -> str:
+    """Run with stdout on a pseudo-terminal (what a person sees); return what it printed there."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["k2v-hub", *map(str, args)], stdout=slave, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=env(COLUMNS="200", **extra_env))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=600)
+    os.close(master)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
+    return b"".join(chunks).decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_root_help_lists_every_command():
+    out = k2v("--help").stdout
+    listed = re.findall(r"^  ([a-z-]+)\s", out.split("Commands:")[1], flags=re.M)
+    assert set(COMMANDS) <= set(listed), listed
+    assert "Examples:" in out
+
+
+@pytest.mark.parametrize("command", [[c] for c in COMMANDS] + [["zoo", "build"]], ids=lambda c: " ".join(c))
+def test_every_command_help_has_examples(command):
+    proc = k2v(*command, "--help")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert "Examples:" in proc.stdout and "$ k2v-hub " in proc.stdout
+    if command[0] not in ("zoo",) or command == ["zoo", "build"]:
+        for flag in ("--format", "--json", "--quiet", "--verbose", "--token"):
+            assert flag in proc.stdout, (command, flag)
+
+
+def test_new_flags_are_there():
+    assert "--limit" in k2v("index", "--help").stdout and "--yes" in k2v("index", "--help").stdout
+    assert "--revision" in k2v("find", "--help").stdout
+    assert "--revision" in k2v("push-card", "--help").stdout
+
+
+def test_exit_codes_are_documented():
+    import k2v_hub.cli as cli
+
+    doc = cli.__doc__
+    for code in ("0", "1", "2", "3", "4", "5", "6", "130"):
+        assert re.search(rf"^\s*{code}\s+\S", doc, flags=re.M), code
+    assert "HF_DEBUG" in doc and "NO_COLOR" in doc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `find` costs a few seconds of imports and feature extraction per process, so the format variants run through the
+# console script's entry point (`k2v_hub.cli:main`) several times in one process, each with its own stdout/stderr.
+HARNESS = r"""
+import contextlib, io, json, sys
+from k2v_hub.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code or 0
+    results.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+sys.__stdout__.write(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def find_args(tiny_index, tiny_task):
+    return ["find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--top-k", "3",
+            "--max-images-per-class", "8"]
+
+
+@pytest.fixture(scope="module")
+def as_json(find_args):
+    return k2v(*find_args, "--format", "json")
+
+
+@pytest.fixture(scope="module")
+def variants(find_args):
+    """human, --json, -q, --format quiet: {flags: {code, stdout, stderr}}."""
+    flags = [["--format", "human"], ["--json"], ["-q"], ["--format", "quiet"]]
+    proc = subprocess.run([sys.executable, "-c", HARNESS, json.dumps([find_args + f for f in flags])],
+                          capture_output=True, text=True, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {" ".join(f): r for f, r in zip(flags, json.loads(proc.stdout))}
+
+
+def test_find_json_is_an_array_best_first(as_json, tiny_zoo):
+    from k2v_hub.zoo.data import ZooData
+
+    rows = json.loads(as_json.stdout)
+    assert isinstance(rows, list) and len(rows) == 3
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    models = ZooData(tiny_zoo).model_ids
+    for r in rows:
+        assert r["model_id"] in models and re.fullmatch(r"[0-9a-f]{40}", r["revision"])
+        assert isinstance(r["score"], float)
+    # machine output: no progress bar on stderr
+    assert not TQDM.search(as_json.stderr), as_json.stderr[-2000:]
+
+
+def test_json_flag_equals_format_json(as_json, variants):
+    assert variants["--json"]["code"] == 0
+    assert json.loads(variants["--json"]["stdout"]) == json.loads(as_json.stdout)
+
+
+def test_quiet_prints_ids_one_per_line(as_json, variants):
+    ids = [r["model_id"] for r in json.loads(as_json.stdout)]
+    for flag in ("-q", "--format quiet"):
+        assert variants[flag]["code"] == 0
+        assert variants[flag]["stdout"].splitlines() == ids
+        assert not TQDM.search(variants[flag]["stderr"])
+
+
+def test_human_format_is_a_table_with_progress(as_json, variants):
+    ids = [r["model_id"] for r in json.loads(as_json.stdout)]
+    human = variants["--format human"]
+    lines = human["stdout"].splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("RANK"))
+    assert "MODEL_ID" in lines[header] and "SCORE" in lines[header]
+    for i, model_id in enumerate(ids):
+        cells = lines[header + 1 + i].split()
+        assert cells[0] == str(i + 1) and cells[1] == model_id
+    assert not ANSI.search(human["stdout"])  # not a terminal: no colour
+    assert TQDM.search(human["stderr"])  # progress bars are for people: human format only
+
+
+def test_terminal_gets_the_table_and_no_color_is_respected(find_args):
+    shown = run_on_terminal(find_args, NO_COLOR="1")
+    assert "MODEL_ID" in shown and "RANK" in shown  # auto format on a terminal: the human table
+    assert not ANSI.search(shown)
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_error_colour_on_a_terminal_unless_no_color(tmp_path, no_color):
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.run(["k2v-hub", "find", "--dataset", str(tmp_path / "missing"), "--index", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                          env=env(**({"NO_COLOR": "1"} if no_color else {})), timeout=300)
+    os.close(slave)
+    err = os.read(master, 65536).decode(errors="replace")
+    os.close(master)
+    assert proc.returncode == 2 and "Error:" in err
+    assert bool(ANSI.search(err)) is (not no_color)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_missing_dataset_is_one_line_without_traceback(tiny_index, tmp_path):
+    missing = tmp_path / "no-such-dataset"
+    proc = k2v("find", "--dataset", missing, "--index", tiny_index, "--format", "json", check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert str(missing) in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("how", ["--verbose", "HF_DEBUG=1"])
+def test_traceback_with_verbose_or_hf_debug(tiny_index, tmp_path, how):
+    args = ["find", "--dataset", tmp_path / "missing", "--index", tiny_index, "--format", "json"]
+    if how == "--verbose":
+        proc = k2v(*args, "--verbose", check=False)
+    else:
+        proc = k2v(*args, check=False, HF_DEBUG="1")
+    assert proc.returncode == 2  # same exit code, with the traceback
+    assert "Traceback (most recent call last)" in proc.stderr and "DatasetError" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("Error: ")
+
+
+def test_bad_index_and_usage_errors_have_their_exit_codes(tiny_task, tmp_path):
+    (tmp_path / "not-an-index").mkdir()
+    proc = k2v("find", "--dataset", tiny_task, "--index", tmp_path / "not-an-index", check=False)
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = k2v("find", "--index", tmp_path, check=False)  # --dataset missing
+    assert proc.returncode == 2 and "--dataset" in proc.stderr and "Traceback" not in proc.stderr
+    proc = k2v("find", "--dataset", tiny_task, "--index", tmp_path, "--format", "yaml", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_every_api_uses_the_k2v_hub_library_name():
+    from k2v_hub import __version__
+    from k2v_hub.hub import HubSource, get_api
+
+    for api in (get_api(None), HubSource().api):
+        assert api.library_name == "k2v-hub" and api.library_version == __version__

@@ -1,0 +1,325 @@
+"""Crash safety of `k2v-hub index`: a real SIGKILL of the CLI process at random points, then a rerun.
+
+The org is made bigger than the tiny zoo's: its model folders are copied under more names into a temporary zoo
+(the copies' READMEs get a line more, so every repo has its own revision). Each run is a fresh
+`python -m k2v_hub.cli index` process with a fresh, empty K2V_HUB_HOME, so nothing can come from the knowledge
+cache: a model the rerun does not query again can only come from the index's own journal.
+
+Crash points (the random ones drawn from the seeds): at a random time before any row is written, after the N-th
+journal row plus a random delay (so mostly in the middle of the next model, sometimes inside a journal write), and
+inside the final parquet write (the process is made to stall there with the temp parquet half written, then
+killed). After every kill: every row finished before it is still there, byte for byte; after each completed rerun:
+every model exactly once in the parquet, finished rows identical (embedding, knowledge, created_at), the report
+lists them as reused and the queries it counts are exactly those of the models it did index.
+
+The retriever here is an untrained one on raw pixels with a small probe set: what is tested is the journal, not
+retrieval quality, and it keeps each process to a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from k2v_hub.index import DATA_FILE, ROWS_DIR, clean_stale_temp_files, load_index
+
+N_MODELS = 8
+SEEDS = (0, 1, 2)
+RUN_TIMEOUT = 240
+INDEX_OPTIONS = ["--bisection-steps", "3", "--max-classes", "6"]
+
+# The CLI, optionally made to stall inside the final parquet write (after writing half of the temp file) so a
+# test can SIGKILL it there. Nothing else is changed.
+LAUNCHER = textwrap.dedent("""
+    import os, sys, time
+    marker = os.environ.get("K2V_TEST_STALL_IN_PARQUET_WRITE")
+    if marker:
+        import datasets
+
+        _to_parquet = datasets.Dataset.to_parquet
+
+        def _stalling_to_parquet(self, path, *args, **kwargs):
+            written = _to_parquet(self, path, *args, **kwargs)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            with open(marker, "w") as f:
+                f.write(str(path))
+            time.sleep(600)
+            return written
+
+        datasets.Dataset.to_parquet = _stalling_to_parquet
+    from k2v_hub.cli import main
+
+    sys.argv[0] = "k2v-hub"
+    main()
+""")
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def pixel_retriever(tmp_path_factory) -> Path:
+    """An untrained retriever on 8x8 pixels with 48 probes (cheap to load, cheap to query with)."""
+    from k2v_hub.features import FeatureExtractor
+    from k2v_hub.knowledge import load_probe_set
+    from k2v_hub.pipeline import new_retriever, save_retriever
+
+    out = tmp_path_factory.mktemp("pixel-retriever")
+    _, fingerprint, spec = load_probe_set({"source": "builtin", "n": 48, "size": 32, "seed": 0})
+    retriever = new_retriever(FeatureExtractor.from_pretrained("pixels-8"), probe_spec=spec,
+                              probe_fingerprint=fingerprint, embed_dim=32, hidden_dim=32, max_classes=6)
+    save_retriever(retriever, out)
+    return out
+
+
+def make_big_zoo(tiny_zoo: Path, dest: Path, n_models: int = N_MODELS) -> tuple[str, list[str]]:
+    """Copy the tiny zoo's model folders under more names into ``dest``; return ``(org, model ids)``."""
+    from k2v_hub.zoo.data import ZooData
+
+    zoo = ZooData(tiny_zoo)
+    org = zoo.org
+    names = [m.split("/", 1)[1] for m in zoo.model_ids]
+    (dest / org).mkdir(parents=True)
+    ids = []
+    for i in range(n_models):
+        src = tiny_zoo / org / names[i % len(names)]
+        name = names[i % len(names)] if i < len(names) else f"{names[i % len(names)]}-copy{i // len(names)}"
+        shutil.copytree(src, dest / org / name)
+        if i >= len(names):
+            with open(dest / org / name / "README.md", "a") as f:
+                f.write(f"\nCopy {i // len(names)} of `{org}/{names[i % len(names)]}` (for the crash test).\n")
+        ids.append(f"{org}/{name}")
+    return org, sorted(ids)
+
+
+@pytest.fixture
+def big_zoo(tiny_zoo, tmp_path_factory) -> tuple[Path, str, list[str]]:
+    """A zoo of N_MODELS models (a fresh copy per test: tests edit READMEs)."""
+    root = tmp_path_factory.mktemp("big-zoo")
+    org, ids = make_big_zoo(tiny_zoo, root)
+    return root, org, ids
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class IndexRuns:
+    """Starts `k2v-hub index` processes on one index folder, each with a fresh K2V_HUB_HOME."""
+
+    def __init__(self, zoo: Path, org: str, retriever: Path, out: Path, work: Path):
+        self.zoo, self.org, self.retriever, self.out, self.work = zoo, org, retriever, out, work
+        self.n = 0
+        self.log: list[str] = []
+
+    def start(self, *, stall_marker: Path | None = None) -> subprocess.Popen:
+        self.n += 1
+        home = self.work / f"home-{self.n}"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "K2V_TEST_STALL_IN_PARQUET_WRITE"}
+        env.update({"K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DISABLE_SAFETENSORS_CONVERSION": "1",
+                    "PYTHONWARNINGS": "ignore"})
+        if stall_marker is not None:
+            env["K2V_TEST_STALL_IN_PARQUET_WRITE"] = str(stall_marker)
+        cmd = [sys.executable, "-c", LAUNCHER, "index", "--org", self.org, "--zoo", str(self.zoo), "--out",
+               str(self.out), "--retriever", str(self.retriever), "--format", "json", *INDEX_OPTIONS]
+        self._stdout = self.work / f"run-{self.n}.out"
+        self._stderr = self.work / f"run-{self.n}.err"
+        with open(self._stdout, "w") as so, open(self._stderr, "w") as se:
+            proc = subprocess.Popen(cmd, env=env, stdout=so, stderr=se, start_new_session=True)
+        proc.t0 = time.monotonic()
+        return proc
+
+    def output(self) -> str:
+        return f"STDOUT:\n{self._stdout.read_text()[-3000:]}\nSTDERR:\n{self._stderr.read_text()[-5000:]}"
+
+    def kill(self, proc: subprocess.Popen, point: str) -> dict[str, bytes]:
+        """SIGKILL ``proc``; return the journal as it is right after the kill."""
+        assert proc.poll() is None, f"the index run ended before the crash point ({point}):\n{self.output()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert proc.returncode == -signal.SIGKILL
+        rows = journal(self.out)
+        self.log.append(f"{point}: killed after {time.monotonic() - proc.t0:.1f} s with {len(rows)} row(s)")
+        return rows
+
+    def wait_until(self, proc: subprocess.Popen, condition, what: str) -> None:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not condition():
+            assert proc.poll() is None, f"the index run ended before {what}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.output()}"
+            time.sleep(0.02)
+
+    def complete(self, proc: subprocess.Popen) -> dict:
+        """Wait for a run to finish; return its JSON report."""
+        try:
+            proc.wait(RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"index run timed out:\n{self.output()}") from None
+        assert proc.returncode == 0, f"index run failed:\n{self.output()}"
+        return json.loads(self._stdout.read_text())
+
+
+def journal(out: Path) -> dict[str, bytes]:
+    """The journal's finished rows: file name -> bytes (temp files are not rows)."""
+    folder = out / ROWS_DIR
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def parquet_rows(out: Path) -> list[dict]:
+    return pq.read_table(out / DATA_FILE).to_pylist()
+
+
+def assert_rows_kept(before: dict[str, bytes], after: dict[str, bytes], *, changed: set[str] = frozenset()):
+    """Every journal row from ``before`` is still there, byte for byte (neither lost nor recomputed)."""
+    lost = sorted(set(before) - set(after))
+    assert not lost, f"journal rows lost: {lost}"
+    rewritten = sorted(k for k in before if k not in changed and after[k] != before[k])
+    assert not rewritten, f"journal rows recomputed: {rewritten}"
+
+
+def assert_same_row(index_row: dict, journal_bytes: bytes):
+    """An index row equals the journal row it came from (the parquet stores float32)."""
+    row = json.loads(journal_bytes)
+    assert index_row["model_id"] == row["model_id"]
+    np.testing.assert_array_equal(np.asarray(index_row["embedding"], np.float32),
+                                  np.asarray(row["embedding"], np.float32))
+    for key in ("knowledge", "created_at", "revision", "n_queries", "labels", "retriever_fingerprint"):
+        assert index_row[key] == row[key], (row["model_id"], key)
+
+
+def check_completed(out: Path, ids: list[str], report: dict, finished_before: dict[str, bytes]):
+    """After a completed rerun: each model once, earlier rows untouched and reused, queries only for new rows."""
+    rows = parquet_rows(out)
+    got = [r["model_id"] for r in rows]
+    assert sorted(got) == ids, f"models missing or duplicated in the index: {got}"
+    by_id = {r["model_id"]: r for r in rows}
+    before = {json.loads(b)["model_id"]: b for b in finished_before.values()}
+    for model_id, data in before.items():
+        assert_same_row(by_id[model_id], data)
+    for key in ("indexed", "reused", "reencoded"):
+        assert len(report[key]) == len(set(report[key])), f"{key} lists a model twice: {report[key]}"
+    assert not report["skipped"] and not report["reencoded"]
+    assert sorted(report["indexed"] + report["reused"]) == ids
+    assert set(report["reused"]) == set(before), "finished rows must be reused, the rest indexed"
+    assert report["queries"] == sum(by_id[m]["n_queries"] for m in report["indexed"]), \
+        "the rerun spent queries on models it reused"
+    assert all(by_id[m]["n_queries"] > 0 for m in report["indexed"])
+
+
+# ------------------------------------------------------------------------------------------------ tests
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_rerun(big_zoo, pixel_retriever, tmp_path):
+    """One index folder, killed at random points drawn from several seeds, rerun after each; nothing lost or
+    repeated. Crash points: before any row (seed 0: a random time into start-up), after a random number of rows
+    plus a random delay (seeds 1 and 2), then a rerun to completion."""
+    zoo, org, ids = big_zoo
+    out = tmp_path / "index"
+    runs = IndexRuns(zoo, org, pixel_retriever, out, tmp_path)
+
+    # seed 0: a random time into the run, before the first row can be finished (start-up takes several seconds)
+    rng = random.Random(SEEDS[0])
+    proc = runs.start()
+    time.sleep(rng.uniform(0.5, 3.0))
+    finished = runs.kill(proc, f"seed {SEEDS[0]}: early")
+
+    # seeds 1, 2: after a random number of new rows, plus a random part of a model's time
+    target = len(finished)
+    for seed in SEEDS[1:]:
+        rng = random.Random(seed)
+        target = min(len(ids) - 1, target + rng.randint(1, 3))
+        proc = runs.start()
+        runs.wait_until(proc, lambda: len(journal(out)) >= target, f"{target} journal rows")
+        time.sleep(rng.uniform(0.0, 1.5))
+        if len(journal(out)) >= len(ids):
+            pytest.fail(f"every row was finished before the kill; crash points: {runs.log}")
+        now = runs.kill(proc, f"seed {seed}: after row {target}")
+        assert_rows_kept(finished, now)
+        assert len(now) >= target
+        finished = now
+        # a kill leaves at most a hidden temp file behind, never a half row under a row's name
+        assert all(p.name.endswith(".json") or (p.name.startswith(".") and p.name.endswith(".tmp"))
+                   for p in (out / ROWS_DIR).iterdir())
+
+    proc = runs.start()
+    report = runs.complete(proc)
+    check_completed(out, ids, report, finished)
+    assert len(journal(out)) == len(ids)
+    print("\n".join(runs.log))
+
+
+@pytest.fixture
+def complete_index(big_zoo, pixel_retriever, tmp_path) -> Path:
+    """The big zoo fully indexed in-process (same options as the CLI runs)."""
+    from k2v_hub.hub import LocalSource
+    from k2v_hub.index import build_index
+    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
+
+    zoo, org, _ = big_zoo
+    out = tmp_path / "index"
+    retriever, rid, rev = load_retriever_for_index(str(pixel_retriever))
+    indexer = make_indexer(retriever, retriever_id=rid, retriever_revision=rev, bisection_steps=3, max_classes=6,
+                           cache_dir=tmp_path / "knowledge")
+    build_index(LocalSource(zoo), org, out, indexer, show_progress=False)
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_during_final_parquet_write(big_zoo, pixel_retriever, complete_index, tmp_path):
+    """A model changes revision; the run that re-queries it is killed inside the parquet write (temp file half
+    written). The old parquet stays whole, the new row is in the journal, and the rerun reuses it (0 queries)."""
+    zoo, org, ids = big_zoo
+    out = complete_index
+    old_parquet = (out / DATA_FILE).read_bytes()
+    changed = ids[1]
+    with open(zoo / changed / "README.md", "a") as f:
+        f.write("\nA new revision.\n")
+    before = journal(out)
+    runs = IndexRuns(zoo, org, pixel_retriever, out, tmp_path)
+
+    marker = tmp_path / "in-parquet-write"
+    proc = runs.start(stall_marker=marker)
+    runs.wait_until(proc, marker.exists, "the final parquet write")
+    after = runs.kill(proc, "during the final parquet write")
+    assert_rows_kept(before, after, changed={Path(f"{changed.replace('/', '--')}.json").name})
+    new_row = json.loads(after[changed.replace("/", "--") + ".json"])
+    assert new_row["revision"] != json.loads(before[changed.replace("/", "--") + ".json"])["revision"]
+    assert (out / DATA_FILE).read_bytes() == old_parquet, "a killed write must leave the old parquet whole"
+    leftovers = [p for p in (out / DATA_FILE).parent.iterdir() if p.name != Path(DATA_FILE).name]
+    assert leftovers and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in leftovers)
+    assert load_index(out).rows  # the old index still loads meanwhile
+
+    proc = runs.start()
+    report = runs.complete(proc)
+    check_completed(out, ids, report, after)
+    assert report["indexed"] == [] and report["queries"] == 0
+    by_id = {r["model_id"]: r for r in parquet_rows(out)}
+    assert by_id[changed]["revision"] == new_row["revision"]
+
+    # the half-written temp file breaks nothing: the index, `datasets` and a glob over data/ all ignore it
+    import datasets
+
+    idx = load_index(out)
+    assert sorted(r["model_id"] for r in idx.rows) == ids
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "ds-cache"))
+    assert sorted(ds["model_id"]) == ids
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "ds-cache2"))
+    assert sorted(ds["model_id"]) == ids
+    # ... and once it is old, the next run's clean-up removes it
+    for p in leftovers:
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    removed = clean_stale_temp_files(out)
+    assert sorted(map(str, leftovers)) == sorted(removed)
+    assert not any(p.exists() for p in leftovers)
+    print("\n".join(runs.log))
