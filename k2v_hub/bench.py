@@ -247,7 +247,8 @@ def two_stage(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
 
 # ------------------------------------------------------------------ the run
 def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=None, label_blind: bool = True,
-              steps: int | None = None, seed: int = 0, show_progress: bool = True, command: str = "") -> tuple:
+              steps: int | None = None, seed: int = 0, show_progress: bool = True, command: str = "",
+              ablation: bool = False) -> tuple:
     """Run the benchmark; return ``(results, {"json": path, "markdown": path, "picture": path})``."""
     from .index import build_index
     from .pipeline import k2v_home, new_retriever
@@ -378,6 +379,10 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     # --- unseen domains: domains out of retriever training and out of the probe set
     results["unseen_domains"] = unseen_domains(data, profile, fp, args, seed, show_progress)
 
+    if ablation:
+        results["ablation"] = run_ablation(data, graphs, seen, train_tasks, eval_all, spec, fingerprint, args,
+                                           show_progress)
+
     # --- timing
     logme_per_task = secs["logme"]
     find_s = float(np.median(find_times)) if find_times else float("nan")
@@ -405,6 +410,31 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     paths["json"].write_text(json.dumps(results, indent=2))
     paths["markdown"].write_text(to_markdown(results))
     return results, paths
+
+
+def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, fingerprint, args,
+                 show_progress) -> dict:
+    """Table 3-4 of the paper: encoder variants (LSTM / concat / average) and losses (without L_MKC, contrastive)."""
+    from dataclasses import replace
+
+    from .pipeline import new_retriever
+    from .train import supervised_data, train_retriever
+
+    rows = [data.truth([t])[0][[data.col[m] for m in seen]] for t in train_tasks]
+    train = supervised_data([graphs[m] for m in seen], seen, [data.means[t] for t in train_tasks], rows)
+    truth, v, ft = data.truth(eval_tasks), data.rows(eval_tasks, data.v), data.rows(eval_tasks, data.ft)
+    variants = [(me, qe, args) for me in ("lstm", "concat", "average") for qe in ("lstm", "concat", "average")]
+    variants += [("lstm", "lstm", replace(args, use_mkc=False)), ("lstm", "lstm", replace(args, sal="contrastive"))]
+    out = {}
+    for me, qe, a in progress(variants, desc="Ablation", disable=not show_progress or None):
+        r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, model_encoder=me,
+                          query_encoder=qe)
+        train_retriever(r, train, a, show_progress=False)
+        S, _ = know2vec_scores(r, graphs, data, eval_tasks)
+        name = f"M_EXT={me}, Q_EXT={qe}" + ("" if a.use_mkc else ", without L_MKC") + \
+            (", L_SAL contrastive" if a.sal == "contrastive" else "")
+        out[name] = {k: score_method(S, truth, v, ft, data.seed)[k] for k in ("r@1", "r@3")}
+    return out
 
 
 def unseen_domains(data: BenchData, profile: str, fp: dict, args, seed: int, show_progress: bool) -> dict:
@@ -448,9 +478,10 @@ def unseen_domains(data: BenchData, profile: str, fp: dict, args, seed: int, sho
     for name, S in meths.items():
         s = score_method(S, truth, v, ft, seed)
         k = int(name.split("@")[1]) if "@" in name else None
-        q = {"leep": len(models), "nce": len(models), "logme_probs": len(models)}.get(name, k or 0)
+        brute = ("leep", "nce", "logme_probs", "logme", "h_score", "nleep")
+        q = len(models) if name in brute else (k or 0)
         table[name] = {"r@1": s["r@1"], "r@3": s["r@3"], "rel@1": s["rel@1"], "tau_w": s["tau_w"],
-                       "models_queried_per_search": q}
+                       "models_run_per_search": q}
     return {"held_out_domains": sorted(held), "held_out_sources": held_sources, "tasks": len(tasks),
             "probe_fingerprint": fingerprint, "first_stage": first_recall,
             "queries_per_model": round(float(np.mean(list(queries.values()))), 1), "methods": table}
@@ -489,7 +520,10 @@ def to_markdown(r: dict) -> str:
     if u.get("methods"):
         out += ["", f"## Unseen domains: {', '.join(u['held_out_domains'])} ({u['tasks']} tasks; out of training and "
                 f"probes)", "", f"First-stage recall: {u['first_stage']}", ""]
-        out += tab(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_queried_per_search"])
+        out += tab(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search"])
+    if r.get("ablation"):
+        out += ["", "## Ablation (NNR eval tasks)", "", "| variant | r@1 | r@3 |", "|---|---|---|"]
+        out += [f"| {k} | {v['r@1']} | {v['r@3']} |" for k, v in r["ablation"].items()]
     out += ["", "## Timing", "", "| what | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in r["timing"].items()]
     return "\n".join(out) + "\n"

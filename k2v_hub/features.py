@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -325,6 +326,15 @@ def _ensure_default_backbone() -> Path:
     return path
 
 
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise K2VError(f"{path} has no config.json: it is not a transformers model folder.") from None
+    except (OSError, ValueError) as exc:
+        raise K2VError(f"{path}/config.json cannot be read: {exc}") from exc
+
+
 def _weights_fingerprint(path: Path) -> str:
     files = sorted(path.glob("*.safetensors"))
     if not files:
@@ -470,18 +480,18 @@ class FeatureExtractor:
         import torch
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-        try:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        except ValueError as exc:
-            raise ModelRefused(
-                f"{path} needs custom code to load ({exc}).", "k2v-hub never runs remote code: pick another backbone."
-            ) from exc
-        except OSError as exc:
-            raise K2VError(f"{path} is not a transformers model folder: {exc}") from exc
-        if getattr(config, "auto_map", None):
+        raw_config = _read_config(path)
+        if raw_config.get("auto_map"):
             raise ModelRefused(
                 f"{path} declares custom code (auto_map).", "k2v-hub never runs remote code: pick another backbone."
             )
+        try:
+            AutoConfig.from_pretrained(path, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise K2VError(
+                f"{path} is not a transformers model that k2v-hub can load: {exc}",
+                "Use a folder or Hub repo of a stock transformers vision model (config.json + safetensors).",
+            ) from exc
         try:
             model, info = AutoModel.from_pretrained(
                 path, use_safetensors=True, trust_remote_code=False, output_loading_info=True

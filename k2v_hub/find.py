@@ -122,10 +122,18 @@ def load_query_dataset(dataset, *, split: str | None = None, revision: str | Non
                 raise DatasetError("The IterableDatasetDict has no splits.", "Pass a dataset with labelled images.")
             dataset = dataset[_pick_split(list(dataset), split)]
         try:
+            # images stay encoded while streaming: decoding (and refusing bad or remote images) happens row by
+            # row later, like for any other dataset
+            image_columns = [k for k, f in (dataset.features or {}).items() if isinstance(f, datasets.Image)]
+            for k in image_columns:
+                dataset = dataset.cast_column(k, datasets.Image(decode=False))
             rows = list(dataset.take(MAX_STREAMING_ROWS))
             if not rows:
                 raise DatasetError("The streaming dataset is empty.", "Pass a dataset with labelled images.")
-            return datasets.Dataset.from_list(rows, features=dataset.features)
+            loaded = datasets.Dataset.from_list(rows, features=dataset.features)
+            for k in image_columns:
+                loaded = loaded.cast_column(k, datasets.Image())
+            return loaded
         except K2VError:
             raise
         except Exception as exc:  # noqa: BLE001 - a stream can fail in many ways
@@ -341,8 +349,11 @@ def class_keys(labels, class_names=None, label_column: str = "label") -> tuple[l
     return per_row, keys, names
 
 
-def _decode_image(value, row: int):
-    """One image cell (PIL image or ``{"bytes", "path"}`` with decoding off) as a loaded, RGB, bounded PIL image."""
+def _decode_image(value, row: int, mode: str | None = None):
+    """One image cell (PIL image or ``{"bytes", "path"}`` with decoding off) as a loaded, RGB, bounded PIL image.
+
+    ``mode``: the ``Image(mode=...)`` of the column, applied first as ``datasets`` would.
+    """
     from PIL import Image
 
     from .oracle import to_rgb
@@ -376,6 +387,8 @@ def _decode_image(value, row: int):
         image.load()
         if max(image.size) > MAX_SIDE:
             image.thumbnail((MAX_SIDE, MAX_SIDE))
+        if mode and image.mode != mode:
+            image = image.convert(mode)
         return to_rgb(image)
     except K2VError:
         raise
@@ -387,20 +400,17 @@ def _decode_image(value, row: int):
                            "Remove or fix corrupt images.") from None
 
 
-def _check_image(image, i: int):
-    """Backward-compatible helper: a decoded, bounded RGB version of ``image`` (row ``i``)."""
-    return _decode_image(image, i)
-
-
 def _iter_images(ds, image_column: str, rows):
     """Decoded images of ``rows`` (original row numbers), one at a time, never asking datasets to decode."""
     import datasets
 
     sub = ds.select([int(r) for r in rows]).select_columns([image_column])
-    if isinstance(sub.features[image_column], datasets.Image):
+    feature = sub.features[image_column]
+    mode = getattr(feature, "mode", None)
+    if isinstance(feature, datasets.Image):
         sub = sub.cast_column(image_column, datasets.Image(decode=False))
     for row, value in zip(rows, sub[image_column]):
-        yield _decode_image(value, int(row))
+        yield _decode_image(value, int(row), mode)
 
 
 def task_class_means(ds, image_column: str, label_column: str, class_names, extractor, *,
@@ -719,7 +729,8 @@ def find_model(
         t3 = time.perf_counter()
         from .rerank import rerank_matches
 
-        used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())  # the rows whose images and labels were validated above
+        # re-rank on the rows whose images and labels were validated above
+        used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())
         matches.queries = rerank_matches(matches[:rerank_k], used, image_column, label_column, method=rerank,
                                          n_images=rerank_images, token=token, models_root=models_root, seed=seed)
         head = sorted(matches[:rerank_k], key=lambda m: -m.score)

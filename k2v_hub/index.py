@@ -330,14 +330,21 @@ class Indexer:
         return self.retriever.embed_models([graph])[0]
 
     def make_row(self, ref: RepoRef, record: KnowledgeRecord, seconds: float, created_at: str | None = None) -> dict:
-        """One index row."""
+        """One index row.
+
+        The vector is computed from the record *as stored* (its JSON rounds scores to 6 decimals), so a row's
+        embedding is a function of its ``knowledge`` column alone: a fresh query, a cache hit and a later
+        re-encoding give the same vector.
+        """
         s = self.settings
+        knowledge = record.to_json()
+        record = KnowledgeRecord.from_json(knowledge)
         return {
             "model_id": ref.model_id,
             "revision": ref.revision,
             "labels": list(record.labels),
             "embedding": [float(x) for x in self.embed(record)],
-            "knowledge": record.to_json(),
+            "knowledge": knowledge,
             "retriever_id": s.retriever_id,
             "retriever_revision": s.retriever_revision,
             "retriever_fingerprint": s.retriever_fingerprint,

@@ -44,7 +44,7 @@ class KnowledgeRecord:
         centroids: probe index of each active class's centroid sample, ``[K]``.
         boundary_t: ``[K][K]`` fraction along centroid(a) -> centroid(b) where the prediction leaves ``a``.
         probe_pred: arg-max label index per probe (``-1`` when the view shows nothing), ``[P]``.
-        probe_conf: score of that label (NaN in the ``label`` view), ``[P]``.
+        probe_conf: score of that label (1.0 in the ``label`` view, which shows no score), ``[P]``.
         n_queries: black-box queries spent on this record.
         oracle_view: ``full``, ``top5`` or ``label``.
         probe_fingerprint: fingerprint of the probe set the indices refer to.
@@ -72,7 +72,7 @@ class KnowledgeRecord:
         """A JSON-able dict (NaN written as ``null``)."""
         d = asdict(self)
         d["probe_conf"] = [None if np.isnan(x) else round(float(x), 6) for x in self.probe_conf]
-        d["boundary_t"] = [[round(float(x), 6) for x in row] for row in self.boundary_t]
+        d["boundary_t"] = [[float(x) for x in row] for row in self.boundary_t]  # exact: t = k / 2**(steps+1)
         return d
 
     def to_json(self) -> str:

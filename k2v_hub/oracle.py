@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import numbers
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
@@ -29,7 +30,7 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import ModelRefused, QueryBudgetExceeded
+from .errors import ModelRefused, QueryBudgetExceeded, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ class Oracle:
     def __init__(self, labels: Sequence[str], *, view: str = "full", budget: int | None = None, batch_size: int = 64):
         if view not in ORACLE_VIEWS:
             raise ValueError(f"Unknown oracle view {view!r}; choose one of {', '.join(ORACLE_VIEWS)}.")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 0):
+            raise UsageError(f"budget must be None or an integer >= 0, got {budget!r}.", "Pass --query-budget N.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}.", "Pass batch_size=64, say.")
         if not labels:
             raise ModelRefused("The model exposes no labels.", "An image classifier needs `id2label` in its config.")
         if len(labels) > MAX_LABELS:

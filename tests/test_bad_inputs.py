@@ -24,8 +24,8 @@ import pytest
 import torch
 from PIL import Image
 
-from k2v_hub.errors import DatasetError, IndexError_, K2VError, UsageError
-from k2v_hub.find import MAX_SIDE, Matches, find_model, load_query_dataset, task_class_means
+from k2v_hub.errors import DatasetError, K2VError, UsageError
+from k2v_hub.find import MAX_SIDE, Matches, find_model, task_class_means
 from k2v_hub.oracle import Oracle
 
 FEATURE_SPACE = "pixels-8"
@@ -172,7 +172,8 @@ def test_several_image_columns(index):
 
 def test_no_label_column(index):
     ds = datasets.Dataset.from_dict({"image": [rgb(0), rgb(1)], "tag": ["x", "y"]},
-                                    features=datasets.Features({"image": datasets.Image(), "tag": datasets.Value("string")}))
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "tag": datasets.Value("string")}))
     assert "label_column=" in refused(ds, index, match="No label column")
     check_matches(find(ds, index, label_column="tag"))
 
@@ -187,7 +188,8 @@ def test_several_label_columns(index):
 
 def test_named_columns_that_are_wrong(index):
     ds = datasets.Dataset.from_dict({"image": [rgb(0), rgb(1)], "path": ["a.png", "b.png"], "label": [0, 1]},
-                                    features=datasets.Features({"image": datasets.Image(), "path": datasets.Value("string"),
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "path": datasets.Value("string"),
                                                                 "label": datasets.Value("int64")}))
     assert "cast_column" in refused(ds, index, match="not an Image feature", image_column="path")
     refused(ds, index, match="No column 'nope'", image_column="nope")
@@ -363,6 +365,7 @@ def test_remote_image_path_is_refused_without_a_request(index, monkeypatch):
     ds = datasets.Dataset.from_dict({"image": [rgb(0), {"bytes": None, "path": "https://example.com/x.png"},
                                                rgb(2), rgb(3)], "label": [0, 0, 1, 1]}, features=FEATURES)
     refused(ds, index, match="remote image")
+    refused(ds.to_iterable_dataset(), index, match="remote image")  # streaming does not fetch it either
 
 
 def test_local_image_paths_work(index, tmp_path):
@@ -385,6 +388,20 @@ def test_nan_pixels_work_and_nan_features_are_refused(index, monkeypatch):
     assert "feature backbone" in refused(ds, index, match="NaN/inf for rows 0, 1, 2, 3")
 
 
+def test_many_classes_one_image_each(index):
+    ds = datasets.Dataset.from_dict({"image": [rgb(i) for i in range(40)], "label": [f"c{i:02d}" for i in range(40)]})
+    check_matches(find(ds, index))
+
+
+def test_animated_gif_uses_the_first_frame(index):
+    frames = [rgb(1).convert("P"), rgb(2).convert("P")]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    gif = {"bytes": buf.getvalue(), "path": None}
+    ds = datasets.Dataset.from_dict({"image": [gif, rgb(3), rgb(4), rgb(5)], "label": [0, 0, 1, 1]}, features=FEATURES)
+    check_matches(find(ds, index))
+
+
 # --------------------------------------------------------------------------- how the dataset is handed over
 
 
@@ -400,6 +417,9 @@ def test_streaming_dataset_works_and_ranks_the_same(index):
             yield {"image": rgb(i), "label": ["x", "y"][i % 2]}
 
     check_matches(find(datasets.IterableDataset.from_generator(gen), index))
+    broken = datasets.Dataset.from_dict({"image": [rgb(0), {"bytes": b"junk", "path": None}, rgb(2), rgb(3)],
+                                         "label": [0, 0, 1, 1]}, features=FEATURES).to_iterable_dataset()
+    refused(broken, index, match="Row 1: the image could not be decoded")
     empty = datasets.IterableDataset.from_generator(lambda: iter(()), features=FEATURES)
     refused(empty, index, match="streaming dataset is empty")
 
@@ -428,6 +448,24 @@ def test_folders_files_and_objects(index, tmp_path):
     refused(damaged, index, match="cannot be read")
     refused(["not", "a", "dataset"], index, match="Cannot use a list")
     refused("../../etc/passwd-k2v", index, match="not a folder and not a valid Hub dataset id")
+
+
+def test_real_task_folder_in_every_form_ranks_the_same(index, tiny_task):
+    """A tiny-zoo task (real images): folder, Dataset, stream, plain ints and strings give one ranking."""
+    support = datasets.load_from_disk(str(tiny_task))["support"]
+    label = next(k for k, f in support.features.items() if isinstance(f, datasets.ClassLabel))
+    image = next(k for k, f in support.features.items() if isinstance(f, datasets.Image))
+    ref = ranking(find(str(tiny_task), index))
+    assert ranking(find(support, index)) == ref
+    assert ranking(find(support.to_iterable_dataset(), index)) == ref
+    plain = support.cast_column(label, datasets.Value("int64"))
+    assert ranking(find(plain, index, label_column=label)) == ref
+    names = support.features[label].names
+    strings = support.cast_column(label, datasets.Value("string"))  # ids as text: "0", "1", ...
+    strings = strings.map(lambda r: {label: names[int(r[label])]})
+    encoded = strings.class_encode_column(label)
+    assert ranking(find(strings, index, label_column=label)) == ranking(find(encoded, index, label_column=label))
+    assert image in support.column_names
 
 
 def test_hub_id_that_does_not_exist_offline(index, monkeypatch):

@@ -190,6 +190,37 @@ def test_error_colour_on_a_terminal_unless_no_color(tmp_path, no_color):
     assert bool(ANSI.search(err)) is (not no_color)
 
 
+def test_push_asks_first_on_a_terminal_unless_yes(tiny_zoo, tiny_retriever, tmp_path):
+    """`index --push` on a terminal asks before doing anything; answering no stops it (exit 130, nothing written);
+    `--yes` does not ask (here it then fails at once on a retriever that does not exist)."""
+    import pty
+
+    from k2v_hub.zoo.data import ZooData
+
+    args = ["k2v-hub", "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "ix"),
+            "--push", "someone/k2v-index"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args + ["--retriever", str(tiny_retriever)], stdin=slave, stdout=slave, stderr=slave,
+                            env=env())
+    os.close(slave)
+    shown = b""
+    while b"[y/N]" not in shown:
+        data = os.read(master, 4096)
+        assert data, shown
+        shown += data
+    os.write(master, b"n\n")
+    assert proc.wait(timeout=120) == 130
+    os.close(master)
+    assert b"Push the index to someone/k2v-index" in shown and not (tmp_path / "ix").exists()
+
+    master, slave = pty.openpty()
+    proc = subprocess.run(args + ["--retriever", str(tmp_path / "missing"), "--yes"], stdin=slave,
+                          capture_output=True, text=True, env=env(), timeout=120)
+    os.close(slave)
+    os.close(master)
+    assert proc.returncode != 0 and "[y/N]" not in proc.stdout + proc.stderr
+
+
 # ---------------------------------------------------------------------------------------------------------------
 def test_missing_dataset_is_one_line_without_traceback(tiny_index, tmp_path):
     missing = tmp_path / "no-such-dataset"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from k2v_hub.errors import K2VError, MalformedRecord, ModelRefused, QueryBudgetExceeded
+from k2v_hub.errors import K2VError, MalformedRecord, ModelRefused, QueryBudgetExceeded, UsageError
 from k2v_hub.knowledge import (
     KnowledgeRecord,
     blend,
@@ -144,6 +144,9 @@ def test_oracle_views_and_refusals():
         LinearOracle(view="logits")
     with pytest.raises(ModelRefused, match="no labels"):
         Oracle([])
+    for bad in ({"budget": -1}, {"budget": 2.5}, {"batch_size": 0}, {"batch_size": True}):
+        with pytest.raises(UsageError):
+            Oracle(["a", "b"], **bad)
     with pytest.raises(ModelRefused, match="non-finite"):
         InfOracle(["a", "b"]).predict_proba(images(2))
 
@@ -229,9 +232,6 @@ def test_record_json_round_trip(record):
     assert np.isnan(nan_conf.probe_conf).all()
 
 
-@pytest.mark.xfail(strict=True, reason="KnowledgeRecord.to_dict rounds boundary_t to 6 decimals; with 7 bisection "
-                   "steps t = k/256 needs 8, so a stored record no longer reproduces its boundary images bit for bit "
-                   "(pixels off by 1) and a re-encoded index row differs slightly from the original embedding")
 def test_record_json_round_trip_is_bit_exact_with_default_bisection_steps():
     p = probes(64, seed=3)
     rec = build_knowledge(LinearOracle(seed=3, n_labels=6), p, probe_fingerprint="fp", max_classes=6,

@@ -1,9 +1,9 @@
 """Crash safety of `k2v-hub index`: a real SIGKILL of the CLI process at random points, then a rerun.
 
 The org is made bigger than the tiny zoo's: its model folders are copied under more names into a temporary zoo
-(the copies' READMEs get a line more, so every repo has its own revision). Each run is a fresh
-`python -m k2v_hub.cli index` process with a fresh, empty K2V_HUB_HOME, so nothing can come from the knowledge
-cache: a model the rerun does not query again can only come from the index's own journal.
+(the copies' READMEs get a line more, so every repo has its own revision). Each run is a fresh `k2v-hub index`
+process (``k2v_hub.cli.main`` in a new interpreter) with a fresh, empty K2V_HUB_HOME, so nothing can come from the
+knowledge cache: a model the rerun does not query again can only come from the index's own journal.
 
 Crash points (the random ones drawn from the seeds): at a random time before any row is written, after the N-th
 journal row plus a random delay (so mostly in the middle of the next model, sometimes inside a journal write), and
@@ -27,13 +27,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from k2v_hub.index import DATA_FILE, ROWS_DIR, clean_stale_temp_files, load_index
+from k2v_hub.index import DATA_FILE, ROWS_DIR, clean_stale_temp_files, load_index, row_filename
 
 N_MODELS = 8
 SEEDS = (0, 1, 2)
@@ -103,14 +104,6 @@ def make_big_zoo(tiny_zoo: Path, dest: Path, n_models: int = N_MODELS) -> tuple[
     return org, sorted(ids)
 
 
-@pytest.fixture
-def big_zoo(tiny_zoo, tmp_path_factory) -> tuple[Path, str, list[str]]:
-    """A zoo of N_MODELS models (a fresh copy per test: tests edit READMEs)."""
-    root = tmp_path_factory.mktemp("big-zoo")
-    org, ids = make_big_zoo(tiny_zoo, root)
-    return root, org, ids
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 class IndexRuns:
     """Starts `k2v-hub index` processes on one index folder, each with a fresh K2V_HUB_HOME."""
@@ -119,6 +112,14 @@ class IndexRuns:
         self.zoo, self.org, self.retriever, self.out, self.work = zoo, org, retriever, out, work
         self.n = 0
         self.log: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+
+    def close(self) -> None:
+        """Kill whatever is still running (a failed check must not leave a process behind)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
 
     def start(self, *, stall_marker: Path | None = None) -> subprocess.Popen:
         self.n += 1
@@ -137,6 +138,7 @@ class IndexRuns:
         with open(self._stdout, "w") as so, open(self._stderr, "w") as se:
             proc = subprocess.Popen(cmd, env=env, stdout=so, stderr=se, start_new_session=True)
         proc.t0 = time.monotonic()
+        self.procs.append(proc)
         return proc
 
     def output(self) -> str:
@@ -218,108 +220,109 @@ def check_completed(out: Path, ids: list[str], report: dict, finished_before: di
 
 
 # ------------------------------------------------------------------------------------------------ tests
-@pytest.mark.slow
-def test_sigkill_at_random_points_then_rerun(big_zoo, pixel_retriever, tmp_path):
-    """One index folder, killed at random points drawn from several seeds, rerun after each; nothing lost or
-    repeated. Crash points: before any row (seed 0: a random time into start-up), after a random number of rows
-    plus a random delay (seeds 1 and 2), then a rerun to completion."""
-    zoo, org, ids = big_zoo
-    out = tmp_path / "index"
-    runs = IndexRuns(zoo, org, pixel_retriever, out, tmp_path)
+def crash_and_rerun(seed: int, tiny_zoo: Path, retriever: Path, work: Path, *, final_write: bool) -> list[str]:
+    """One zoo and index folder, killed and rerun; checked after every step. Returns the crash log.
 
-    # seed 0: a random time into the run, before the first row can be finished (start-up takes several seconds)
-    rng = random.Random(SEEDS[0])
+    1. killed at a random time into start-up, before the first row can be finished;
+    2. rerun, killed after a random number of new rows plus a random part of a model's time;
+    3. rerun to completion;
+    and with ``final_write``:
+    4. one model gets a new revision; the run that re-queries it is killed inside the final parquet write;
+    5. rerun to completion.
+    """
+    rng = random.Random(seed)
+    work.mkdir()
+    zoo, out = work / "zoo", work / "index"
+    org, ids = make_big_zoo(tiny_zoo, zoo)
+    runs = IndexRuns(zoo, org, retriever, out, work)
+    try:
+        return _crash_and_rerun(rng, seed, zoo, org, ids, out, work, runs, final_write)
+    finally:
+        runs.close()
+
+
+def _crash_and_rerun(rng, seed, zoo, org, ids, out, work, runs, final_write) -> list[str]:
+    # 1.
     proc = runs.start()
-    time.sleep(rng.uniform(0.5, 3.0))
-    finished = runs.kill(proc, f"seed {SEEDS[0]}: early")
+    time.sleep(rng.uniform(0.3, 3.0))
+    finished = runs.kill(proc, f"seed {seed}: early")
+    assert not (out / DATA_FILE).exists()
 
-    # seeds 1, 2: after a random number of new rows, plus a random part of a model's time
-    target = len(finished)
-    for seed in SEEDS[1:]:
-        rng = random.Random(seed)
-        target = min(len(ids) - 1, target + rng.randint(1, 3))
-        proc = runs.start()
-        runs.wait_until(proc, lambda: len(journal(out)) >= target, f"{target} journal rows")
-        time.sleep(rng.uniform(0.0, 1.5))
-        if len(journal(out)) >= len(ids):
-            pytest.fail(f"every row was finished before the kill; crash points: {runs.log}")
-        now = runs.kill(proc, f"seed {seed}: after row {target}")
-        assert_rows_kept(finished, now)
-        assert len(now) >= target
-        finished = now
-        # a kill leaves at most a hidden temp file behind, never a half row under a row's name
-        assert all(p.name.endswith(".json") or (p.name.startswith(".") and p.name.endswith(".tmp"))
-                   for p in (out / ROWS_DIR).iterdir())
-
+    # 2.
+    target = min(len(ids) - 1, len(finished) + rng.randint(1, 4))
     proc = runs.start()
-    report = runs.complete(proc)
+    runs.wait_until(proc, lambda: len(journal(out)) >= target, f"{target} journal rows")
+    time.sleep(rng.uniform(0.0, 1.5))
+    if len(journal(out)) >= len(ids):
+        pytest.fail(f"every row was finished before the kill; crash points: {runs.log}")
+    now = runs.kill(proc, f"seed {seed}: after row {target} + delay")
+    assert_rows_kept(finished, now)
+    assert target <= len(now) < len(ids)
+    finished = now
+    # a kill leaves at most a hidden temp file behind, never a half row under a row's name
+    assert all(p.name.endswith(".json") or (p.name.startswith(".") and p.name.endswith(".tmp"))
+               for p in (out / ROWS_DIR).iterdir())
+
+    # 3.
+    report = runs.complete(runs.start())
     check_completed(out, ids, report, finished)
     assert len(journal(out)) == len(ids)
-    print("\n".join(runs.log))
+    assert sorted(r["model_id"] for r in load_index(out).rows) == ids
+    runs.log.append(f"seed {seed}: rerun reused {len(report['reused'])}, indexed {len(report['indexed'])} "
+                    f"with {report['queries']} queries")
+    if not final_write:
+        return runs.log
 
-
-@pytest.fixture
-def complete_index(big_zoo, pixel_retriever, tmp_path) -> Path:
-    """The big zoo fully indexed in-process (same options as the CLI runs)."""
-    from k2v_hub.hub import LocalSource
-    from k2v_hub.index import build_index
-    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
-
-    zoo, org, _ = big_zoo
-    out = tmp_path / "index"
-    retriever, rid, rev = load_retriever_for_index(str(pixel_retriever))
-    indexer = make_indexer(retriever, retriever_id=rid, retriever_revision=rev, bisection_steps=3, max_classes=6,
-                           cache_dir=tmp_path / "knowledge")
-    build_index(LocalSource(zoo), org, out, indexer, show_progress=False)
-    return out
-
-
-@pytest.mark.slow
-def test_sigkill_during_final_parquet_write(big_zoo, pixel_retriever, complete_index, tmp_path):
-    """A model changes revision; the run that re-queries it is killed inside the parquet write (temp file half
-    written). The old parquet stays whole, the new row is in the journal, and the rerun reuses it (0 queries)."""
-    zoo, org, ids = big_zoo
-    out = complete_index
+    # 4.
     old_parquet = (out / DATA_FILE).read_bytes()
-    changed = ids[1]
+    changed = rng.choice(ids)
+    changed_file = row_filename(changed)
     with open(zoo / changed / "README.md", "a") as f:
         f.write("\nA new revision.\n")
     before = journal(out)
-    runs = IndexRuns(zoo, org, pixel_retriever, out, tmp_path)
-
-    marker = tmp_path / "in-parquet-write"
+    marker = work / "in-parquet-write"
     proc = runs.start(stall_marker=marker)
     runs.wait_until(proc, marker.exists, "the final parquet write")
-    after = runs.kill(proc, "during the final parquet write")
-    assert_rows_kept(before, after, changed={Path(f"{changed.replace('/', '--')}.json").name})
-    new_row = json.loads(after[changed.replace("/", "--") + ".json"])
-    assert new_row["revision"] != json.loads(before[changed.replace("/", "--") + ".json"])["revision"]
+    after = runs.kill(proc, f"seed {seed}: inside the final parquet write")
+    assert_rows_kept(before, after, changed={changed_file})
+    new_row = json.loads(after[changed_file])
+    assert new_row["revision"] != json.loads(before[changed_file])["revision"], "the new revision was not journaled"
     assert (out / DATA_FILE).read_bytes() == old_parquet, "a killed write must leave the old parquet whole"
     leftovers = [p for p in (out / DATA_FILE).parent.iterdir() if p.name != Path(DATA_FILE).name]
-    assert leftovers and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in leftovers)
-    assert load_index(out).rows  # the old index still loads meanwhile
+    assert leftovers and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in leftovers), leftovers
+    assert sorted(r["model_id"] for r in load_index(out).rows) == ids  # the old index still loads meanwhile
 
-    proc = runs.start()
-    report = runs.complete(proc)
+    # 5.
+    report = runs.complete(runs.start())
     check_completed(out, ids, report, after)
     assert report["indexed"] == [] and report["queries"] == 0
-    by_id = {r["model_id"]: r for r in parquet_rows(out)}
-    assert by_id[changed]["revision"] == new_row["revision"]
+    assert {r["model_id"]: r for r in parquet_rows(out)}[changed]["revision"] == new_row["revision"]
+    runs.log.append(f"seed {seed}: rerun reused {len(report['reused'])}, indexed {len(report['indexed'])} "
+                    f"with {report['queries']} queries")
 
-    # the half-written temp file breaks nothing: the index, `datasets` and a glob over data/ all ignore it
+    # the half-written temp file breaks nothing: the index, `datasets` and a glob over data/ all ignore it...
     import datasets
 
-    idx = load_index(out)
-    assert sorted(r["model_id"] for r in idx.rows) == ids
+    assert all(p.exists() for p in leftovers)  # young temp files are left alone (a shard may be writing)
     ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
-                               cache_dir=str(tmp_path / "ds-cache"))
+                               cache_dir=str(work / "ds-cache"))
     assert sorted(ds["model_id"]) == ids
-    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "ds-cache2"))
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(work / "ds-cache2"))
     assert sorted(ds["model_id"]) == ids
     # ... and once it is old, the next run's clean-up removes it
     for p in leftovers:
         os.utime(p, (time.time() - 7200, time.time() - 7200))
-    removed = clean_stale_temp_files(out)
-    assert sorted(map(str, leftovers)) == sorted(removed)
+    assert sorted(clean_stale_temp_files(out)) == sorted(map(str, leftovers))
     assert not any(p.exists() for p in leftovers)
-    print("\n".join(runs.log))
+    return runs.log
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_rerun(tiny_zoo, pixel_retriever, tmp_path):
+    """Several seeds, each its own zoo, index folder and crash points (the first seed also crashes inside the
+    final parquet write). The seeds run side by side: each process is single-threaded, so two cores serve two."""
+    with ThreadPoolExecutor(len(SEEDS)) as pool:
+        futures = [pool.submit(crash_and_rerun, seed, tiny_zoo, pixel_retriever, tmp_path / f"seed-{seed}",
+                               final_write=seed == SEEDS[0]) for seed in SEEDS]
+        logs = [f.result() for f in futures]
+    print("\n" + "\n".join(line for log in logs for line in log))

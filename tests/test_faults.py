@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,17 @@ def faults_in(log: list[dict]) -> int:
     injected = [e for e in log if e["status"] is not None and (e["status"] == 0 or e["status"] >= 429)]
     assert len(injected) == sum(bool(e.get("fault") or e.get("dropped")) for e in log)  # no real server error
     return len(injected)
+
+
+def _kind(path: str) -> str:
+    """A request's endpoint, without repo names: /api/models/o/n/tree/main -> api/tree."""
+    for key in ("preupload", "commit", "tree", "paths-info", "revision", "validate-yaml", "repos/create",
+                "lfs/objects/batch", "lfs-objects", "lfs-verify", "resolve", "whoami"):
+        if f"/{key}" in path:
+            return key
+    if path.startswith("/api/models") or path.startswith("/api/datasets"):
+        return "list" if path.count("/") <= 2 else "repo_info"
+    return path
 
 
 def fresh_k2v_home(base: Path, session_home: Path) -> Path:
@@ -87,8 +99,11 @@ def run_with_faults(server, name: str, seed: int, fn):
     finally:
         server.set_faults()
     n = faults_in(server.request_log)
+    kinds = Counter(f"{e['method']} {_kind(e['path'])} -> {'dropped' if e['status'] == 0 else e['status']}"
+                    for e in server.request_log if e["status"] == 0 or e["status"] >= 429)
     server.faults_seen[name] = f"{n} of {len(server.request_log)} requests"
-    print(f"\n[faults] {name}: {n} faults injected in {len(server.request_log)} requests, all survived")
+    print(f"\n[faults] {name}: {n} faults injected in {len(server.request_log)} requests, all survived: "
+          + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
     return result, n
 
 

@@ -83,6 +83,9 @@ def test_hf_lists_the_extension_with_its_description(hf_home_env):
     assert line is not None, out
     assert "[extension k2v-hub/hf-k2v]" in out
     assert pyproject_description()[:30] in " ".join(out.split())  # the pyproject description is what hf shows
+    listed = json.loads(run([hf, "extensions", "list", "--format", "json"], hf_home_env).stdout)
+    assert [(e["command"], e["type"], e["description"]) for e in listed] == \
+        [("hf k2v", "python", pyproject_description())]
 
 
 def test_hf_k2v_help_lists_the_same_commands(hf_home_env):

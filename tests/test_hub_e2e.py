@@ -237,7 +237,7 @@ def test_find_from_a_fresh_cache_matches_the_local_index(hub, org_on_hub, pushed
           f"{int((truth > truth[org_on_hub.model_ids.index(answer[0]['model_id'])]).sum()) + 1}")
 
 
-def test_rerun_is_incremental_and_a_new_commit_requeries_one_model(hub, org_on_hub, pushed, tiny_retriever):
+def test_rerun_requeries_only_the_changed_model_and_a_pr_leaves_main(hub, org_on_hub, pushed, tiny_retriever):
     env, out_dir = pushed["env"], pushed["index_dir"]
     import pyarrow.parquet as pq
 
@@ -245,35 +245,34 @@ def test_rerun_is_incremental_and_a_new_commit_requeries_one_model(hub, org_on_h
         return {r["model_id"]: r for r in pq.read_table(out_dir / "data/train-00000-of-00001.parquet").to_pylist()}
 
     before = rows()
-    # after the card commits, a rerun queries nothing: the weights did not change
-    report = json.loads(k2v("index", "--org", org_on_hub.org, "--out", out_dir, "--retriever", tiny_retriever,
-                            "--format", "json", env=env).stdout)
-    assert sorted(report["reused"]) == org_on_hub.model_ids and report["queries"] == 0
-    assert not report["indexed"] and not report["reencoded"]
-    assert {m: r["revision"] for m, r in rows().items()} == {m: r["revision"] for m, r in before.items()}
-
-    # a new commit that changes one model's config: only that model is queried again
+    # One rerun after two kinds of commits: the card commits `--push-cards` made to every model (they do not touch
+    # what the black box reads: those models are reused, zero queries, same revision) and a new commit that changes
+    # one model's config (only that model is queried again).
     target = org_on_hub.model_ids[-1]
     config = json.loads((org_on_hub.root / target / "config.json").read_text())
     config["k2v_e2e_note"] = "a new commit"
     new_sha = hub.add_files(target, {"config.json": json.dumps(config, indent=2)}, message="Update config")
+    others = [m for m in org_on_hub.model_ids if m != target]
+    assert all(hub.store.load_meta("model", m)["branches"]["main"] != pushed["before"][m] for m in others)
     report = json.loads(k2v("index", "--org", org_on_hub.org, "--out", out_dir, "--retriever", tiny_retriever,
                             "--format", "json", env=env).stdout)
-    assert report["indexed"] == [target] and report["queries"] > 0
-    assert sorted(report["reused"]) == [m for m in org_on_hub.model_ids if m != target]
+    assert sorted(report["reused"]) == others and not report["reencoded"] and not report["skipped"]
+    assert report["indexed"] == [target]
     after = rows()
+    assert report["queries"] == after[target]["n_queries"] > 0  # every query went to the changed model
     assert after[target]["revision"] == new_sha != before[target]["revision"]
-    assert all(after[m]["revision"] == before[m]["revision"] for m in org_on_hub.model_ids if m != target)
+    assert all(after[m]["revision"] == before[m]["revision"] for m in others)
+    assert all(after[m]["embedding"] == before[m]["embedding"] for m in others)
 
     # --create-pr: main is left alone, refs/pr/N carries the new vector and card
     main_before = hub.store.load_meta("model", target)["branches"]["main"]
     out = json.loads(k2v("push-card", "--model", target, "--index", out_dir, "--create-pr", "--format", "json",
                          env=env).stdout)
-    assert "/discussions/" in out["url"] or "refs/pr/" in out["url"] or "pr" in out["url"]
     assert hub.store.load_meta("model", target)["branches"]["main"] == main_before
     refs = api(hub).list_repo_refs(target, include_pull_requests=True)
     prs = [r.ref for r in refs.pull_requests]
-    assert prs, "no pull request was opened"
+    assert len(prs) == 1 and prs[0].startswith("refs/pr/"), "no pull request was opened"
+    assert out["url"].endswith("/discussions/" + prs[0].rsplit("/", 1)[1]), out["url"]
     pr_meta = json.loads(read_hub_file(hub, target, "k2v/metadata.json", revision=prs[-1]))
     assert pr_meta["revision"] == new_sha
     main_meta = json.loads(read_hub_file(hub, target, "k2v/metadata.json"))

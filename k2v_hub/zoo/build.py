@@ -477,22 +477,27 @@ def _plan_tasks(plan: ZooPlan, trained_names: set[str]) -> list[TaskSpec]:
 
 @contextlib.contextmanager
 def _quiet_libraries():
-    """Silence transformers/datasets progress bars and warnings (the zoo has its own bars); restore afterwards."""
+    """Silence transformers/datasets progress bars and warnings (the zoo has its own bars); restore afterwards.
+
+    transformers' `disable_progress_bar()` would also switch off every huggingface_hub bar, ours included, so its
+    bars are replaced by empty ones through `set_tqdm_hook` instead.
+    """
     import datasets
     import transformers
 
-    t_on = transformers.utils.logging.is_progress_bar_enabled()
+    tlog = transformers.utils.logging
     d_on = datasets.utils.logging.is_progress_bar_enabled()
-    t_verbosity = transformers.utils.logging.get_verbosity()
-    transformers.utils.logging.disable_progress_bar()
+    t_verbosity = tlog.get_verbosity()
     datasets.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    tlog.set_verbosity_error()
+    hooked = hasattr(tlog, "set_tqdm_hook") and hasattr(tlog, "EmptyTqdm")
+    previous_hook = tlog.set_tqdm_hook(lambda factory, args, kwargs: tlog.EmptyTqdm(*args, **kwargs)) if hooked else None
     try:
         yield
     finally:
-        transformers.utils.logging.set_verbosity(t_verbosity)
-        if t_on:
-            transformers.utils.logging.enable_progress_bar()
+        if hooked:
+            tlog.set_tqdm_hook(previous_hook)
+        tlog.set_verbosity(t_verbosity)
         if d_on:
             datasets.utils.logging.enable_progress_bar()
 
@@ -595,9 +600,18 @@ def _model_marker(m: ModelSpec, prof: ZooProfile, org: str, out: Path) -> dict |
 # ---- work units (run in-process or in worker processes) --------------------------------------------------------
 
 
+_WORKER_CONTEXTS: list = []
+
+
 def _worker_init() -> None:
+    """Worker processes: quiet libraries and one thread for their whole lifetime.
+
+    The entered context managers are kept referenced: a collected generator context would exit (and restore the
+    default thread count) at once.
+    """
     for ctx in (_quiet_libraries(), _single_thread()):
-        ctx.__enter__()  # for the worker's lifetime
+        ctx.__enter__()
+        _WORKER_CONTEXTS.append(ctx)
 
 
 def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: list[ModelSpec]) -> list[dict]:

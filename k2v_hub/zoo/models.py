@@ -98,7 +98,7 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
             hidden_sizes=[16, 32, 64, 128],
             depths=[1, 1, 1, 1],
             image_size=image_size,
-            layer_scale_init_value=float(__import__('os').environ.get('K2V_LS', '1.0')),
+            layer_scale_init_value=1.0,
             **common,
         )
         cfg.architectures = ["ConvNextForImageClassification"]
@@ -123,7 +123,6 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
         cfg = MobileNetV2Config(
             image_size=image_size,
             depth_multiplier=0.35,
-            output_stride=int(__import__('os').environ.get('K2V_OS', '32')),
             finegrained_output=False,
             tf_padding=False,
             classifier_dropout_prob=0.1,

@@ -1,0 +1,175 @@
+"""Sharded indexing: two `torchrun` processes split the org, and manual `--shard i/n` runs, against one process.
+
+The reference is the session's tiny index (one process, same retriever and settings). The torchrun run starts
+from an empty K2V_HUB_HOME, so both processes really query their models; the gathered index must hold the same
+models with the same embeddings (to 1e-5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from k2v_hub.hub import LocalSource
+from k2v_hub.index import DATA_FILE, META_FILE, ROWS_DIR, build_index, load_index
+from k2v_hub.zoo.data import ZooData
+
+TIMEOUT = 420
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch single-threaded for a while: on 2 shared cores, 2 intra-op threads are several times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def rows_of(index_dir: Path) -> dict[str, dict]:
+    return {r["model_id"]: r for r in pq.read_table(index_dir / DATA_FILE).to_pylist()}
+
+
+def assert_same_index(got_dir: Path, ref_dir: Path):
+    """Same models at the same revisions, same embeddings (1e-5), same shared settings."""
+    got, ref = rows_of(got_dir), rows_of(ref_dir)
+    assert sorted(got) == sorted(ref)
+    for model_id, row in ref.items():
+        assert got[model_id]["revision"] == row["revision"]
+        assert got[model_id]["labels"] == row["labels"]
+        np.testing.assert_allclose(got[model_id]["embedding"], row["embedding"], atol=1e-5, err_msg=model_id)
+    meta_got, meta_ref = (json.loads((d / META_FILE).read_text()) for d in (got_dir, ref_dir))
+    for key in ("retriever_id", "retriever_fingerprint", "feature_space", "probe_fingerprint", "oracle_view",
+                "embed_dim", "n_models"):
+        assert meta_got[key] == meta_ref[key], key
+    load_index(got_dir)
+
+
+def test_torchrun_two_processes_gather_the_single_process_index(tiny_zoo, tiny_retriever, tiny_index, k2v_home,
+                                                                 tmp_path):
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not installed")
+    ids = ZooData(tiny_zoo).model_ids
+    home = tmp_path / "home"  # no knowledge cache: both processes query their share
+    home.mkdir()
+    if (k2v_home / "backbones").is_dir():  # the converted backbone only, to save a conversion
+        shutil.copytree(k2v_home / "backbones", home / "backbones")
+    out, logs = tmp_path / "index", tmp_path / "logs"
+    env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DISABLE_SAFETENSORS_CONVERSION": "1"}
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "--log-dir", str(logs), "--redirects", "3",
+           "-m", "k2v_hub.cli", "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(out),
+           "--retriever", str(tiny_retriever), "--format", "json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    rank_logs = {int(p.parent.name): p for p in logs.rglob("stdout.log")}
+    detail = "\n".join(f"rank {r} stdout:\n{p.read_text()[-2000:]}\nstderr:\n{(p.parent / 'stderr.log').read_text()[-3000:]}"
+                       for r, p in sorted(rank_logs.items()))
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stderr[-3000:]}\n{detail}"
+    assert sorted(rank_logs) == [0, 1], detail
+    reports = {r: json.loads(p.read_text()) for r, p in rank_logs.items()}
+
+    # each process queried its own contiguous slice; the main process's report covers both
+    part0, part1 = reports[0]["indexed"], reports[1]["indexed"]
+    assert part1 and set(part1) < set(part0) and sorted(part0) == ids, reports
+    mine0 = [m for m in part0 if m not in part1]
+    assert mine0 == ids[:len(mine0)] and part1 == ids[len(mine0):], "not contiguous slices"
+    assert abs(len(mine0) - len(part1)) <= 1
+    rows = rows_of(out)
+    assert reports[0]["queries"] == sum(r["n_queries"] for r in rows.values()) > 0
+    assert reports[1]["queries"] == sum(rows[m]["n_queries"] for m in part1)
+    assert len(list((out / ROWS_DIR).glob("*.json"))) == len(ids)
+    assert_same_index(out, tiny_index)
+
+
+@pytest.fixture(scope="module")
+def indexer(tiny_retriever):
+    """The tiny index's settings; knowledge comes from the session cache (what is tested here is the split)."""
+    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
+
+    retriever, rid, rev = load_retriever_for_index(str(tiny_retriever))
+    return make_indexer(retriever, retriever_id=rid, retriever_revision=rev)
+
+
+def test_manual_shards_then_a_plain_run_give_the_single_process_index(tiny_zoo, tiny_index, indexer, tmp_path):
+    org, ids = ZooData(tiny_zoo).org, ZooData(tiny_zoo).model_ids
+    source, out = LocalSource(tiny_zoo), tmp_path / "index"
+    with one_torch_thread():
+        first = build_index(source, org, out, indexer, shard=(0, 2), show_progress=False)
+        assert first.indexed == ids[0::2]
+        assert sorted(rows_of(out)) == ids[0::2]  # a shard's index holds what is done so far
+        second = build_index(source, org, out, indexer, shard=(1, 2), show_progress=False)
+        assert second.indexed == ids[1::2] and second.reused == []
+        assert sorted(rows_of(out)) == ids
+        final = build_index(source, org, out, indexer, show_progress=False)
+    assert sorted(final.reused) == ids and final.indexed == final.reencoded == [] and final.queries == 0
+    assert_same_index(out, tiny_index)
+
+
+def test_shards_on_separate_folders_merge_through_a_plain_run(tiny_zoo, tiny_index, indexer, tmp_path):
+    """Two machines without a shared folder: each shard writes its own index; copying one's journal into the
+    other and running once more completes it without a query."""
+    org, ids = ZooData(tiny_zoo).org, ZooData(tiny_zoo).model_ids
+    source = LocalSource(tiny_zoo)
+    a, b = tmp_path / "machine-a", tmp_path / "machine-b"
+    with one_torch_thread():
+        build_index(source, org, a, indexer, shard=(0, 2), show_progress=False)
+        build_index(source, org, b, indexer, shard=(1, 2), show_progress=False)
+        for f in (b / ROWS_DIR).glob("*.json"):
+            shutil.copy(f, a / ROWS_DIR / f.name)
+        final = build_index(source, org, a, indexer, show_progress=False)
+    assert sorted(final.reused) == ids and final.queries == 0
+    assert_same_index(a, tiny_index)
+
+
+def test_torch_distributed_state_is_not_made_for_one_process(monkeypatch):
+    from k2v_hub.index import _partial_state
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _partial_state(None) is None
+    assert _partial_state(False) is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert _partial_state(None) is None
+
+
+def _two_process_index(args):
+    """Run under `accelerate.debug_launcher` (2 CPU processes, gloo): index into ``args['out']``."""
+    from k2v_hub.hub import LocalSource as Source
+    from k2v_hub.index import build_index as build
+    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
+
+    import torch
+
+    torch.set_num_threads(1)
+    retriever, rid, rev = load_retriever_for_index(args["retriever"])
+    ix = make_indexer(retriever, retriever_id=rid, retriever_revision=rev)
+    report = build(Source(args["zoo"]), args["org"], args["out"], ix, show_progress=False)
+    Path(args["out"], f"report-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(report.to_dict()))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="debug_launcher forks")
+@pytest.mark.skipif(os.environ.get("K2V_TEST_DEBUG_LAUNCHER") != "1",
+                    reason="the torchrun test covers the same path; set K2V_TEST_DEBUG_LAUNCHER=1 to run this too")
+def test_accelerate_debug_launcher_two_processes(tiny_zoo, tiny_retriever, tiny_index, tmp_path):
+    """The same split under `accelerate.debug_launcher` (ACCELERATE_USE_CPU=yes, which `_partial_state` must read
+    as true)."""
+    from accelerate import debug_launcher
+
+    out = tmp_path / "index"
+    debug_launcher(_two_process_index, args=({"retriever": str(tiny_retriever), "zoo": str(tiny_zoo),
+                                              "org": ZooData(tiny_zoo).org, "out": str(out)},), num_processes=2)
+    reports = [json.loads((out / f"report-{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(reports[0]["indexed"] + reports[0]["reused"]) == ZooData(tiny_zoo).model_ids
+    assert_same_index(out, tiny_index)
