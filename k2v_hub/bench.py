@@ -169,9 +169,13 @@ def baseline_scores(data: BenchData, fp: dict, task_ids, *, label_blind: bool = 
 
     methods, secs = {}, {}
     n, m = len(task_ids), len(data.models)
-    for name, fn, kind in (("logme", B.logme, "feats"), ("h_score", B.h_score, "feats"), ("nleep", B.nleep, "feats"),
-                           ("leep", B.leep, "probs"), ("nce", B.nce_from_probs, "probs"),
-                           ("logme_probs", B.logme_probs, "probs")):
+    cache = data.__dict__.setdefault("_estimates", {})
+    key = tuple(task_ids)
+    if key in cache:
+        methods, secs = {k: v.copy() for k, v in cache[key][0].items()}, dict(cache[key][1])
+    estimators = (("logme", B.logme, "feats"), ("h_score", B.h_score, "feats"), ("nleep", B.nleep, "feats"),
+                  ("leep", B.leep, "probs"), ("nce", B.nce_from_probs, "probs"), ("logme_probs", B.logme_probs, "probs"))
+    for name, fn, kind in ([] if key in cache else estimators):
         S, T = np.zeros((n, m)), np.zeros(n)
         for i, t in enumerate(progress(task_ids, desc=name, disable=not data.show or None)):
             y = fp["labels"][t]
@@ -184,6 +188,7 @@ def baseline_scores(data: BenchData, fp: dict, task_ids, *, label_blind: bool = 
                     S[i, j] = np.nan
                 T[i] += time.perf_counter() - t0 + fp["seconds"][(t, model)]
         methods[name], secs[name] = S, float(T.mean())
+    cache[key] = ({k: v.copy() for k, v in methods.items()}, dict(secs))
     meta = {mid: data.zoo.models[mid] for mid in data.models}
     pop = B.popularity_scores({k: {"downloads": v.get("downloads", 0), "likes": v.get("likes", 0)}
                                for k, v in meta.items()})

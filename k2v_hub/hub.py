@@ -33,7 +33,6 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
-    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -181,7 +180,7 @@ def hub_error(exc: Exception, repo_id: str, repo_type: str = "model") -> HubErro
                         "Check the id, or pass --token / run `hf auth login` for a private repo.")
     if isinstance(exc, RevisionNotFoundError):
         return HubError(f"Revision not found in {repo_type} {repo_id}.", "Check --revision.")
-    if isinstance(exc, EntryNotFoundError):
+    if isinstance(exc, RemoteEntryNotFoundError):
         return HubError(f"A file is missing from {repo_type} {repo_id}.", "Check the repo's files and revision.")
     cause = exc
     while isinstance(cause, (LocalEntryNotFoundError, ValueError)) and cause.__cause__ is not None:
@@ -405,8 +404,8 @@ def download_repo(repo_id: str, *, repo_type: str = "dataset", revision: str | N
 
     Done in retried steps rather than one ``snapshot_download``: resolve the revision to a commit (``repo_info``),
     list the files at that commit, download each file (``hf_hub_download`` at the commit: cached files cost no
-    request), then one ``snapshot_download`` at the revision that only records the ref for offline use. A fault
-    costs one step, not the whole download. Offline (``HF_HUB_OFFLINE=1``) the cached snapshot is returned.
+    request), then, for a branch or tag, one ``snapshot_download`` that only records the ref for offline use. A
+    fault costs one step, not the whole download. Offline (``HF_HUB_OFFLINE=1``) the cached snapshot is returned.
     """
     from huggingface_hub import constants
     from huggingface_hub.hf_api import RepoFile
@@ -424,9 +423,14 @@ def download_repo(repo_id: str, *, repo_type: str = "dataset", revision: str | N
     files = hub_call(lambda: [f.path for f in api.list_repo_tree(repo_id, repo_type=repo_type, revision=sha,
                                                                    recursive=True) if isinstance(f, RepoFile)],
                       what=(repo_id, repo_type))
+    first = None
     for name in sorted(f for f in files if _matches(f, allow_patterns)):
-        hub_call(hf_hub_download, repo_id, name, revision=sha, endpoint=endpoint, what=(repo_id, repo_type),
-                  **common)
+        path = Path(hub_call(hf_hub_download, repo_id, name, revision=sha, endpoint=endpoint,
+                             what=(repo_id, repo_type), **common))
+        first = first or (name, path)
+    if first is not None and revision == sha:  # pinned to a commit: no ref to record, the folder is known
+        name, path = first
+        return path.parents[len(Path(name).parts) - 1]
     # Everything is cached now: this records refs/<revision> (for offline use) and returns the snapshot folder.
     return Path(hub_call(snapshot_download, repo_id, revision=revision, allow_patterns=allow_patterns,
                           endpoint=endpoint, max_workers=1, what=(repo_id, repo_type), **common))

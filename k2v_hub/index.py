@@ -173,8 +173,9 @@ class IndexReport:
         return dict(self.__dict__)
 
 
-def read_rows(index_dir: Path) -> dict[str, dict]:
+def read_rows(index_dir: str | Path) -> dict[str, dict]:
     """All rows of an index folder, parquet and journal merged (journal wins), keyed by model id."""
+    index_dir = Path(index_dir)
     rows: dict[str, dict] = {}
     data = index_dir / DATA_FILE
     if data.is_file():
@@ -202,7 +203,7 @@ def row_matches(row: dict, settings: IndexSettings) -> bool:
     return all(row.get(k) == getattr(settings, k) for k in SHARED_KEYS)
 
 
-def write_index(index_dir: Path, rows: dict[str, dict], settings: IndexSettings, *,
+def write_index(index_dir: str | Path, rows: dict[str, dict], settings: IndexSettings, *,
                 card_kwargs: dict | None = None) -> list[str]:
     """Write ``data/*.parquet`` (via `datasets`), ``k2v_index.json`` and the dataset card, each atomically.
 

@@ -90,7 +90,8 @@ def test_exit_codes_are_documented():
 
 # ---------------------------------------------------------------------------------------------------------------
 # `find` costs a few seconds of imports and feature extraction per process, so the format variants run through the
-# console script's entry point (`k2v_hub.cli:main`) several times in one process, each with its own stdout/stderr.
+# console script's entry point (`k2v_hub.cli:main`, what `k2v-hub` calls) several times in one process, each with
+# its own stdout/stderr; the terminal and error checks below run the `k2v-hub` script itself.
 HARNESS = r"""
 import contextlib, io, json, sys
 from k2v_hub.cli import main
@@ -114,24 +115,26 @@ def find_args(tiny_index, tiny_task):
 
 
 @pytest.fixture(scope="module")
-def as_json(find_args):
-    return k2v(*find_args, "--format", "json")
-
-
-@pytest.fixture(scope="module")
 def variants(find_args):
-    """human, --json, -q, --format quiet: {flags: {code, stdout, stderr}}."""
-    flags = [["--format", "human"], ["--json"], ["-q"], ["--format", "quiet"]]
+    """--format human, --format json, --json, -q, --format quiet: {flags: {code, stdout, stderr}}. Human first:
+    the machine formats switch progress bars off for the rest of the process."""
+    flags = [["--format", "human"], ["--format", "json"], ["--json"], ["-q"], ["--format", "quiet"]]
     proc = subprocess.run([sys.executable, "-c", HARNESS, json.dumps([find_args + f for f in flags])],
                           capture_output=True, text=True, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {" ".join(f): r for f, r in zip(flags, json.loads(proc.stdout))}
 
 
+@pytest.fixture(scope="module")
+def as_json(variants):
+    assert variants["--format json"]["code"] == 0, variants["--format json"]["stderr"][-3000:]
+    return variants["--format json"]
+
+
 def test_find_json_is_an_array_best_first(as_json, tiny_zoo):
     from k2v_hub.zoo.data import ZooData
 
-    rows = json.loads(as_json.stdout)
+    rows = json.loads(as_json["stdout"])
     assert isinstance(rows, list) and len(rows) == 3
     assert [r["rank"] for r in rows] == [1, 2, 3]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
@@ -140,16 +143,16 @@ def test_find_json_is_an_array_best_first(as_json, tiny_zoo):
         assert r["model_id"] in models and re.fullmatch(r"[0-9a-f]{40}", r["revision"])
         assert isinstance(r["score"], float)
     # machine output: no progress bar on stderr
-    assert not TQDM.search(as_json.stderr), as_json.stderr[-2000:]
+    assert not TQDM.search(as_json["stderr"]), as_json["stderr"][-2000:]
 
 
 def test_json_flag_equals_format_json(as_json, variants):
     assert variants["--json"]["code"] == 0
-    assert json.loads(variants["--json"]["stdout"]) == json.loads(as_json.stdout)
+    assert json.loads(variants["--json"]["stdout"]) == json.loads(as_json["stdout"])
 
 
 def test_quiet_prints_ids_one_per_line(as_json, variants):
-    ids = [r["model_id"] for r in json.loads(as_json.stdout)]
+    ids = [r["model_id"] for r in json.loads(as_json["stdout"])]
     for flag in ("-q", "--format quiet"):
         assert variants[flag]["code"] == 0
         assert variants[flag]["stdout"].splitlines() == ids
@@ -157,7 +160,7 @@ def test_quiet_prints_ids_one_per_line(as_json, variants):
 
 
 def test_human_format_is_a_table_with_progress(as_json, variants):
-    ids = [r["model_id"] for r in json.loads(as_json.stdout)]
+    ids = [r["model_id"] for r in json.loads(as_json["stdout"])]
     human = variants["--format human"]
     lines = human["stdout"].splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("RANK"))

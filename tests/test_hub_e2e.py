@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,10 +202,6 @@ def test_push_card_twice_replaces_the_section(hub, org_on_hub, pushed):
     assert readme.count(SECTION_START) == 1 and readme.count("<!-- k2v-hub:end -->") == 1
     assert f'index="{pushed["index_dir"]}"' in readme and f'index="{pushed["index_repo"]}"' not in readme
     assert readme.count("## Model details") == 1  # the model's own card text is kept, once
-    # and again: nothing changes
-    second = head()
-    push(pushed["index_dir"])
-    assert head() == second and read_hub_file(hub, model_id, "README.md").decode() == readme
 
 
 def test_find_from_a_fresh_cache_matches_the_local_index(hub, org_on_hub, pushed, tiny_index, tiny_task, tmp_path,
@@ -221,10 +216,9 @@ def test_find_from_a_fresh_cache_matches_the_local_index(hub, org_on_hub, pushed
     assert [m["rank"] for m in answer] == list(range(1, len(answer) + 1))
     assert [m["score"] for m in answer] == sorted((m["score"] for m in answer), reverse=True)
     assert all({"model_id", "revision", "score"} <= set(m) for m in answer)
-    hub_revisions = {m: hub.store.load_meta("model", m)["branches"]["main"] for m in org_on_hub.model_ids}
+    # each answer names the commit of the weights it describes (the card commits since then changed no weights)
     assert all(m["revision"] == pushed["before"][m["model_id"]] for m in answer)
-    assert (tmp_path / "fresh_hf_home" / "hub").is_dir()  # it downloaded the index into the fresh cache
-    assert hub_revisions  # (the card commits moved main on; rows still name the weights' commit)
+    assert list((tmp_path / "fresh_hf_home" / "hub").glob("datasets--*--k2v-index"))  # downloaded, fresh cache
 
     local = find_model(str(tiny_task), str(tiny_index), top_k=10, max_images_per_class=8, show_progress=False)
     assert_same_ranking(answer, local)  # Hub path == local path

@@ -70,8 +70,8 @@ def session(tmp_path_factory, tiny_zoo, tiny_retriever, k2v_home):
         proc = subprocess.run([sys.executable, "-c", push], capture_output=True, text=True, env=env, timeout=300)
         outputs.append((("save_retriever",), proc.stdout, proc.stderr))
         assert proc.returncode == 0, proc.stderr[-3000:]
-        # --token: index two models with the Hub retriever, push the index and their cards
-        report = json.loads(k2v("index", "--org", org, "--limit", "2", "--out", work / "index", "--retriever",
+        # --token: index one model with the Hub retriever, push the index and its card
+        report = json.loads(k2v("index", "--org", org, "--limit", "1", "--out", work / "index", "--retriever",
                                 f"{org}/k2v-retriever", "--push", f"{org}/k2v-index", "--push-cards",
                                 "--token", TOKEN, "--verbose", "--format", "json", token_env=False).stdout)
         # HF_TOKEN: find on the Hub index, push a card again, a failing Hub call with the traceback shown
@@ -88,7 +88,7 @@ def session(tmp_path_factory, tiny_zoo, tiny_retriever, k2v_home):
 
 def test_the_token_was_really_used(session):
     server = session["server"]
-    assert len(session["report"]["indexed"]) == 2  # --limit 2
+    assert len(session["report"]["indexed"]) == 1  # --limit 1
     assert server.store.exists("dataset", f"{session['zoo'].org}/k2v-index")
     assert server.store.exists("model", f"{session['zoo'].org}/k2v-retriever")
     assert session["failed"].returncode != 0 and "Traceback" in session["failed"].stderr

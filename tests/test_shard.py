@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,34 +141,3 @@ def test_torch_distributed_state_is_not_made_for_one_process(monkeypatch):
     assert _partial_state(False) is None
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert _partial_state(None) is None
-
-
-def _two_process_index(args):
-    """Run under `accelerate.debug_launcher` (2 CPU processes, gloo): index into ``args['out']``."""
-    from k2v_hub.hub import LocalSource as Source
-    from k2v_hub.index import build_index as build
-    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
-
-    import torch
-
-    torch.set_num_threads(1)
-    retriever, rid, rev = load_retriever_for_index(args["retriever"])
-    ix = make_indexer(retriever, retriever_id=rid, retriever_revision=rev)
-    report = build(Source(args["zoo"]), args["org"], args["out"], ix, show_progress=False)
-    Path(args["out"], f"report-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(report.to_dict()))
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="debug_launcher forks")
-@pytest.mark.skipif(os.environ.get("K2V_TEST_DEBUG_LAUNCHER") != "1",
-                    reason="the torchrun test covers the same path; set K2V_TEST_DEBUG_LAUNCHER=1 to run this too")
-def test_accelerate_debug_launcher_two_processes(tiny_zoo, tiny_retriever, tiny_index, tmp_path):
-    """The same split under `accelerate.debug_launcher` (ACCELERATE_USE_CPU=yes, which `_partial_state` must read
-    as true)."""
-    from accelerate import debug_launcher
-
-    out = tmp_path / "index"
-    debug_launcher(_two_process_index, args=({"retriever": str(tiny_retriever), "zoo": str(tiny_zoo),
-                                              "org": ZooData(tiny_zoo).org, "out": str(out)},), num_processes=2)
-    reports = [json.loads((out / f"report-{r}.json").read_text()) for r in (0, 1)]
-    assert sorted(reports[0]["indexed"] + reports[0]["reused"]) == ZooData(tiny_zoo).model_ids
-    assert_same_index(out, tiny_index)
