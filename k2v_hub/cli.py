@@ -393,10 +393,11 @@ def push_card_cmd(model_id, index, create_pr, revision, token, fmt, as_json, qui
 @click.option("--label-blind/--no-label-blind", default=True, show_default=True,
               help="Also evaluate with anonymous label names (class_0, ...).")
 @click.option("--scale", is_flag=True, help="Only the synthetic-index latency/memory benchmark (1k..1M models).")
+@click.option("--ablation", is_flag=True, help="Also train the encoder/loss ablation variants (Tables 3-4).")
 @click.option("--steps", type=int, default=None, help="Retriever training steps (default per profile).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @common_options
-def bench(profile, out_dir, work_dir, label_blind, scale, steps, seed, token, fmt, as_json, quiet, verbose):
+def bench(profile, out_dir, work_dir, label_blind, scale, ablation, steps, seed, token, fmt, as_json, quiet, verbose):
     """Benchmark."""
     out = Output(fmt, as_json, quiet, verbose)
     from .bench import run_bench, run_scale_bench
@@ -409,6 +410,7 @@ def bench(profile, out_dir, work_dir, label_blind, scale, steps, seed, token, fm
         return
 
     results, paths = run_bench(profile, out_dir=out_dir, work_dir=work_dir, label_blind=label_blind, steps=steps,
+                               ablation=ablation,
                                seed=seed, show_progress=out.progress, command=" ".join(["k2v-hub"] + sys.argv[1:]))
     out.result(results, f"{paths['markdown'].read_text()}\nResults: {paths['json']}")
 

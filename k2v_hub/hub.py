@@ -195,6 +195,10 @@ def hub_error(exc: Exception, repo_id: str, repo_type: str = "model") -> HubErro
         return HubError(f"Not authorised for {repo_type} {repo_id} (HTTP {status}).",
                         "Pass --token or run `hf auth login` with a token that can access it.")
     what = f"HTTP {status}" if status else type(cause).__name__
+    if not _retryable(cause):  # a refusal, not a passing fault: say what the Hub said
+        said = " ".join(str(getattr(cause, "server_message", "") or "").split())[:300]
+        return HubError(f"Hub request for {repo_type} {repo_id} failed ({what}){': ' + said if said else ''}.",
+                        "Check the repo id, revision and your rights on it.")
     return HubError(f"Hub request for {repo_type} {repo_id} failed ({what}) after retries.",
                     "Check your connection or HF_ENDPOINT and try again.")
 

@@ -37,7 +37,8 @@ import pytest
 from k2v_hub.index import DATA_FILE, ROWS_DIR, clean_stale_temp_files, load_index, row_filename
 
 N_MODELS = 8
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 5)  # kills after 4, 1 and 3 new rows (+ a random delay)
+FINAL_WRITE_SEED = 0
 RUN_TIMEOUT = 240
 INDEX_OPTIONS = ["--bisection-steps", "3", "--max-classes", "6"]
 
@@ -220,85 +221,105 @@ def check_completed(out: Path, ids: list[str], report: dict, finished_before: di
 
 
 # ------------------------------------------------------------------------------------------------ tests
-def crash_and_rerun(seed: int, tiny_zoo: Path, retriever: Path, work: Path, *, final_write: bool) -> list[str]:
-    """One zoo and index folder, killed and rerun; checked after every step. Returns the crash log.
-
-    1. killed at a random time into start-up, before the first row can be finished;
-    2. rerun, killed after a random number of new rows plus a random part of a model's time;
-    3. rerun to completion;
-    and with ``final_write``:
-    4. one model gets a new revision; the run that re-queries it is killed inside the final parquet write;
-    5. rerun to completion.
-    """
+def crash_and_rerun(seed: int, tiny_zoo: Path, retriever: Path, work: Path) -> list[str]:
+    """One zoo and index folder: killed at a random time into start-up (before the first row can be finished),
+    rerun and killed after a random number of new rows plus a random part of a model's time, rerun to completion;
+    checked after each step. Returns the crash log."""
     rng = random.Random(seed)
     work.mkdir()
     zoo, out = work / "zoo", work / "index"
     org, ids = make_big_zoo(tiny_zoo, zoo)
     runs = IndexRuns(zoo, org, retriever, out, work)
     try:
-        return _crash_and_rerun(rng, seed, zoo, org, ids, out, work, runs, final_write)
+        # 1. early
+        proc = runs.start()
+        time.sleep(rng.uniform(0.3, 3.0))
+        finished = runs.kill(proc, f"seed {seed}: early")
+        assert not (out / DATA_FILE).exists()
+
+        # 2. mid-way
+        last = len(ids) - 2  # kill before the last two rows whatever the delay, so the kill is mid-way
+        target = min(last, len(finished) + rng.randint(1, 4))
+        proc = runs.start()
+        runs.wait_until(proc, lambda: len(journal(out)) >= target, f"{target} journal rows")
+        deadline = time.monotonic() + rng.uniform(0.0, 1.5)
+        while time.monotonic() < deadline and len(journal(out)) < last:
+            time.sleep(0.01)
+        now = runs.kill(proc, f"seed {seed}: after row {target} + delay")
+        assert_rows_kept(finished, now)
+        assert target <= len(now) < len(ids)
+        finished = now
+        # a kill leaves at most a hidden temp file behind, never a half row under a row's name
+        assert all(p.name.endswith(".json") or (p.name.startswith(".") and p.name.endswith(".tmp"))
+                   for p in (out / ROWS_DIR).iterdir())
+
+        # 3. rerun to completion: nothing lost, nothing queried twice
+        report = runs.complete(runs.start())
+        check_completed(out, ids, report, finished)
+        assert len(journal(out)) == len(ids)
+        assert sorted(r["model_id"] for r in load_index(out).rows) == ids
+        runs.log.append(f"seed {seed}: rerun reused {len(report['reused'])}, indexed {len(report['indexed'])} "
+                        f"with {report['queries']} queries")
+        return runs.log
     finally:
         runs.close()
 
 
-def _crash_and_rerun(rng, seed, zoo, org, ids, out, work, runs, final_write) -> list[str]:
-    # 1.
-    proc = runs.start()
-    time.sleep(rng.uniform(0.3, 3.0))
-    finished = runs.kill(proc, f"seed {seed}: early")
-    assert not (out / DATA_FILE).exists()
+def complete_index(zoo: Path, org: str, retriever: Path, out: Path, knowledge: Path) -> None:
+    """Index ``zoo`` in-process with the CLI runs' settings (single-threaded torch: this runs beside them)."""
+    import torch
 
-    # 2.
-    target = min(len(ids) - 1, len(finished) + rng.randint(1, 4))
-    proc = runs.start()
-    runs.wait_until(proc, lambda: len(journal(out)) >= target, f"{target} journal rows")
-    time.sleep(rng.uniform(0.0, 1.5))
-    if len(journal(out)) >= len(ids):
-        pytest.fail(f"every row was finished before the kill; crash points: {runs.log}")
-    now = runs.kill(proc, f"seed {seed}: after row {target} + delay")
-    assert_rows_kept(finished, now)
-    assert target <= len(now) < len(ids)
-    finished = now
-    # a kill leaves at most a hidden temp file behind, never a half row under a row's name
-    assert all(p.name.endswith(".json") or (p.name.startswith(".") and p.name.endswith(".tmp"))
-               for p in (out / ROWS_DIR).iterdir())
+    from k2v_hub.hub import LocalSource
+    from k2v_hub.index import build_index
+    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
 
-    # 3.
-    report = runs.complete(runs.start())
-    check_completed(out, ids, report, finished)
-    assert len(journal(out)) == len(ids)
-    assert sorted(r["model_id"] for r in load_index(out).rows) == ids
-    runs.log.append(f"seed {seed}: rerun reused {len(report['reused'])}, indexed {len(report['indexed'])} "
-                    f"with {report['queries']} queries")
-    if not final_write:
-        return runs.log
+    model, rid, rev = load_retriever_for_index(str(retriever))
+    indexer = make_indexer(model, retriever_id=rid, retriever_revision=rev, bisection_steps=3, max_classes=6,
+                           cache_dir=knowledge)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_index(LocalSource(zoo), org, out, indexer, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
 
-    # 4.
-    old_parquet = (out / DATA_FILE).read_bytes()
-    changed = rng.choice(ids)
-    changed_file = row_filename(changed)
-    with open(zoo / changed / "README.md", "a") as f:
-        f.write("\nA new revision.\n")
-    before = journal(out)
-    marker = work / "in-parquet-write"
-    proc = runs.start(stall_marker=marker)
-    runs.wait_until(proc, marker.exists, "the final parquet write")
-    after = runs.kill(proc, f"seed {seed}: inside the final parquet write")
-    assert_rows_kept(before, after, changed={changed_file})
-    new_row = json.loads(after[changed_file])
-    assert new_row["revision"] != json.loads(before[changed_file])["revision"], "the new revision was not journaled"
-    assert (out / DATA_FILE).read_bytes() == old_parquet, "a killed write must leave the old parquet whole"
-    leftovers = [p for p in (out / DATA_FILE).parent.iterdir() if p.name != Path(DATA_FILE).name]
-    assert leftovers and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in leftovers), leftovers
-    assert sorted(r["model_id"] for r in load_index(out).rows) == ids  # the old index still loads meanwhile
 
-    # 5.
-    report = runs.complete(runs.start())
-    check_completed(out, ids, report, after)
-    assert report["indexed"] == [] and report["queries"] == 0
-    assert {r["model_id"]: r for r in parquet_rows(out)}[changed]["revision"] == new_row["revision"]
-    runs.log.append(f"seed {seed}: rerun reused {len(report['reused'])}, indexed {len(report['indexed'])} "
-                    f"with {report['queries']} queries")
+def crash_in_final_write(seed: int, tiny_zoo: Path, retriever: Path, work: Path) -> list[str]:
+    """A complete index; one model gets a new revision; the run that re-queries it is killed inside the final
+    parquet write (temp file half written); the rerun completes. Returns the crash log."""
+    rng = random.Random(seed)
+    work.mkdir()
+    zoo, out = work / "zoo", work / "index"
+    org, ids = make_big_zoo(tiny_zoo, zoo)
+    complete_index(zoo, org, retriever, out, work / "knowledge")
+    runs = IndexRuns(zoo, org, retriever, out, work)
+    try:
+        old_parquet = (out / DATA_FILE).read_bytes()
+        changed = rng.choice(ids)
+        changed_file = row_filename(changed)
+        with open(zoo / changed / "README.md", "a") as f:
+            f.write("\nA new revision.\n")
+        before = journal(out)
+        marker = work / "in-parquet-write"
+        proc = runs.start(stall_marker=marker)
+        runs.wait_until(proc, marker.exists, "the final parquet write")
+        after = runs.kill(proc, f"seed {seed}: inside the final parquet write")
+        assert_rows_kept(before, after, changed={changed_file})
+        new_row = json.loads(after[changed_file])
+        assert new_row["revision"] != json.loads(before[changed_file])["revision"], "new revision not journaled"
+        assert (out / DATA_FILE).read_bytes() == old_parquet, "a killed write must leave the old parquet whole"
+        leftovers = [p for p in (out / DATA_FILE).parent.iterdir() if p.name != Path(DATA_FILE).name]
+        assert leftovers and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in leftovers), leftovers
+        assert sorted(r["model_id"] for r in load_index(out).rows) == ids  # the old index still loads meanwhile
+
+        report = runs.complete(runs.start())
+        check_completed(out, ids, report, after)
+        assert report["indexed"] == [] and report["queries"] == 0
+        assert {r["model_id"]: r for r in parquet_rows(out)}[changed]["revision"] == new_row["revision"]
+        runs.log.append(f"seed {seed}: rerun reused {len(report['reused'])}, indexed {len(report['indexed'])} "
+                        f"with {report['queries']} queries")
+    finally:
+        runs.close()
 
     # the half-written temp file breaks nothing: the index, `datasets` and a glob over data/ all ignore it...
     import datasets
@@ -319,10 +340,11 @@ def _crash_and_rerun(rng, seed, zoo, org, ids, out, work, runs, final_write) -> 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun(tiny_zoo, pixel_retriever, tmp_path):
-    """Several seeds, each its own zoo, index folder and crash points (the first seed also crashes inside the
-    final parquet write). The seeds run side by side: each process is single-threaded, so two cores serve two."""
-    with ThreadPoolExecutor(len(SEEDS)) as pool:
-        futures = [pool.submit(crash_and_rerun, seed, tiny_zoo, pixel_retriever, tmp_path / f"seed-{seed}",
-                               final_write=seed == SEEDS[0]) for seed in SEEDS]
+    """Several seeds, each its own zoo, index folder and crash points, plus a crash inside the final parquet
+    write. They run side by side: each process is single-threaded, so two cores serve two at once."""
+    jobs = [(crash_and_rerun, seed) for seed in SEEDS] + [(crash_in_final_write, FINAL_WRITE_SEED)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(job, seed, tiny_zoo, pixel_retriever, tmp_path / f"{job.__name__}-{seed}")
+                   for job, seed in jobs]
         logs = [f.result() for f in futures]
     print("\n" + "\n".join(line for log in logs for line in log))

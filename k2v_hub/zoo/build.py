@@ -826,7 +826,7 @@ def build_zoo(
 
         tasks_key = hashlib.sha256(
             json.dumps([[t.task_id, t.fingerprint()] for t in plan.tasks]).encode()
-            + f"C={PROBE_C};it={PROBE_MAX_ITER};v=1".encode()
+            + f"C={PROBE_C};it={PROBE_MAX_ITER};v=2".encode()
         ).hexdigest()[:16]
         gt: dict[str, list[dict]] = {}
         jobs = []

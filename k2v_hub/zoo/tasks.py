@@ -307,7 +307,8 @@ def model_ground_truth(
     probe_C: float = PROBE_C,
     probe_max_iter: int = PROBE_MAX_ITER,
 ) -> list[dict[str, Any]]:
-    """`{"task_id", "model_id", "v_acc", "ft_acc"}` for one model on every task: one batched forward over all images.
+    """`{"task_id", "model_id", "v_acc", "ft_acc"}` for one model on every task: one batched forward over all
+    (distinct) task images.
 
     `model` is a zoo `*ForImageClassification` model; images are normalised like in training
     (`k2v_hub.zoo.models.uint8_to_pixel_values`).
@@ -323,13 +324,24 @@ def model_ground_truth(
         chunks.append(t.support_images)
         chunks.append(t.query_images)
     images = np.concatenate(chunks)
+    # Tasks of one source share its held-out pool: run each distinct image through the model once.
+    first: dict[bytes, int] = {}
+    inverse = np.empty(len(images), dtype=np.int64)
+    unique_rows: list[int] = []
+    for i in range(len(images)):
+        key = hashlib.blake2b(images[i].tobytes(), digest_size=16).digest()
+        j = first.setdefault(key, len(unique_rows))
+        if j == len(unique_rows):
+            unique_rows.append(i)
+        inverse[i] = j
+    unique = images[unique_rows]
     logits, feats = [], []
-    for start in range(0, len(images), batch_size):
-        lg, ft = predict_logits_and_features(model, uint8_to_pixel_values(images[start : start + batch_size]))
+    for start in range(0, len(unique), batch_size):
+        lg, ft = predict_logits_and_features(model, uint8_to_pixel_values(unique[start : start + batch_size]))
         logits.append(lg)
         feats.append(ft)
-    logits = np.concatenate(logits)
-    feats = np.concatenate(feats).astype(np.float64)
+    logits = np.concatenate(logits)[inverse]
+    feats = np.concatenate(feats).astype(np.float64)[inverse]
     rows = []
     offset = 0
     for t in tasks:
