@@ -57,7 +57,7 @@ def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:
     query_vec = retriever.embed_task(zoo.task_means([task_id], indexer.extractor, show_progress=False)[task_id])
     picture = plot_embedding_space(idx.embeddings, domains, out_dir / "embedding-space.png",
                                    names=[r["model_id"] for r in idx.rows], highlight=query_vec,
-                                   title=f"Model vectors (colour = source domain); star = {task_id}")
+                                   title="k2v-hub model vectors (colour = source domain)")
     result = {"task": task_id, "matches": rows, "best_by_ground_truth": best,
               "hit@1": bool(matches and matches[0].model_id == best), "index_report": report.to_dict(),
               "picture": str(picture), "out": str(out_dir), "seconds": round(time.perf_counter() - t0, 1),

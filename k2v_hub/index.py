@@ -13,9 +13,11 @@ model starts; the parquet file is rebuilt from journal + previous parquet, also 
 ``os.replace``. A run killed at any point (even by SIGKILL, even during the parquet write) loses at most the model
 it was working on, and a rerun re-queries no finished model. Temp files are hidden (``.name.XXXX.tmp``), never
 read, and removed by a later run once they are an hour old. The parquet only holds rows that agree with
-``k2v_index.json``; rows of other builds stay in the journal until a run re-encodes them. Incremental: a model whose revision, probe
-set and oracle view did not change is not queried again; if only the retriever changed its stored knowledge
-record is re-encoded without one query. Sharding: under ``accelerate launch``/``torchrun`` each process takes a
+``k2v_index.json``; rows of other builds stay in the journal until a run re-encodes them.
+
+Incremental: a model whose revision, probe set, oracle view and bisection steps did not change is not queried
+again; if only the retriever changed its stored knowledge record is re-encoded without one query (a row's vector
+is a function of its stored record alone). Sharding: under ``accelerate launch``/``torchrun`` each process takes a
 contiguous slice (``PartialState.split_between_processes``), journals its rows, and the main process gathers the
 rows (``gather_object``, so no shared filesystem is needed), journals them too and writes the parquet;
 ``shard=(i, n)`` does the same by hand across machines (then one plain run writes the complete index).
@@ -105,12 +107,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def clean_stale_temp_files(index_dir: Path, max_age: float = STALE_TMP_SECONDS) -> list[str]:
+def clean_stale_temp_files(index_dir: str | Path, max_age: float = STALE_TMP_SECONDS) -> list[str]:
     """Remove temp files left by killed runs once they are ``max_age`` seconds old; return what was removed.
 
     Young temp files are left alone: another process (a shard) may be writing them right now. Readers never
     look at them either way.
     """
+    index_dir = Path(index_dir)
     removed, now = [], time.time()
     for folder in (index_dir, index_dir / ROWS_DIR, (index_dir / DATA_FILE).parent):
         if not folder.is_dir():
@@ -483,7 +486,7 @@ def _journal(out: Path, row: dict, *, only_if_changed: bool = False) -> None:
 
 
 def _same_knowledge(old: dict | None, ref: RepoRef, s: IndexSettings) -> bool:
-    """Whether ``old``'s knowledge record answers the same questions: same revision, probes, view and bisection."""
+    """Whether ``old``'s knowledge record still holds: same revision, probes, view, bisection steps, class cap."""
     if old is None or old.get("revision") != ref.revision or old.get("probe_fingerprint") != s.probe_fingerprint \
             or old.get("oracle_view") != s.oracle_view:
         return False
@@ -551,10 +554,14 @@ class K2VIndex:
         """Best ``top_k`` rows by cosine: ``[(row index, score)]``, best first (FAISS for large indexes)."""
         top_k = min(top_k, len(self.rows))
         if self._faiss is not None:
-            scores, idx = self._faiss.search(query[None].astype(np.float32), top_k)
-            return [(int(i), float(s)) for i, s in zip(idx[0], scores[0])]
+            result = self._faiss.search("embedding", query.astype(np.float32), k=top_k)
+            return [(int(i), float(s)) for i, s in zip(result.indices, result.scores)]
         scores = self.embeddings @ query.astype(np.float32)
-        top = np.argsort(-scores, kind="stable")[:top_k]
+        if len(scores) > 8 * top_k:
+            part = np.argpartition(-scores, top_k - 1)[:top_k]
+            top = part[np.lexsort((part, -scores[part]))]
+        else:
+            top = np.argsort(-scores, kind="stable")[:top_k]
         return [(int(i), float(scores[i])) for i in top]
 
     def scores(self, query: np.ndarray) -> np.ndarray:
@@ -562,12 +569,13 @@ class K2VIndex:
         return self.embeddings @ query.astype(np.float32)
 
     def use_faiss(self) -> None:
-        """Build an exact inner-product FAISS index (worth it from ~100k rows)."""
+        """Build an exact inner-product FAISS index through `datasets` (``add_faiss_index``; from ~100k rows)."""
+        import datasets
         import faiss
 
-        index = faiss.IndexFlatIP(self.embeddings.shape[1])
-        index.add(self.embeddings)
-        self._faiss = index
+        ds = datasets.Dataset.from_dict({"embedding": self.embeddings})
+        ds.add_faiss_index("embedding", metric_type=faiss.METRIC_INNER_PRODUCT)
+        self._faiss = ds
 
 
 FAISS_THRESHOLD = 100_000

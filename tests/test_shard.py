@@ -74,7 +74,8 @@ def test_torchrun_two_processes_gather_the_single_process_index(tiny_zoo, tiny_r
            "--retriever", str(tiny_retriever), "--format", "json"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     rank_logs = {int(p.parent.name): p for p in logs.rglob("stdout.log")}
-    detail = "\n".join(f"rank {r} stdout:\n{p.read_text()[-2000:]}\nstderr:\n{(p.parent / 'stderr.log').read_text()[-3000:]}"
+    detail = "\n".join(f"rank {r} stdout:\n{p.read_text()[-2000:]}\n"
+                       f"stderr:\n{(p.parent / 'stderr.log').read_text()[-3000:]}"
                        for r, p in sorted(rank_logs.items()))
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stderr[-3000:]}\n{detail}"
     assert sorted(rank_logs) == [0, 1], detail

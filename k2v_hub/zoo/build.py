@@ -16,14 +16,16 @@
 Profiles (`PROFILES`):
 
 - ``"tiny"``: 5 models (4 architectures) on 5 pip-only sources plus one held-out source, 20 NNR + 7 transfer
-  tasks; about a minute on 2 CPU cores. Used by the tests and the quick start.
+  tasks; about 50 s of CPU in one process. Used by the tests and the quick start.
 - ``"bench"``: 48 models on 22 sources (5 more sources held out), 2 class subsets per source, 4 architectures,
-  2 seeds for a few subsets; 192 NNR + 42 transfer tasks. Needs Debian font packages (see
-  `k2v_hub.zoo.sources.missing_apt_packages`).
+  2 seeds for 4 subsets; 192 NNR + 42 transfer tasks; about 20 min of CPU, run on 2 worker processes. Needs
+  Debian font packages (see `k2v_hub.zoo.sources.missing_apt_packages`).
 
-The build is deterministic given `seed` (same plan, same images; model weights are bit-identical on the same machine
-and thread count) and idempotent: finished models (``model.safetensors`` + a done marker in ``.k2v-build/models``),
-tasks and per-model ground truth are skipped, so an interrupted build resumes where it stopped.
+Everything runs with one torch thread and one BLAS thread per process: the weights are bit-identical whatever the
+number of cores or workers (on the same platform and torch build), and busy shared machines do not make spinning
+thread pools crawl. The build is deterministic given `seed` and idempotent: finished models (``model.safetensors``
+plus a done marker in ``.k2v-build/models``), tasks and per-model ground truth are skipped, so an interrupted build
+resumes where it stopped, and a finished one is re-checked in seconds.
 """
 
 from __future__ import annotations

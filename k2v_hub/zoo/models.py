@@ -33,7 +33,9 @@ __all__ = [
     "make_config",
     "make_model",
     "make_image_processor",
+    "images_to_uint8",
     "images_to_pixel_values",
+    "uint8_to_pixel_values",
     "train_classifier",
     "evaluate",
     "predict_logits_and_features",
@@ -188,6 +190,7 @@ def images_to_pixel_values(images, image_size: int = 32) -> torch.Tensor:
 
 
 def uint8_to_pixel_values(arr: np.ndarray) -> torch.Tensor:
+    """uint8 images [N, H, W, 3] -> normalised float32 pixel values [N, 3, H, W]."""
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
