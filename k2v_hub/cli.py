@@ -291,6 +291,8 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
                                     trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, token=token)
     report = build_index(source, org, out_dir, indexer, limit=limit, shard=_parse_shard(shard),
                          show_progress=out.progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun/accelerate only the main process reports and pushes (it gathered every row)
     result = report.to_dict()
     if push_to:
         from .hub import upload_folder

