@@ -292,7 +292,11 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
     report = build_index(source, org, out_dir, indexer, limit=limit, shard=_parse_shard(shard),
                          show_progress=out.progress)
     if int(os.environ.get("RANK", "0")) != 0:
-        return  # under torchrun/accelerate only the main process reports and pushes (it gathered every row)
+        # under torchrun/accelerate only the main process (which gathered every row) pushes and reports the whole
+        # run; the others log their own share in json format only
+        if out.fmt == "json":
+            click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
     result = report.to_dict()
     if push_to:
         from .hub import upload_folder
