@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import IndexError_, K2VError, ModelRefused
+from .errors import IndexError_, K2VError
 from .hub import RepoRef, RepoSource
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .oracle import TransformersOracle

@@ -7,23 +7,14 @@ usable from Python as well as from ``k2v-hub``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .errors import K2VError
+from .features import k2v_home  # noqa: F401 - re-exported: the one definition of the cache folder
 from .utils import logger, progress, seed_everything
-
-
-def k2v_home() -> Path:
-    """k2v-hub's cache folder: ``$K2V_HUB_HOME`` or ``$HF_HOME/k2v_hub``."""
-    if os.environ.get("K2V_HUB_HOME"):
-        return Path(os.environ["K2V_HUB_HOME"])
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HOME) / "k2v_hub"
 
 
 def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "local", probe=None,

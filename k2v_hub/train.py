@@ -167,8 +167,6 @@ def sal_loss(t: torch.Tensor, h: torch.Tensor, targets: torch.Tensor, args: Trai
 def train_retriever(retriever, data: TrainingData, args: TrainingArguments | None = None, *, accelerator=None,
                     show_progress: bool = True) -> dict:
     """Train ``retriever`` in place with Accelerate; return metrics (losses, seconds, steps, processes)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     args = args or TrainingArguments()
     previous_threads = torch.get_num_threads()

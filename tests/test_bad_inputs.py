@@ -26,60 +26,13 @@ from PIL import Image
 
 from k2v_hub.errors import DatasetError, K2VError, UsageError
 from k2v_hub.find import MAX_SIDE, Matches, find_model, task_class_means
-from k2v_hub.oracle import Oracle
 
-FEATURE_SPACE = "pixels-8"
+from fakes import FEATURE_SPACE, build_fast_index  # noqa: E402
+
 N_MODELS = 4
 
 
 # --------------------------------------------------------------------------- a small, fast index
-
-
-class LinearOracle(Oracle):
-    """A black box that is a linear classifier over 16x16 RGB pixels."""
-
-    def __init__(self, seed: int, n_labels: int = 5, **kw):
-        super().__init__([f"m{seed}-class{i}" for i in range(n_labels)], **kw)
-        rng = np.random.default_rng(seed)
-        self.w = rng.normal(size=(n_labels, 16 * 16 * 3)) / 16 * 8
-        self.b = rng.normal(size=n_labels)
-
-    def _predict_batch(self, images):
-        x = np.stack([np.asarray(im.resize((16, 16)), dtype=np.float64).reshape(-1) / 255 for im in images])
-        z = x @ self.w.T + self.b
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
-
-
-def build_fast_index(root: Path, n_models: int = N_MODELS) -> tuple[Path, Path]:
-    """``(index folder, retriever folder)``: real index files, black boxes faked."""
-    from k2v_hub.features import FeatureExtractor
-    from k2v_hub.hub import RepoRef
-    from k2v_hub.index import IndexSettings, Indexer, write_index
-    from k2v_hub.knowledge import build_knowledge, load_probe_set
-    from k2v_hub.pipeline import new_retriever, save_retriever
-
-    torch.manual_seed(0)
-    extractor = FeatureExtractor.from_pretrained(FEATURE_SPACE)
-    probes, fingerprint, spec = load_probe_set({"source": "builtin", "n": 48, "size": 16, "seed": 0,
-                                                "kinds": ["shapes", "textures"]})
-    retriever = new_retriever(extractor, probe_spec=spec, probe_fingerprint=fingerprint, max_classes=4,
-                              embed_dim=16, hidden_dim=16)
-    save_retriever(retriever, root / "retriever")
-    settings = IndexSettings(retriever_id=str(root / "retriever"), retriever_revision="local",
-                             retriever_fingerprint=retriever.fingerprint(), feature_space=extractor.name,
-                             probe_fingerprint=fingerprint, probe_spec=spec, max_classes=4, bisection_steps=3,
-                             embed_dim=16)
-    indexer = Indexer(retriever, extractor, probes, settings)
-    rows = {}
-    for m in range(n_models):
-        record = build_knowledge(LinearOracle(seed=m), probes, probe_fingerprint=fingerprint, max_classes=4,
-                                 bisection_steps=3)
-        ref = RepoRef(f"fake-org/linear-{m}", f"{m + 1:040x}")
-        rows[ref.model_id] = indexer.make_row(ref, record, 0.0)
-    (root / "index").mkdir()
-    write_index(root / "index", rows, settings)
-    return root / "index", root / "retriever"
 
 
 @pytest.fixture(autouse=True, scope="module")
