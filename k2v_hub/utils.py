@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from huggingface_hub.utils import tqdm as hf_tqdm
@@ -38,3 +43,28 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
         h.update(str(a.dtype).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+@contextmanager
+def atomic_directory(final: str | Path):
+    """Write a folder under a hidden temporary name next to ``final``; move it into place only when complete.
+
+    Yields the temporary folder. On success it gets the usual umask permissions (``mkdtemp`` makes 0700) and
+    replaces ``final``; on failure it is removed and ``final`` is left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        for f in tmp.rglob("*"):
+            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

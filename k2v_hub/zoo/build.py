@@ -36,8 +36,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +45,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import K2VError
-from ..utils import logger, progress
+from ..utils import atomic_directory, logger, progress
 from .tasks import TaskSpec, label_key
 
 __all__ = [
@@ -543,12 +541,6 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _chmod_like_umask(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-
-
 def _popularity(model_id: str, seed: int) -> dict[str, int]:
     """Synthetic, deterministic downloads/likes (log-uniform downloads, likes a small random fraction)."""
     rng = _rng(seed, "popularity", model_id)
@@ -629,9 +621,7 @@ def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: 
             m.arch, train_ds, epochs=m.epochs, seed=m.seed, batch_size=prof.batch_size, val_ds=val_ds
         )
         final = out / org / m.name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{m.name}.", dir=final.parent))
-        try:
+        with atomic_directory(final) as tmp:
             save_hub_repo(
                 model,
                 tmp,
@@ -644,13 +634,6 @@ def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: 
                 domain=m.domain,
                 dataset_id=f"{org}/{m.source}",
             )
-            _chmod_like_umask(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         marker = {
             "model_id": m.model_id,
             "spec": m.fingerprint(prof),

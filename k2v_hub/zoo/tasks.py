@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import K2VError
+from ..utils import atomic_directory
 
 __all__ = [
     "TASK_COLUMNS",
@@ -201,21 +199,9 @@ def task_exists(tasks_dir: str | Path, task_id: str) -> bool:
 
 def save_task(dsd, tasks_dir: str | Path, task_id: str) -> Path:
     """`save_to_disk` into ``<tasks_dir>/<task_id>`` atomically (temporary folder, then rename)."""
-    tasks_dir = Path(tasks_dir)
-    tasks_dir.mkdir(parents=True, exist_ok=True)
-    final = tasks_dir / task_id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{task_id}.", dir=tasks_dir))
-    try:
+    final = Path(tasks_dir) / task_id
+    with atomic_directory(final) as tmp:
         dsd.save_to_disk(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
