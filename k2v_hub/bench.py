@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ HELD_OUT_DOMAINS = {"tiny": ("textures",), "bench": ("emoji", "textures")}
 ACCESS = {
     "know2vec": "black-box", "know2vec+labels": "black-box", "know2vec-ssl": "black-box",
     "know2vec-adapted": "black-box", "know2vec+leep@3": "black-box (predictions on 3 models)",
-    "logme": "grey-box (features)", "h_score": "grey-box (features)", "nleep": "grey-box (features)",
+    "two-stage-leep@3": "black-box (predictions on 3 models)", "logme": "grey-box (features)",
+    "h_score": "grey-box (features)", "h_score_reg": "grey-box (features)", "nleep": "grey-box (features)",
     "leep": "black-box (predictions, all models)", "nce": "black-box (predictions, all models)",
     "logme_probs": "black-box (predictions, all models)", "random": "none", "popularity": "metadata",
     "size": "metadata (safetensors header)", "label_match": "metadata (labels)", "card_dataset": "metadata (card)",
@@ -132,7 +134,10 @@ class BenchData:
         return indexer, records, graphs, queries
 
     def forward_passes(self, task_ids) -> dict:
-        """Per model: probs and penultimate features on every task's support images, and seconds per task."""
+        """Per model: probs and penultimate features on every task's support images, and seconds per task.
+
+        A task's seconds include the model's whole load time: a user with one dataset loads every model once.
+        """
         import datasets
         import torch
         from transformers import AutoModelForImageClassification
@@ -157,7 +162,7 @@ class BenchData:
                 logits, feats = predict_logits_and_features(model, support[t][0])
                 out["probs"][(t, m)] = torch.softmax(torch.from_numpy(logits), -1).numpy()
                 out["feats"][(t, m)] = feats
-                out["seconds"][(t, m)] = time.perf_counter() - t1 + load_s / max(1, len(task_ids))
+                out["seconds"][(t, m)] = time.perf_counter() - t1 + load_s
         logger.info("forward passes cached in memory (%s)", cache)
         return out
 
@@ -173,7 +178,9 @@ def baseline_scores(data: BenchData, fp: dict, task_ids, *, label_blind: bool = 
     key = tuple(task_ids)
     if key in cache:
         methods, secs = {k: v.copy() for k, v in cache[key][0].items()}, dict(cache[key][1])
-    estimators = (("logme", B.logme, "feats"), ("h_score", B.h_score, "feats"), ("nleep", B.nleep, "feats"),
+    estimators = (("logme", B.logme, "feats"), ("h_score", B.h_score, "feats"),
+                  ("h_score_reg", lambda f, y: B.h_score(f, y, shrinkage="ledoit_wolf"), "feats"),
+                  ("nleep", B.nleep, "feats"),
                   ("leep", B.leep, "probs"), ("nce", B.nce_from_probs, "probs"), ("logme_probs", B.logme_probs, "probs"))
     for name, fn, kind in ([] if key in cache else estimators):
         S, T = np.zeros((n, m)), np.zeros(n)
@@ -237,11 +244,17 @@ def know2vec_scores(retriever, graphs: dict, data: BenchData, task_ids) -> tuple
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
-def two_stage(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
-    """Re-rank the top-k of ``first`` by ``second``; the rest keep their first-stage order below them."""
+def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """Re-rank ``k`` candidates of ``first`` by ``second``; the rest keep their first-stage order below them.
+
+    With ``labels`` (label-name overlap ``[tasks, models]``) the candidates are those `find_model` takes: vectors
+    and label names interleaved (:func:`k2v_hub.find.first_stage_order`); without, the top-k of ``first``.
+    """
+    from .find import first_stage_order
+
     out = np.full_like(first, -1e6, dtype=np.float64)
     for i in range(len(first)):
-        order = _order(first[i], i)
+        order = _order(first[i], i) if labels is None else first_stage_order(first[i], labels[i])
         top = order[:k]
         rest = order[k:]
         sec = np.nan_to_num(second[i][top], nan=-1e5)
@@ -258,7 +271,8 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     from .index import build_index
     from .pipeline import k2v_home, new_retriever
     from .plots import plot_embedding_space
-    from .train import TrainingArguments, supervised_data, self_supervised_data, train_retriever
+    from .train import (TrainingArguments, combine_training_data, self_supervised_data, supervised_data,
+                        train_retriever)
     from .zoo.build import build_zoo
 
     t_start = time.perf_counter()
@@ -310,8 +324,8 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     train_retriever(ssl_retriever, ssl, args, show_progress=show_progress)
     adapted = fresh()
     adapted.load_state_dict(retriever.state_dict())
-    train_retriever(adapted, ssl, TrainingArguments(steps=ADAPT_STEPS[profile], seed=seed, lr=5e-4),
-                    show_progress=show_progress)
+    train_retriever(adapted, combine_training_data(sup_data(seen, train_tasks, graphs), ssl),
+                    replace(args, steps=ADAPT_STEPS[profile], lr=5e-4), show_progress=show_progress)
 
     # --- the product path: index + find_model timings on real task folders
     from .find import find_model
@@ -325,9 +339,9 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     timing_tasks = eval_all[: min(8, len(eval_all))]
     find_times, feat_times = [], []
     for t in timing_tasks:
-        matches = find_model(zoo.task_path(t), work / "index", top_k=5, show_progress=False)
+        matches = find_model(zoo.task_path(t), work / "index", top_k=5, rerank=None, show_progress=False)
         tm = matches.timings
-        find_times.append(tm["features_s"] + tm["encode_s"] + tm["search_s"])
+        find_times.append(tm["load_s"] + tm["features_s"] + tm["encode_s"] + tm["search_s"])
         feat_times.append(tm["features_s"])
 
     # --- brute-force baselines from real forward passes
@@ -349,7 +363,9 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         meths["know2vec+labels"] = meths["know2vec"] + 0.5 * lab
         secs["know2vec+labels"] = secs["know2vec"]
         meths["know2vec+leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3)
-        secs["know2vec+leep@3"] = secs["know2vec"] + secs["leep"] * 3 / len(models)
+        meths["two-stage-leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3, labels=lab)
+        for name in ("know2vec+leep@3", "two-stage-leep@3"):
+            secs[name] = secs["know2vec"] + secs["leep"] * 3 / len(models)
         return meths, secs
 
     def table(task_ids, meths, secs):
@@ -395,6 +411,8 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         "find_model_s": round(find_s, 4), "feature_pass_s": round(float(np.median(feat_times)), 4),
         "brute_force_logme_s": round(logme_per_task, 4),
         "speedup_vs_logme": round(logme_per_task / find_s, 2) if find_s else None,
+        "brute_force_logme_s_per_model": round(logme_per_task / len(models), 4),
+        "models_for_100x": int(np.ceil(100 * find_s / (logme_per_task / len(models)))) if find_s else None,
         "ratio_vs_feature_pass": round(find_s / float(np.median(feat_times)), 3) if feat_times else None,
         "vector_search_s": round(secs["know2vec"], 6),
         "zoo_build_s": round(zoo_s, 1), "train_s": round(train_s, 1), "index_s": round(index_s, 1),
@@ -420,8 +438,6 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
 def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, fingerprint, args,
                  show_progress) -> dict:
     """Table 3-4 of the paper: encoder variants (LSTM / concat / average) and losses (without L_MKC, contrastive)."""
-    from dataclasses import replace
-
     from .pipeline import new_retriever
     from .train import supervised_data, train_retriever
 
@@ -442,54 +458,162 @@ def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, f
     return out
 
 
-def unseen_domains(data: BenchData, profile: str, fp: dict, args, seed: int, show_progress: bool) -> dict:
-    """Domains held out of retriever training and probes; every method on their NNR tasks."""
+def held_out_split(data: BenchData, profile: str) -> dict | None:
+    """The domain-held-out split: held domains and sources, their NNR eval tasks, and what trains the retriever."""
+    zoo, models = data.zoo, data.models
+    dom = {m: zoo.models[m].get("domain", "") for m in models}
+    held = {d for d in HELD_OUT_DOMAINS[profile] if any(dom[m].startswith(d) or d in dom[m] for m in models)}
+    if not held:
+        return None
+    in_held = lambda d: any(h in d for h in held)  # noqa: E731
+    return {
+        "domains": sorted(held),
+        "sources": [s["name"] for s in zoo.manifest.get("sources", []) if in_held(s.get("domain", ""))],
+        "tasks": [t for t in zoo.task_ids(kind="nnr") if in_held(zoo.task(t)["domain"])
+                  and zoo.task(t)["split"] != "train"],
+        "train_tasks": [t for t in zoo.task_ids(split="train") if not in_held(zoo.task(t)["domain"])],
+        "train_models": [m for m in models if not in_held(dom[m]) and zoo.models[m].get("role", "seen") == "seen"],
+    }
+
+
+def train_on_probes(data: BenchData, split: dict, probe: dict, args, show_progress: bool):
+    """Query every model on a probe set, train a retriever on the split's training side; ``(retriever, graphs,
+    queries per model, probe fingerprint)``."""
     from .knowledge import load_probe_set
     from .pipeline import new_retriever
     from .train import supervised_data, train_retriever
 
-    zoo, models = data.zoo, data.models
-    held = set(HELD_OUT_DOMAINS[profile])
-    dom = {m: zoo.models[m].get("domain", "") for m in models}
-    held = {d for d in held if any(dom[m].startswith(d) or d in dom[m] for m in models)}
-    if not held:
-        return {"held_out_domains": [], "methods": {}}
-    in_held = lambda d: any(h in d for h in held)  # noqa: E731
-    held_sources = [s["name"] for s in zoo.manifest.get("sources", []) if in_held(s.get("domain", ""))]
-    tasks = [t for t in zoo.task_ids(kind="nnr") if in_held(zoo.task(t)["domain"]) and zoo.task(t)["split"] != "train"]
-    train_tasks = [t for t in zoo.task_ids(split="train") if not in_held(zoo.task(t)["domain"])]
-    train_models = [m for m in models if not in_held(dom[m]) and zoo.models[m].get("role", "seen") == "seen"]
-    spec = {"source": "builtin", "n": 256, "size": 32, "seed": 0, "kinds": None, "exclude_sources": held_sources}
-    _, fingerprint, spec = load_probe_set(spec)
+    _, fingerprint, spec = load_probe_set(probe)
     r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint)
     _, _, graphs, queries = data.knowledge(r, probe=spec)
-    rows = [data.truth([t])[0][[data.col[m] for m in train_models]] for t in train_tasks]
-    train_retriever(r, supervised_data([graphs[m] for m in train_models], train_models,
-                                       [data.means[t] for t in train_tasks], rows), args, show_progress=show_progress)
+    models, tasks = split["train_models"], split["train_tasks"]
+    rows = [data.truth([t])[0][[data.col[m] for m in models]] for t in tasks]
+    train_retriever(r, supervised_data([graphs[m] for m in models], models, [data.means[t] for t in tasks], rows),
+                    args, show_progress=show_progress)
+    return r, graphs, queries, fingerprint
+
+
+def unseen_domains(data: BenchData, profile: str, fp: dict, args, seed: int, show_progress: bool) -> dict:
+    """Domains held out of retriever training and probes; every method on their NNR tasks."""
+    split = held_out_split(data, profile)
+    if split is None:
+        return {"held_out_domains": [], "methods": {}}
+    models, tasks, held, held_sources = data.models, split["tasks"], split["domains"], split["sources"]
+    spec = {"source": "builtin", "n": 256, "size": 32, "seed": 0, "kinds": None, "exclude_sources": held_sources}
+    r, graphs, queries, fingerprint = train_on_probes(data, split, spec, args, show_progress)
     meths, secs = baseline_scores(data, fp, tasks) if all((t, models[0]) in fp["probs"] for t in tasks) else ({}, {})
     meths["know2vec"], secs["know2vec"] = know2vec_scores(r, graphs, data, tasks)
     lab = label_scores(data, tasks, label_blind=False)
     meths["know2vec+labels"] = meths["know2vec"] + 0.5 * lab
+    secs["know2vec+labels"] = secs["know2vec"]
     truth = data.truth(tasks)
-    first_recall = {}
+    n_models = len(models)
+    first_recall, with_labels = {}, {}
     for k in (3, 5, 10):
         if "leep" in meths:
             meths[f"know2vec+leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k)
-        hits = [bool(set(np.flatnonzero(truth[i] >= truth[i].max() - 1e-9)) & set(_order(meths["know2vec"][i], i)[:k]))
-                for i in range(len(tasks))]
-        first_recall[f"recall@{k}"] = round(float(np.mean(hits)), 4) if hits else None
+            meths[f"two-stage-leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k, labels=lab)
+            for name in (f"know2vec+leep@{k}", f"two-stage-leep@{k}"):
+                secs[name] = secs["know2vec"] + secs["leep"] * k / n_models
+        for out, lab_i in ((first_recall, None), (with_labels, lab)):
+            out[f"recall@{k}"] = _first_stage_recall(meths["know2vec"], truth, k, lab_i)
+    images = float(np.mean([len(fp["labels"][t]) for t in tasks])) if fp.get("labels") and tasks[0] in fp["labels"] \
+        else 0.0
     v, ft = data.rows(tasks, data.v), data.rows(tasks, data.ft)
+    brute = ("leep", "nce", "logme_probs", "logme", "h_score", "h_score_reg", "nleep")
     table = {}
     for name, S in meths.items():
         s = score_method(S, truth, v, ft, seed)
         k = int(name.split("@")[1]) if "@" in name else None
-        brute = ("leep", "nce", "logme_probs", "logme", "h_score", "nleep")
-        q = len(models) if name in brute else (k or 0)
+        run = n_models if name in brute else (k or 0)
         table[name] = {"r@1": s["r@1"], "r@3": s["r@3"], "rel@1": s["rel@1"], "tau_w": s["tau_w"],
-                       "models_run_per_search": q}
-    return {"held_out_domains": sorted(held), "held_out_sources": held_sources, "tasks": len(tasks),
-            "probe_fingerprint": fingerprint, "first_stage": first_recall,
+                       "models_run_per_search": run, "queries_per_search": int(round(run * images)),
+                       "seconds_per_search": round(float(secs.get(name, 0.0)), 4)}
+    return {"held_out_domains": held, "held_out_sources": held_sources, "tasks": len(tasks),
+            "images_per_task": round(images, 1), "probe_fingerprint": fingerprint, "first_stage": first_recall,
+            "first_stage_with_labels": with_labels,
             "queries_per_model": round(float(np.mean(list(queries.values()))), 1), "methods": table}
+
+
+PROBE_ABLATION = {
+    "tiny": [{"n": 64}, {"n": 256}, {"n": 256, "kinds": ("shapes",)}],
+    "bench": [{"n": 64}, {"n": 128}, {"n": 256}, {"n": 512},
+              {"n": 256, "kinds": ("shapes",)}, {"n": 256, "kinds": ("photos",)},
+              {"n": 256, "kinds": ("glyphs",)}, {"n": 256, "kinds": ("shapes", "photos")}],
+}
+
+
+def probe_ablation(data: BenchData, profile: str, fp: dict, args, seed: int, show_progress: bool) -> dict:
+    """Probe-set size and composition against unseen-domain retrieval and black-box queries per model.
+
+    Each row re-queries every model on its probe set and retrains the retriever on the held-out split's training
+    side; it reports the vector search (R@1, R@3, first-stage recall@10) and the two-stage LEEP@3 on the
+    unseen-domain tasks. ``kinds`` not given: every kind the machine can build that the held-out domains leave.
+    """
+    split = held_out_split(data, profile)
+    if split is None:
+        return {}
+    tasks = split["tasks"]
+    truth, v, ft = data.truth(tasks), data.rows(tasks, data.v), data.rows(tasks, data.ft)
+    leep, _ = baseline_scores(data, fp, tasks)
+    lab = label_scores(data, tasks, label_blind=False)
+    rows = {}
+    for cfg in progress(PROBE_ABLATION[profile], desc="Probe ablation", disable=not show_progress or None):
+        spec = {"source": "builtin", "size": 32, "seed": 0, "kinds": cfg.get("kinds"), "n": cfg["n"],
+                "exclude_sources": split["sources"]}
+        r, graphs, queries, fingerprint = train_on_probes(data, split, spec, args, show_progress=False)
+        S, _ = know2vec_scores(r, graphs, data, tasks)
+        s = score_method(S, truth, v, ft, seed)
+        two = score_method(two_stage(S, leep["leep"], 3, labels=lab), truth, v, ft, seed)
+        name = f"n={cfg['n']}, kinds={'+'.join(cfg['kinds']) if cfg.get('kinds') else 'all'}"
+        rows[name] = {"r@1": s["r@1"], "r@3": s["r@3"], "recall@10": _first_stage_recall(S, truth, 10, None),
+                      "two-stage-leep@3 r@1": two["r@1"], "queries_per_model": round(float(np.mean(list(
+                          queries.values()))), 1), "probe_fingerprint": fingerprint}
+    return rows
+
+
+def run_probe_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=None, steps: int | None = None,
+                    seed: int = 0, show_progress: bool = True, command: str = "") -> tuple:
+    """`k2v-hub bench --probes`: the probe ablation alone; writes ``<profile>-probes.json`` and ``.md``."""
+    from .pipeline import k2v_home
+    from .train import TrainingArguments
+    from .zoo.build import build_zoo
+
+    t_start = time.perf_counter()
+    work = Path(work_dir or k2v_home() / f"bench-{profile}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build_zoo(work / "zoo", profile, seed=seed, show_progress=show_progress)
+    data = BenchData(work / "zoo", work, seed=seed, show_progress=show_progress)
+    split = held_out_split(data, profile) or {"tasks": [], "domains": []}
+    fp = data.forward_passes(split["tasks"]) if split["tasks"] else {}
+    args = TrainingArguments(steps=steps or PROFILE_STEPS[profile], seed=seed)
+    rows = probe_ablation(data, profile, fp, args, seed, show_progress)
+    results = {"profile": profile, "command": command or f"k2v-hub bench --profile {profile} --probes",
+               "k2v_hub_version": __version__, "seed": seed, "held_out_domains": split["domains"],
+               "tasks": len(split["tasks"]), "rows": rows, "total_s": round(time.perf_counter() - t_start, 1)}
+    cols = ["r@1", "r@3", "recall@10", "two-stage-leep@3 r@1", "queries_per_model"]
+    md = [f"# Probe-set ablation, profile `{profile}`", "", f"Command: `{results['command']}`", "",
+          f"Unseen domains {', '.join(split['domains'])} ({len(split['tasks'])} NNR tasks): kept out of retriever "
+          "training and out of every probe set. Vector search (r@1, r@3, first-stage recall@10) and the two-stage "
+          "search (candidates from vectors + label names, LEEP on 3).", "",
+          "| probe set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    md += [f"| {name} | " + " | ".join(str(row[c]) for c in cols) + " |" for name, row in rows.items()]
+    paths = {"json": out_dir / f"{profile}-probes.json", "markdown": out_dir / f"{profile}-probes.md"}
+    paths["json"].write_text(json.dumps(results, indent=2))
+    paths["markdown"].write_text("\n".join(md) + "\n")
+    return results, paths
+
+
+def _first_stage_recall(vector: np.ndarray, truth: np.ndarray, k: int, labels: np.ndarray | None) -> float | None:
+    """Fraction of tasks whose best model is among the first stage's ``k`` candidates."""
+    from .find import first_stage_order
+
+    hits = []
+    for i in range(len(truth)):
+        order = _order(vector[i], i) if labels is None else first_stage_order(vector[i], labels[i])
+        hits.append(bool(set(np.flatnonzero(truth[i] >= truth[i].max() - 1e-9)) & set(order[:k])))
+    return round(float(np.mean(hits)), 4) if hits else None
 
 
 def to_markdown(r: dict) -> str:
@@ -524,8 +648,10 @@ def to_markdown(r: dict) -> str:
     u = r.get("unseen_domains", {})
     if u.get("methods"):
         out += ["", f"## Unseen domains: {', '.join(u['held_out_domains'])} ({u['tasks']} tasks; out of training and "
-                f"probes)", "", f"First-stage recall: {u['first_stage']}", ""]
-        out += tab(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search"])
+                f"probes)", "", f"First-stage recall, vectors alone: {u['first_stage']}; vectors + label names "
+                f"(the candidates `find_model` re-ranks): {u.get('first_stage_with_labels')}", ""]
+        out += tab(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search", "queries_per_search",
+                                  "seconds_per_search"])
     if r.get("ablation"):
         out += ["", "## Ablation (NNR eval tasks)", "", "| variant | r@1 | r@3 |", "|---|---|---|"]
         out += [f"| {k} | {v['r@1']} | {v['r@3']} |" for k, v in r["ablation"].items()]

@@ -336,8 +336,10 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
 @click.option("--label-column", default=None)
 @click.option("--max-images-per-class", type=int, default=32, show_default=True)
 @click.option("--use-label-names", is_flag=True, help="Add label-name evidence to the knowledge score.")
-@click.option("--rerank", type=click.Choice(["leep", "nce", "logme-probs", "logme"]), default=None,
-              help="Re-score the top candidates by querying them (black-box except logme).")
+@click.option("--rerank", type=click.Choice(["auto", "none", "leep", "nce", "logme-probs", "logme"]), default="auto",
+              show_default=True, help="Re-score candidates (vectors + label names) by querying them as black boxes "
+              "(logme: grey-box). auto: LEEP on every model when the whole index fits in --rerank-k and the models "
+              "can be fetched (a Hub index, or --zoo); none: the vector ranking only.")
 @click.option("--rerank-k", type=int, default=5, show_default=True)
 @click.option("--rerank-images", type=int, default=64, show_default=True)
 @click.option("--zoo", "zoo_dir", default=None, type=click.Path(exists=True, file_okay=False),
@@ -353,7 +355,8 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
     matches = find_model(dataset, index, retriever=retriever, top_k=top_k, split=split, revision=revision,
                          image_column=image_column, label_column=label_column, token=_token(token),
                          max_images_per_class=max_images_per_class, use_label_names=use_label_names,
-                         rerank=rerank, rerank_k=rerank_k, rerank_images=rerank_images, models_root=zoo_dir,
+                         rerank=None if rerank == "none" else rerank, rerank_k=rerank_k,
+                         rerank_images=rerank_images, models_root=zoo_dir,
                          show_progress=out.progress)
     rows = [m.to_dict() for m in matches]
     for r in rows:
@@ -400,13 +403,23 @@ def push_card_cmd(model_id, index, create_pr, revision, token, fmt, as_json, qui
               help="Also evaluate with anonymous label names (class_0, ...).")
 @click.option("--scale", is_flag=True, help="Only the synthetic-index latency/memory benchmark (1k..1M models).")
 @click.option("--ablation", is_flag=True, help="Also train the encoder/loss ablation variants (Tables 3-4).")
+@click.option("--probes", is_flag=True, help="Only the probe-set ablation (size and composition against unseen-domain "
+              "retrieval and queries per model); writes <profile>-probes.json and .md.")
 @click.option("--steps", type=int, default=None, help="Retriever training steps (default per profile).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @common_options
-def bench(profile, out_dir, work_dir, label_blind, scale, ablation, steps, seed, token, fmt, as_json, quiet, verbose):
+def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, steps, seed, token, fmt, as_json, quiet,
+          verbose):
     """Benchmark."""
     out = Output(fmt, as_json, quiet, verbose)
-    from .bench import run_bench, run_scale_bench
+    from .bench import run_bench, run_probe_bench, run_scale_bench
+
+    command = " ".join(["k2v-hub"] + sys.argv[1:])
+    if probes:
+        results, paths = run_probe_bench(profile, out_dir=out_dir, work_dir=work_dir, steps=steps, seed=seed,
+                                         show_progress=out.progress, command=command)
+        out.result(results, f"{paths['markdown'].read_text()}\nResults: {paths['json']}")
+        return
 
     if scale:
         rows = run_scale_bench()
@@ -417,7 +430,7 @@ def bench(profile, out_dir, work_dir, label_blind, scale, ablation, steps, seed,
 
     results, paths = run_bench(profile, out_dir=out_dir, work_dir=work_dir, label_blind=label_blind, steps=steps,
                                ablation=ablation,
-                               seed=seed, show_progress=out.progress, command=" ".join(["k2v-hub"] + sys.argv[1:]))
+                               seed=seed, show_progress=out.progress, command=command)
     out.result(results, f"{paths['markdown'].read_text()}\nResults: {paths['json']}")
 
 

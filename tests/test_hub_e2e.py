@@ -210,7 +210,7 @@ def test_find_from_a_fresh_cache_matches_the_local_index(hub, org_on_hub, pushed
 
     env = k2v_env(hub, tmp_path / "fresh_hf_home", fresh_k2v_home(tmp_path / "fresh_k2v_home", k2v_home))
     proc = k2v("find", "--dataset", tiny_task, "--index", pushed["index_repo"], "--format", "json", "--top-k", "10",
-               "--max-images-per-class", "8", env=env)
+               "--max-images-per-class", "8", "--rerank", "none", env=env)
     answer = json.loads(proc.stdout)
     assert isinstance(answer, list) and len(answer) == len(org_on_hub.model_ids)
     assert [m["rank"] for m in answer] == list(range(1, len(answer) + 1))
@@ -222,6 +222,13 @@ def test_find_from_a_fresh_cache_matches_the_local_index(hub, org_on_hub, pushed
 
     local = find_model(str(tiny_task), str(tiny_index), top_k=10, max_images_per_class=8, show_progress=False)
     assert_same_ranking(answer, local)  # Hub path == local path
+
+    # by default a small org (all 5 models fit in --rerank-k) is re-ranked by querying each model from the Hub
+    full = json.loads(k2v("find", "--dataset", tiny_task, "--index", pushed["index_repo"], "--format", "json",
+                          "--top-k", "10", "--max-images-per-class", "8", env=env).stdout)
+    assert {m["stage"] for m in full} == {"rerank:leep"} and len(full) == len(answer)
+    assert [m["score"] for m in full] == sorted((m["score"] for m in full), reverse=True)
+    assert list((tmp_path / "fresh_hf_home" / "hub").glob("models--*"))  # the candidates came from the Hub
 
     task_id = Path(tiny_task).name
     truth = org_on_hub.scores([task_id], org_on_hub.model_ids, org_on_hub.truth_metric(task_id))[0]

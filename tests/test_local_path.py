@@ -57,3 +57,53 @@ def test_find_model_python_api_matches_cli(tiny_index, tiny_task):
     assert [m.model_id for m in matches] == [m["model_id"] for m in cli]
     assert [m.score for m in matches] == pytest.approx([m["score"] for m in cli], abs=1e-5)
     assert set(matches.timings) >= {"features_s", "encode_s", "search_s"}
+
+
+def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_index, tiny_task):
+    """The whole tiny org fits in rerank_k: with its models at hand (--zoo), every score comes from LEEP."""
+    from k2v_hub.zoo.data import ZooData
+
+    zoo = ZooData(tiny_zoo)
+    answer = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo",
+                                str(tiny_zoo), "--format", "json", "--top-k", "10",
+                                "--rerank-images", "20").stdout)
+    assert len(answer) == len(zoo.model_ids)
+    assert {m["stage"] for m in answer} == {"rerank:leep"}
+    assert [m["score"] for m in answer] == sorted((m["score"] for m in answer), reverse=True)
+    assert all(m["score"] == m["rerank_score"] <= 0 for m in answer)  # LEEP is a mean log-likelihood
+    # the top score is LEEP of that model's black-box answers on the 20 images drawn from the query rows
+    import datasets
+    import numpy as np
+
+    from k2v_hub.baselines import leep
+    from k2v_hub.find import find_columns, select_query_rows
+    from k2v_hub.oracle import TransformersOracle, to_rgb
+    from k2v_hub.rerank import _sample
+
+    ds = datasets.load_from_disk(str(tiny_task))["support"]
+    image_column, label_column, names = find_columns(ds)
+    chosen, keys, _ = select_query_rows(ds, label_column, names)
+    used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())
+    sub, labels = _sample(used, label_column, 20, 0)
+    probs = TransformersOracle(tiny_zoo / answer[0]["model_id"]).predict_proba([to_rgb(im) for im in sub[image_column]])
+    assert answer[0]["score"] == pytest.approx(leep(probs, labels), abs=1e-5)
+    # without the models at hand the same call stays on the vectors (nothing is downloaded)
+    vector = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
+                                "--top-k", "10").stdout)
+    assert {m["stage"] for m in vector} == {"vector"}
+
+
+def test_rerank_counts_queries_and_takes_candidates_from_labels_too(tiny_zoo, tiny_index, tiny_task):
+    """rerank_k=2: two candidates, one by label names and one by vector; each costs n_images queries."""
+    from k2v_hub import find_model
+
+    matches = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank="nce", rerank_k=2, rerank_images=12,
+                         models_root=str(tiny_zoo), show_progress=False)
+    assert [m.stage for m in matches[:2]] == ["rerank:nce"] * 2
+    assert {m.stage for m in matches[2:]} == {"vector"}
+    assert matches.queries == 2 * 12 and matches.timings["rerank_s"] > 0
+    plain = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank=None, show_progress=False)
+    reranked = {m.model_id for m in matches[:2]}
+    best_label = max(matches, key=lambda m: (m.label_score, m.knowledge_score))
+    assert best_label.label_score > 0 and best_label.model_id in reranked
+    assert plain[0].model_id in reranked

@@ -18,7 +18,8 @@ Profiles (`PROFILES`):
 - ``"tiny"``: 5 models (4 architectures) on 5 pip-only sources plus one held-out source, 20 NNR + 7 transfer
   tasks; about 50 s of CPU in one process. Used by the tests and the quick start.
 - ``"bench"``: 48 models on 22 sources (5 more sources held out), 2 class subsets per source, 4 architectures,
-  2 seeds for 4 subsets; 192 NNR + 42 transfer tasks; about 20 min of CPU, run on 2 worker processes. Needs
+  2 seeds for 4 subsets; 473 NNR tasks (4 per model, plus 8 more training tasks per seen model) + 42 transfer
+  tasks; about 25 min of CPU, run on 2 worker processes. Needs
   Debian font packages (see `k2v_hub.zoo.sources.missing_apt_packages`).
 
 Everything runs with one torch thread and one BLAS thread per process: the weights are bit-identical whatever the
@@ -89,6 +90,10 @@ class ZooProfile:
         n_train / n_val: images per class for training and validation (split offset 0 of the source).
         n_pool: held-out images per class for tasks (another split offset of the source).
         n_support / n_query: images per class in a task's splits.
+        nnr_tasks_per_model: NNR tasks per model (seen models: the first half train the retriever, the rest
+            evaluate it; unseen models: all inductive).
+        extra_train_tasks_per_model: more NNR *training* tasks per seen model, drawn after those (the evaluation
+            tasks stay the same whatever this is).
         task_classes: (min, max) classes per task.
         unseen_frac: fraction of models whose tasks are kept for inductive evaluation (role "unseen").
         transfer_train_frac: fraction of held-out-class transfer tasks used for retriever training.
@@ -114,6 +119,7 @@ class ZooProfile:
     transfer_tasks_per_held_out_source: int
     transfer_tasks_per_source: int
     task_classes: tuple[int, int] = (3, 6)
+    extra_train_tasks_per_model: int = 0
     unseen_frac: float = 0.25
     transfer_train_frac: float = 0.0
     batch_size: int = 64
@@ -171,6 +177,7 @@ PROFILES: dict[str, ZooProfile] = {
         transfer_tasks_per_held_out_source=4,
         transfer_tasks_per_source=1,
         task_classes=(3, 6),
+        extra_train_tasks_per_model=8,
         unseen_frac=0.25,
         transfer_train_frac=0.3,
     ),
@@ -437,10 +444,12 @@ def _plan_tasks(plan: ZooPlan, trained_names: set[str]) -> list[TaskSpec]:
     # NNR tasks: classes of one model; seen models: half train, half eval; unseen: inductive.
     for m in plan.models:
         rng = _rng(plan.seed, "nnr", m.name)
-        sets = _sample_class_sets(rng, list(m.class_index), prof.nnr_tasks_per_model, kmin, kmax)
-        n_train = len(sets) // 2
+        extra = prof.extra_train_tasks_per_model if m.role == "seen" else 0
+        sets = _sample_class_sets(rng, list(m.class_index), prof.nnr_tasks_per_model + extra, kmin, kmax)
+        n_train = min(len(sets), prof.nnr_tasks_per_model) // 2
         for j, idx in enumerate(sets):
-            split = "inductive" if m.role == "unseen" else ("train" if j < n_train else "eval")
+            train = j < n_train or j >= prof.nnr_tasks_per_model
+            split = "inductive" if m.role == "unseen" else ("train" if train else "eval")
             tasks.append(make(f"nnr-{m.name}-{j}", "nnr", m.source, idx, m.model_id, split))
 
     # Transfer tasks: held-out classes of trained sources, and classes of held-out sources no model knows.
