@@ -2,7 +2,9 @@
 
 For the data scientist with a dataset and no time to try every model: k2v-hub turns the dataset into one vector
 (class means in the index's feature space, encoded by the retriever) and ranks the index's models by cosine.
-Nothing is downloaded but the index and the retriever, and no model is run, unless you ask for re-ranking.
+Nothing is downloaded but the index and the retriever, and no model is run, unless re-ranking runs: by default
+(``--rerank auto``) a small org, whose models all fit in the re-rank budget, is re-scored with LEEP by asking each
+model about some of your images, when the models can be fetched (a Hub index, or ``--zoo``).
 
     # a local folder (save_to_disk, or an image folder class/img.png) against a local index
     python examples/choose_model_for_my_dataset.py --dataset ./my_dataset --index ./index
@@ -33,8 +35,9 @@ def main(argv=None) -> None:
     parser.add_argument("--max-images-per-class", type=int, default=32,
                         help="images per class used for the dataset's vector (a few are enough)")
     parser.add_argument("--use-label-names", action="store_true", help="add class-name overlap to the score")
-    parser.add_argument("--rerank", choices=["leep", "nce", "logme-probs"], default=None,
-                        help="re-score the best candidates by asking them (black-box) about some of your images")
+    parser.add_argument("--rerank", choices=["auto", "none", "leep", "nce", "logme-probs"], default="auto",
+                        help="re-score candidates (vectors + label names) by asking them, as black boxes, about some of "
+                             "your images; auto: every model of a small org, when the models can be fetched")
     parser.add_argument("--zoo", default=None, help="local folder of the candidate models, for --rerank offline")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
@@ -48,7 +51,7 @@ def main(argv=None) -> None:
         top_k=args.top_k,
         max_images_per_class=args.max_images_per_class,
         use_label_names=args.use_label_names,
-        rerank=args.rerank,
+        rerank=None if args.rerank == "none" else args.rerank,
         models_root=args.zoo,
         show_progress=not args.json,
     )
