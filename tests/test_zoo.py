@@ -306,3 +306,18 @@ def plan_zoo_is_deterministic() -> bool:
 def test_unknown_profile():
     with pytest.raises(K2VError, match="Unknown zoo profile"):
         B.plan_zoo("huge")
+
+
+def test_extra_training_tasks_leave_the_evaluation_tasks_unchanged():
+    from dataclasses import replace
+
+    with_extra = B.plan_zoo("bench", seed=0)
+    without = B.plan_zoo(replace(B.PROFILES["bench"], extra_train_tasks_per_model=0), seed=0)
+    key = lambda plan: {t.task_id: (t.class_names, t.split, t.seed) for t in plan.tasks}  # noqa: E731
+    a, b = key(with_extra), key(without)
+    assert all(a[t] == b[t] for t in b)  # every task of the smaller plan is still there, unchanged
+    extra = set(a) - set(b)
+    assert extra and all(a[t][1] == "train" for t in extra)
+    seen = [m for m in with_extra.models if m.role == "seen"]
+    n = B.PROFILES["bench"].extra_train_tasks_per_model * len(seen)
+    assert 0.9 * n <= len(extra) <= n  # up to 8 per seen model: a 4-class model has only 5 distinct class subsets

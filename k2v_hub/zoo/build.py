@@ -92,8 +92,8 @@ class ZooProfile:
         n_support / n_query: images per class in a task's splits.
         nnr_tasks_per_model: NNR tasks per model (seen models: the first half train the retriever, the rest
             evaluate it; unseen models: all inductive).
-        extra_train_tasks_per_model: more NNR *training* tasks per seen model, drawn after those (the evaluation
-            tasks stay the same whatever this is).
+        extra_train_tasks_per_model: up to this many more NNR *training* tasks per seen model (fewer when the
+            model has few distinct class subsets), drawn after those: the evaluation tasks stay the same.
         task_classes: (min, max) classes per task.
         unseen_frac: fraction of models whose tasks are kept for inductive evaluation (role "unseen").
         transfer_train_frac: fraction of held-out-class transfer tasks used for retriever training.
