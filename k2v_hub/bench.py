@@ -311,7 +311,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         return supervised_data([grs[m] for m in model_ids], model_ids, [data.means[t] for t in tasks], rows)
 
     def fresh(**kw):
-        return new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, **kw)
+        return new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, seed=seed, **kw)
 
     # --- supervised retriever (the main method), trained on seen models' train tasks
     retriever = fresh()
@@ -457,7 +457,7 @@ def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, f
     out = {}
     for me, qe, a in progress(variants, desc="Ablation", disable=not show_progress or None):
         r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, model_encoder=me,
-                          query_encoder=qe)
+                          query_encoder=qe, seed=data.seed)
         train_retriever(r, train, a, show_progress=False)
         S, _ = know2vec_scores(r, graphs, data, eval_tasks)
         name = f"M_EXT={me}, Q_EXT={qe}" + ("" if a.use_mkc else ", without L_MKC") + \
@@ -492,7 +492,7 @@ def train_on_probes(data: BenchData, split: dict, probe: dict, args, show_progre
     from .train import supervised_data, train_retriever
 
     _, fingerprint, spec = load_probe_set(probe)
-    r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint)
+    r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, seed=args.seed)
     _, _, graphs, queries = data.knowledge(r, probe=spec)
     models, tasks = split["train_models"], split["train_tasks"]
     rows = [data.truth([t])[0][[data.col[m] for m in models]] for t in tasks]

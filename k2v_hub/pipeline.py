@@ -69,14 +69,18 @@ def model_graphs(source, model_ids, indexer, *, show_progress=True) -> dict:
 
 
 def new_retriever(extractor, *, probe_spec, probe_fingerprint, oracle_view="full", model_encoder="lstm",
-                  query_encoder="lstm", max_classes=16, embed_dim=256, hidden_dim=256):
-    """An untrained retriever for a feature space and probe set."""
+                  query_encoder="lstm", max_classes=16, embed_dim=256, hidden_dim=256, seed: int = 0):
+    """An untrained retriever for a feature space and probe set; its initial weights depend on ``seed`` only."""
+    import torch
+
     from .retriever import Retriever
 
-    return Retriever(feature_space=extractor.name, feature_dim=extractor.dim, hidden_dim=hidden_dim,
-                     embed_dim=embed_dim, model_encoder=model_encoder, query_encoder=query_encoder,
-                     max_classes=max_classes, probe_fingerprint=probe_fingerprint, probe_spec=probe_spec,
-                     oracle_view=oracle_view, k2v_hub_version=__version__)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Retriever(feature_space=extractor.name, feature_dim=extractor.dim, hidden_dim=hidden_dim,
+                         embed_dim=embed_dim, model_encoder=model_encoder, query_encoder=query_encoder,
+                         max_classes=max_classes, probe_fingerprint=probe_fingerprint, probe_spec=probe_spec,
+                         oracle_view=oracle_view, k2v_hub_version=__version__)
 
 
 def train_from_zoo(zoo_dir, out_dir, *, args=None, backbone=None, probe=None, oracle_view="full",
@@ -94,7 +98,8 @@ def train_from_zoo(zoo_dir, out_dir, *, args=None, backbone=None, probe=None, or
     extractor = FeatureExtractor.from_pretrained(backbone)
     _, fingerprint, spec = load_probe_set(probe)
     retriever = new_retriever(extractor, probe_spec=spec, probe_fingerprint=fingerprint, oracle_view=oracle_view,
-                              model_encoder=model_encoder, query_encoder=query_encoder, max_classes=max_classes)
+                              model_encoder=model_encoder, query_encoder=query_encoder, max_classes=max_classes,
+                              seed=args.seed)
     indexer = make_indexer(retriever, retriever_id="untrained", probe=spec, oracle_view=oracle_view,
                            extractor=extractor)
     data = zoo_training_data(zoo, indexer, show_progress=show_progress)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from k2v_hub.oracle import Oracle
 
@@ -39,7 +38,6 @@ def build_fast_index(root: Path, n_models: int = 4):
     from k2v_hub.knowledge import build_knowledge, load_probe_set
     from k2v_hub.pipeline import new_retriever, save_retriever
 
-    torch.manual_seed(0)
     extractor = FeatureExtractor.from_pretrained(FEATURE_SPACE)
     probes, fingerprint, spec = load_probe_set({"source": "builtin", "n": 48, "size": 16, "seed": 0,
                                                 "kinds": ["shapes", "textures"]})

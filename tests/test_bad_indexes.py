@@ -114,10 +114,9 @@ def test_another_retriever(index, dataset, built, tmp_path):
     from k2v_hub.retriever import Retriever
 
     original = Retriever.from_pretrained(built[1])
-    torch.manual_seed(1)
     other = new_retriever(type("E", (), {"name": FEATURE_SPACE, "dim": original.config["feature_dim"]})(),
                           probe_spec=original.probe_spec, probe_fingerprint=original.probe_fingerprint,
-                          max_classes=4, embed_dim=16, hidden_dim=16)
+                          max_classes=4, embed_dim=16, hidden_dim=16, seed=1)
     assert other.fingerprint() != original.fingerprint()
     message = refused(index, dataset, match="is not the one the index was built with", retriever=other)
     assert "re-encode" in message

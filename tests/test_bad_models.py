@@ -211,7 +211,6 @@ def make_indexer(tmp: Path, **kw):
     from k2v_hub.pipeline import make_indexer as _make_indexer
     from k2v_hub.pipeline import new_retriever
 
-    torch.manual_seed(0)
     extractor = FeatureExtractor.from_pretrained("pixels-8")
     _, fingerprint, spec = load_probe_set(PROBE)
     retriever = new_retriever(extractor, probe_spec=spec, probe_fingerprint=fingerprint, max_classes=C,

@@ -449,3 +449,16 @@ def test_combined_training_data_keeps_every_task_pointing_at_its_model():
     views = [augment_task(means, rng, 0.5, 0.0) for _ in range(50)]
     assert all(2 <= len(v) <= 4 and set(map(tuple, v)) <= set(map(tuple, means)) for v in views)
     assert len({len(v) for v in views}) > 1  # class subsets vary
+
+
+def test_new_retriever_weights_depend_on_the_seed_only():
+    import torch
+
+    from k2v_hub.pipeline import new_retriever
+
+    extractor = type("E", (), {"name": "pixels-8", "dim": 12})()
+    make = lambda seed: new_retriever(extractor, probe_spec={}, probe_fingerprint="x", seed=seed,  # noqa: E731
+                                      embed_dim=8, hidden_dim=8).fingerprint()
+    first = make(0)
+    torch.rand(100)  # whatever ran before must not change the initial weights
+    assert make(0) == first != make(1)
