@@ -342,12 +342,15 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
               "can be fetched (a Hub index, or --zoo); none: the vector ranking only.")
 @click.option("--rerank-k", type=int, default=5, show_default=True)
 @click.option("--rerank-images", type=int, default=64, show_default=True)
+@click.option("--rerank-endpoint", default=None, metavar="URL_TEMPLATE",
+              help="Re-rank through remote endpoints (URL with {model_id}); no weights are downloaded.")
 @click.option("--zoo", "zoo_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="Local zoo to load re-rank candidates from (default: the Hub).")
 @click.option("--no-truncate", is_flag=True)
 @common_options
 def find(dataset, index, retriever, top_k, split, revision, image_column, label_column, max_images_per_class,
-         use_label_names, rerank, rerank_k, rerank_images, zoo_dir, no_truncate, token, fmt, as_json, quiet, verbose):
+         use_label_names, rerank, rerank_k, rerank_images, rerank_endpoint, zoo_dir, no_truncate, token, fmt, as_json,
+         quiet, verbose):
     """Find models for a dataset."""
     out = Output(fmt, as_json, quiet, verbose, no_truncate)
     from .find import find_model
@@ -356,7 +359,7 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
                          image_column=image_column, label_column=label_column, token=_token(token),
                          max_images_per_class=max_images_per_class, use_label_names=use_label_names,
                          rerank=None if rerank == "none" else rerank, rerank_k=rerank_k,
-                         rerank_images=rerank_images, models_root=zoo_dir,
+                         rerank_images=rerank_images, rerank_endpoint=rerank_endpoint, models_root=zoo_dir,
                          show_progress=out.progress)
     rows = [m.to_dict() for m in matches]
     for r in rows:

@@ -663,6 +663,7 @@ def find_model(
     rerank: RerankMethod | None = "auto",
     rerank_k: int = 5,
     rerank_images: int = 64,
+    rerank_endpoint: str | None = None,
     models_root: str | None = None,
     show_progress: bool = True,
     seed: int = 0,
@@ -684,6 +685,8 @@ def find_model(
         rerank: re-score ``rerank_k`` candidates (vectors plus label names) with a transferability estimator on up
             to ``rerank_images`` images (drawn from the images already used for the class means). ``"auto"``: LEEP
             on every model when the whole index fits in ``rerank_k`` and its models can be fetched, else none.
+        rerank_endpoint: re-rank through remote endpoints instead of running the models: a URL template with
+            ``{model_id}`` (``InferenceClient.image_classification``; no weights are downloaded).
         models_root: a local zoo folder to load candidate models from when re-ranking (default: the Hub).
 
     Returns:
@@ -732,7 +735,8 @@ def find_model(
     t2 = time.perf_counter()
     knowledge = idx.scores(query)
     if rerank == "auto":
-        reachable = models_root is not None or not Path(str(index).split("@")[0]).exists()
+        reachable = models_root is not None or rerank_endpoint is not None or \
+            not Path(str(index).split("@")[0]).exists()
         rerank = AUTO_RERANK if reachable and len(idx.rows) <= rerank_k else None
     final, stage, label_scores = knowledge.copy(), "vector", None
     if use_label_names or rerank:
@@ -769,7 +773,8 @@ def find_model(
         # re-rank on the rows whose images and labels were validated above
         used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())
         matches.queries = rerank_matches(matches[:rerank_k], used, image_column, label_column, method=rerank,
-                                         n_images=rerank_images, token=token, models_root=models_root, seed=seed)
+                                         n_images=rerank_images, token=token, models_root=models_root,
+                                         endpoint=rerank_endpoint, seed=seed)
         head = sorted(matches[:rerank_k], key=lambda m: -m.score)
         rest = matches[rerank_k:]
         matches[:] = head + rest

@@ -30,24 +30,35 @@ def _sample(ds, label_column: str, n_images: int, seed: int):
 
 
 def rerank_matches(matches, ds, image_column: str, label_column: str, *, method: str, n_images: int = 64,
-                   token: str | None = None, models_root: str | None = None, seed: int = 0) -> int:
-    """Re-score ``matches`` in place (``score``, ``rerank_score``, ``stage``); return black-box queries spent."""
+                   token: str | None = None, models_root: str | None = None, endpoint: str | None = None,
+                   seed: int = 0) -> int:
+    """Re-score ``matches`` in place (``score``, ``rerank_score``, ``stage``); return black-box queries spent.
+
+    Each candidate is asked through an :class:`~k2v_hub.oracle.Oracle`: a remote endpoint when ``endpoint`` (a URL
+    template with ``{model_id}``) is given, and no weights are downloaded; otherwise a local pipeline on the
+    model's files from ``models_root`` or the Hub.
+    """
     from . import baselines
     from .hub import HubSource, LocalSource, RepoRef
-    from .oracle import TransformersOracle, to_rgb
+    from .oracle import InferenceOracle, TransformersOracle, to_rgb
 
     if method not in BLACK_BOX + GREY_BOX:
         raise K2VError(f"Unknown rerank method {method!r}.", f"Choose one of {', '.join(BLACK_BOX + GREY_BOX)}.")
-    source = LocalSource(models_root) if models_root else HubSource(token=token)
+    if endpoint is not None and (method in GREY_BOX or "{model_id}" not in endpoint):
+        raise K2VError(f"Cannot re-rank with {method!r} through endpoint {endpoint!r}.",
+                       "An endpoint answers predictions only: use leep, nce or logme-probs, and a URL template with "
+                       "{model_id} (e.g. https://my-endpoints.example/{model_id}).")
+    source = None if endpoint else (LocalSource(models_root) if models_root else HubSource(token=token))
     sub, labels = _sample(ds, label_column, n_images, seed)
     images = [to_rgb(im) for im in sub[image_column]]
     queries = 0
     for match in matches:
-        folder = source.snapshot(RepoRef(match.model_id, match.revision))
+        folder = None if endpoint else source.snapshot(RepoRef(match.model_id, match.revision))
         if method in GREY_BOX:
             value = _logme_grey_box(folder, images, labels)
         else:
-            oracle = TransformersOracle(folder, view="full")
+            oracle = InferenceOracle(endpoint.format(model_id=match.model_id), match.labels, view="full",
+                                     token=token) if endpoint else TransformersOracle(folder, view="full")
             probs = oracle.predict_proba(images)
             queries += oracle.n_queries
             fn = {"leep": baselines.leep, "nce": baselines.nce_from_probs, "logme-probs": baselines.logme_probs}

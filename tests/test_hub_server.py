@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from k2v_hub.errors import K2VError
 from k2v_hub.testing.hub_server import HubServer
 
 TOKEN = "hf_local_test_token"
@@ -368,6 +369,30 @@ def test_inference_client_image_classification(hub, in_process):
     endpoint = InferenceClient(model=f"{hub.url}/endpoints/org/classifier", token=TOKEN)
     assert endpoint.image_classification(buf.getvalue(), top_k=1)[0].label == "cat"
     assert calls[0] == ((12, 10), 2, "none") and calls[1][1] == 5
+
+
+def test_rerank_through_remote_endpoints_answers_like_the_local_models(hub, in_process, tiny_zoo, tiny_index,
+                                                                         tiny_task):
+    """The second stage through Inference endpoints (no weights downloaded) gives the scores of the local models."""
+    from transformers import pipeline
+
+    from k2v_hub import find_model
+    from k2v_hub.zoo.data import ZooData
+
+    for model_id in ZooData(tiny_zoo).model_ids:  # each zoo model served as an endpoint; its files are not on the Hub
+        pipe = pipeline("image-classification", model=str(tiny_zoo / model_id), trust_remote_code=False)
+        hub.add_inference_model(model_id, lambda image, top_k, function_to_apply=None, pipe=pipe: pipe(
+            image, top_k=top_k))
+    kw = dict(top_k=3, rerank="leep", rerank_k=3, rerank_images=16, show_progress=False)
+    remote = find_model(str(tiny_task), str(tiny_index), rerank_endpoint=hub.url + "/models/{model_id}", token=TOKEN,
+                        **kw)
+    local = find_model(str(tiny_task), str(tiny_index), models_root=str(tiny_zoo), **kw)
+    assert [m.model_id for m in remote] == [m.model_id for m in local]
+    assert [m.score for m in remote] == pytest.approx([m.score for m in local], abs=1e-4)
+    assert {m.stage for m in remote} == {"rerank:leep"} and remote.queries == local.queries == 3 * 16
+    with pytest.raises(K2VError, match="predictions only"):
+        find_model(str(tiny_task), str(tiny_index), rerank="logme", rerank_endpoint=hub.url + "/models/{model_id}",
+                   show_progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
