@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .find import LABEL_WEIGHT
 from .utils import logger, progress
 
 PROFILE_STEPS = {"tiny": 200, "bench": 800}
@@ -249,17 +250,22 @@ def know2vec_scores(retriever, graphs: dict, data: BenchData, task_ids) -> tuple
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
+def _candidates(vector: np.ndarray, labels: np.ndarray | None, i: int) -> np.ndarray:
+    """Task ``i``'s first-stage order: the vector ranking, or `find_model`'s vectors + label names interleaved."""
+    from .find import first_stage_order
+
+    return _order(vector[i], i) if labels is None else first_stage_order(vector[i], labels[i])
+
+
 def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray | None = None) -> np.ndarray:
     """Re-rank ``k`` candidates of ``first`` by ``second``; the rest keep their first-stage order below them.
 
     With ``labels`` (label-name overlap ``[tasks, models]``) the candidates are those `find_model` takes: vectors
     and label names interleaved (:func:`k2v_hub.find.first_stage_order`); without, the top-k of ``first``.
     """
-    from .find import first_stage_order
-
     out = np.full_like(first, -1e6, dtype=np.float64)
     for i in range(len(first)):
-        order = _order(first[i], i) if labels is None else first_stage_order(first[i], labels[i])
+        order = _candidates(first, labels, i)
         top = order[:k]
         rest = order[k:]
         sec = np.nan_to_num(second[i][top], nan=-1e5)
@@ -365,7 +371,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         lab = label_scores(data, task_ids, label_blind=blind)
         for name, r in (("know2vec", retriever), ("know2vec-ssl", ssl_retriever), ("know2vec-adapted", adapted)):
             meths[name], secs[name] = know2vec_scores(r, graphs, data, task_ids)
-        meths["know2vec+labels"] = meths["know2vec"] + 0.5 * lab
+        meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
         secs["know2vec+labels"] = secs["know2vec"]
         meths["know2vec+leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3)
         meths["two-stage-leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3, labels=lab)
@@ -512,7 +518,7 @@ def unseen_domains(data: BenchData, profile: str, fp: dict, args, seed: int, sho
     meths, secs = baseline_scores(data, fp, tasks) if all((t, models[0]) in fp["probs"] for t in tasks) else ({}, {})
     meths["know2vec"], secs["know2vec"] = know2vec_scores(r, graphs, data, tasks)
     lab = label_scores(data, tasks, label_blind=False)
-    meths["know2vec+labels"] = meths["know2vec"] + 0.5 * lab
+    meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
     secs["know2vec+labels"] = secs["know2vec"]
     truth = data.truth(tasks)
     n_models = len(models)
@@ -563,7 +569,9 @@ def probe_ablation(data: BenchData, profile: str, fp: dict, args, seed: int, sho
         return {}
     tasks = split["tasks"]
     truth, v, ft = data.truth(tasks), data.rows(tasks, data.v), data.rows(tasks, data.ft)
-    leep, _ = baseline_scores(data, fp, tasks)
+    from .baselines import leep
+
+    leep_scores = np.asarray([[leep(fp["probs"][(t, m)], fp["labels"][t]) for m in data.models] for t in tasks])
     lab = label_scores(data, tasks, label_blind=False)
     rows = {}
     for cfg in progress(PROBE_ABLATION[profile], desc="Probe ablation", disable=not show_progress or None):
@@ -572,7 +580,7 @@ def probe_ablation(data: BenchData, profile: str, fp: dict, args, seed: int, sho
         r, graphs, queries, fingerprint = train_on_probes(data, split, spec, args, show_progress=False)
         S, _ = know2vec_scores(r, graphs, data, tasks)
         s = score_method(S, truth, v, ft, seed)
-        two = score_method(two_stage(S, leep["leep"], 3, labels=lab), truth, v, ft, seed)
+        two = score_method(two_stage(S, leep_scores, 3, labels=lab), truth, v, ft, seed)
         name = f"n={cfg['n']}, kinds={'+'.join(cfg['kinds']) if cfg.get('kinds') else 'all'}"
         rows[name] = {"r@1": s["r@1"], "r@3": s["r@3"], "recall@10": _first_stage_recall(S, truth, 10, None),
                       "two-stage-leep@3 r@1": two["r@1"], "queries_per_model": round(float(np.mean(list(
@@ -615,11 +623,9 @@ def run_probe_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work
 
 def _first_stage_recall(vector: np.ndarray, truth: np.ndarray, k: int, labels: np.ndarray | None) -> float | None:
     """Fraction of tasks whose best model is among the first stage's ``k`` candidates."""
-    from .find import first_stage_order
-
     hits = []
     for i in range(len(truth)):
-        order = _order(vector[i], i) if labels is None else first_stage_order(vector[i], labels[i])
+        order = _candidates(vector, labels, i)
         hits.append(bool(set(np.flatnonzero(truth[i] >= truth[i].max() - 1e-9)) & set(order[:k])))
     return round(float(np.mean(hits)), 4) if hits else None
 

@@ -166,12 +166,17 @@ def combine_training_data(*parts: TrainingData) -> TrainingData:
     return TrainingData(graphs, tasks, targets, ids, "+".join(dict.fromkeys(p.mode for p in parts)))
 
 
-def augment_graph(graph: np.ndarray, rng: np.random.Generator, class_dropout: float, noise: float) -> np.ndarray:
-    """An augmented view of a model graph: a random subset of classes (at least 2) plus feature noise."""
-    k = graph.shape[0]
-    keep = np.flatnonzero(rng.random(k) >= class_dropout)
+def _kept_classes(k: int, rng: np.random.Generator, dropout: float) -> np.ndarray:
+    """Indices of the classes an augmented view keeps: each dropped with probability ``dropout``, at least 2."""
+    keep = np.flatnonzero(rng.random(k) >= dropout)
     if len(keep) < 2:
         keep = np.sort(rng.choice(k, size=min(2, k), replace=False))
+    return keep
+
+
+def augment_graph(graph: np.ndarray, rng: np.random.Generator, class_dropout: float, noise: float) -> np.ndarray:
+    """An augmented view of a model graph: a random subset of classes (at least 2) plus feature noise."""
+    keep = _kept_classes(graph.shape[0], rng, class_dropout)
     out = graph[np.ix_(keep, keep)]
     if noise > 0:
         out = out + rng.normal(0, noise * (graph.std() + 1e-6), out.shape).astype(np.float32)
@@ -180,10 +185,7 @@ def augment_graph(graph: np.ndarray, rng: np.random.Generator, class_dropout: fl
 
 def augment_task(means: np.ndarray, rng: np.random.Generator, class_dropout: float, noise: float) -> np.ndarray:
     """An augmented view of a task's class means ``[K, D]``: a random subset of classes (at least 2) plus noise."""
-    keep = np.flatnonzero(rng.random(len(means)) >= class_dropout)
-    if len(keep) < 2:
-        keep = np.sort(rng.choice(len(means), size=min(2, len(means)), replace=False))
-    out = means[keep]
+    out = means[_kept_classes(len(means), rng, class_dropout)]
     if noise > 0:
         out = out + rng.normal(0, noise * (means.std() + 1e-6), out.shape)
     return out.astype(np.float32)
