@@ -13,7 +13,8 @@ What one run does, in order:
 
 Evaluation sets. ``methods``: NNR evaluation tasks (``eval`` tasks of seen models and ``inductive`` tasks of unseen
 models), the best model being the one with the highest measured V.Acc over the whole zoo. ``settings`` splits them
-(``seen``, ``inductive``). ``transfer``: correlation with Ft.Acc on transfer tasks. ``label_blind``: the same with
+(``seen``, ``inductive``), and ``seen_pool`` scores the seen tasks with the trained models as the only candidates,
+the zoo of the paper's Table 1 (where no model is new to the retriever). ``transfer``: correlation with Ft.Acc on transfer tasks. ``label_blind``: the same with
 the tasks' label names replaced by ``class_0..``. ``unseen_domains``: whole source domains kept out of retriever
 training and out of the probe set. Ties in a method's scores are broken by a fixed random permutation per task
 (never by model name), so a constant method scores like ``random``.
@@ -42,6 +43,11 @@ from .utils import logger, progress
 PROFILE_STEPS = {"tiny": 200, "bench": 800}
 ADAPT_STEPS = {"tiny": 60, "bench": 200}
 HELD_OUT_DOMAINS = {"tiny": ("textures",), "bench": ("emoji", "textures")}
+SETTING_NOTES = {
+    "seen": " (eval tasks of models the retriever trained on; candidates: every model)",
+    "inductive": " (tasks of models the retriever never saw; candidates: every model)",
+    "seen_pool": " (eval tasks of trained models; candidates: the trained models only, the paper's Table 1)",
+}
 ACCESS = {
     "know2vec": "black-box", "know2vec+labels": "black-box", "know2vec-ssl": "black-box",
     "know2vec-adapted": "black-box", "know2vec+leep@3": "black-box (predictions on 3 models)",
@@ -126,6 +132,13 @@ class BenchData:
     def rows(self, task_ids, mat):
         """Rows of a ``[all tasks, models]`` matrix."""
         return mat[[self.row[t] for t in task_ids]]
+
+    def supervised(self, graphs: dict, model_ids, task_ids):
+        """Supervised training data: ``task_ids`` against ``model_ids`` with their measured ground truth."""
+        from .train import supervised_data
+
+        rows = [self.truth([t])[0][[self.col[m] for m in model_ids]] for t in task_ids]
+        return supervised_data([graphs[m] for m in model_ids], model_ids, [self.means[t] for t in task_ids], rows)
 
     def knowledge(self, retriever, *, probe=None, view="full"):
         """Records and graphs of every model for a probe set and view (queries cached on disk)."""
@@ -275,15 +288,26 @@ def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray 
 
 
 # ------------------------------------------------------------------ the run
+def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int) -> tuple[dict, dict]:
+    """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape)."""
+    meths, secs = dict(meths), dict(secs)
+    meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
+    secs["know2vec+labels"] = secs["know2vec"]
+    meths["know2vec+leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3)
+    meths["two-stage-leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3, labels=lab)
+    for name in ("know2vec+leep@3", "two-stage-leep@3"):
+        secs[name] = secs["know2vec"] + secs["leep"] * 3 / n_models
+    return meths, secs
+
+
 def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=None, label_blind: bool = True,
               steps: int | None = None, seed: int = 0, show_progress: bool = True, command: str = "",
-              ablation: bool = False) -> tuple:
+              ablation: bool = False, seeds: int = 1) -> tuple:
     """Run the benchmark; return ``(results, {"json": path, "markdown": path, "picture": path})``."""
     from .index import build_index
     from .pipeline import k2v_home, new_retriever
     from .plots import plot_embedding_space
-    from .train import (TrainingArguments, combine_training_data, self_supervised_data, supervised_data,
-                        train_retriever)
+    from .train import TrainingArguments, combine_training_data, self_supervised_data, train_retriever
     from .zoo.build import build_zoo
 
     t_start = time.perf_counter()
@@ -312,17 +336,13 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     indexer, records, graphs, queries = data.knowledge(base)
     args = TrainingArguments(steps=steps, seed=seed)
 
-    def sup_data(model_ids, tasks, grs):
-        rows = [data.truth([t])[0][[data.col[m] for m in model_ids]] for t in tasks]
-        return supervised_data([grs[m] for m in model_ids], model_ids, [data.means[t] for t in tasks], rows)
-
     def fresh(**kw):
         return new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, seed=seed, **kw)
 
     # --- supervised retriever (the main method), trained on seen models' train tasks
     retriever = fresh()
     t0 = time.perf_counter()
-    train_info = train_retriever(retriever, sup_data(seen, train_tasks, graphs), args, show_progress=show_progress)
+    train_info = train_retriever(retriever, data.supervised(graphs, seen, train_tasks), args, show_progress=show_progress)
     train_s = time.perf_counter() - t0
     retriever.save_pretrained(work / "retriever")
     # --- self-supervised only (from the index alone), and supervised + self-supervised adaptation
@@ -335,7 +355,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     train_retriever(ssl_retriever, ssl, args, show_progress=show_progress)
     adapted = fresh()
     adapted.load_state_dict(retriever.state_dict())
-    train_retriever(adapted, combine_training_data(sup_data(seen, train_tasks, graphs), ssl),
+    train_retriever(adapted, combine_training_data(data.supervised(graphs, seen, train_tasks), ssl),
                     replace(args, steps=ADAPT_STEPS[profile], lr=5e-4), show_progress=show_progress)
 
     # --- the product path: index + find_model timings on real task folders
@@ -366,32 +386,37 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
                           "eval_tasks_inductive": len(eval_ind), "transfer_tasks": len(transfer_eval),
                           "sources": len(zoo.manifest.get("sources", []))}}
 
-    def all_methods(task_ids, *, blind=False):
+    def base_methods(task_ids, *, blind=False):
         meths, secs = baseline_scores(data, fp, task_ids, label_blind=blind)
-        lab = label_scores(data, task_ids, label_blind=blind)
         for name, r in (("know2vec", retriever), ("know2vec-ssl", ssl_retriever), ("know2vec-adapted", adapted)):
             meths[name], secs[name] = know2vec_scores(r, graphs, data, task_ids)
-        meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
-        secs["know2vec+labels"] = secs["know2vec"]
-        meths["know2vec+leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3)
-        meths["two-stage-leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3, labels=lab)
-        for name in ("know2vec+leep@3", "two-stage-leep@3"):
-            secs[name] = secs["know2vec"] + secs["leep"] * 3 / len(models)
-        return meths, secs
+        return meths, secs, label_scores(data, task_ids, label_blind=blind)
 
-    def table(task_ids, meths, secs):
+    def all_methods(task_ids, *, blind=False):
+        return with_hybrids(*base_methods(task_ids, blind=blind), n_models=len(models))
+
+    def table(task_ids, meths, secs, columns=None):
         truth = data.truth(task_ids)
         v, ft = data.rows(task_ids, data.v), data.rows(task_ids, data.ft)
+        if columns is not None:
+            truth, v, ft = truth[:, columns], v[:, columns], ft[:, columns]
         return {name: {**score_method(S, truth, v, ft, seed), "search_s": round(secs[name], 5),
                        "access": ACCESS.get(name, "")} for name, S in meths.items()}
 
-    meths, secs = all_methods(eval_all)
+    base, base_secs, lab = base_methods(eval_all)
+    meths, secs = with_hybrids(base, base_secs, lab, n_models=len(models))
     results["methods"] = table(eval_all, meths, secs)
     results["settings"] = {}
     for name, ids in (("seen", eval_seen), ("inductive", eval_ind)):
         if ids:
             sub = [eval_all.index(t) for t in ids]
             results["settings"][name] = table(ids, {k: v[sub] for k, v in meths.items()}, secs)
+    if eval_seen:
+        # the paper's Table 1: the candidates are the models the retriever was trained on
+        sub, cols = [eval_all.index(t) for t in eval_seen], [data.col[m] for m in seen]
+        pool = with_hybrids({k: v[sub][:, cols] for k, v in base.items()}, base_secs, lab[sub][:, cols],
+                            n_models=len(models))
+        results["settings"]["seen_pool"] = table(eval_seen, *pool, columns=cols)
     tm, ts = all_methods(transfer_eval)
     results["transfer"] = {name: correlations(S, data.rows(transfer_eval, data.ft)) for name, S in tm.items()}
     if label_blind:
@@ -413,7 +438,11 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
 
     if ablation:
         results["ablation"] = run_ablation(data, graphs, seen, train_tasks, eval_all, spec, fingerprint, args,
-                                           show_progress)
+                                           show_progress, seen_tasks=eval_seen)
+    if seeds > 1:
+        results["seed_spread"] = seed_spread(data, graphs, seen, train_tasks, eval_all, eval_seen, eval_ind, spec,
+                                             fingerprint, args, list(range(seed, seed + seeds)), show_progress,
+                                             trained={seed: retriever})
 
     # --- timing
     logme_per_task = secs["logme"]
@@ -450,14 +479,16 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
 
 
 def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, fingerprint, args,
-                 show_progress) -> dict:
-    """Table 3-4 of the paper: encoder variants (LSTM / concat / average) and losses (without L_MKC, contrastive)."""
-    from .pipeline import new_retriever
-    from .train import supervised_data, train_retriever
+                 show_progress, *, seen_tasks=()) -> dict:
+    """Table 3-4 of the paper: encoder variants (LSTM / concat / average) and losses (without L_MKC, contrastive).
 
-    rows = [data.truth([t])[0][[data.col[m] for m in seen]] for t in train_tasks]
-    train = supervised_data([graphs[m] for m in seen], seen, [data.means[t] for t in train_tasks], rows)
-    truth, v, ft = data.truth(eval_tasks), data.rows(eval_tasks, data.v), data.rows(eval_tasks, data.ft)
+    Each variant reports R@1/R@3 over ``eval_tasks`` (all candidates) and over ``seen_tasks`` with the trained models
+    as candidates (the paper's setting, keys ``seen_pool_r@1``/``seen_pool_r@3``).
+    """
+    from .pipeline import new_retriever
+    from .train import train_retriever
+
+    train = data.supervised(graphs, seen, train_tasks)
     variants = [(me, qe, args) for me in ("lstm", "concat", "average") for qe in ("lstm", "concat", "average")]
     variants += [("lstm", "lstm", replace(args, use_mkc=False)), ("lstm", "lstm", replace(args, sal="contrastive"))]
     out = {}
@@ -465,11 +496,59 @@ def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, f
         r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, model_encoder=me,
                           query_encoder=qe, seed=data.seed)
         train_retriever(r, train, a, show_progress=False)
-        S, _ = know2vec_scores(r, graphs, data, eval_tasks)
         name = f"M_EXT={me}, Q_EXT={qe}" + ("" if a.use_mkc else ", without L_MKC") + \
             (", L_SAL contrastive" if a.sal == "contrastive" else "")
-        out[name] = {k: score_method(S, truth, v, ft, data.seed)[k] for k in ("r@1", "r@3")}
+        out[name] = retriever_recall(r, graphs, data, eval_tasks, seen, seen_tasks)
     return out
+
+
+def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_tasks=(), ind_tasks=()) -> dict:
+    """R@1/R@3 of a retriever's vectors on ``eval_tasks``, and on its ``seen_tasks`` / ``ind_tasks`` subsets.
+
+    ``seen_pool_*``: the seen tasks with only the ``seen`` (trained) models as candidates, the paper's setting.
+    """
+    S, _ = know2vec_scores(retriever, graphs, data, eval_tasks)
+
+    def recall(tasks, cols=None):
+        sub = [eval_tasks.index(t) for t in tasks]
+        cols = list(range(S.shape[1])) if cols is None else cols
+        return score_method(S[sub][:, cols], data.truth(tasks)[:, cols], data.rows(tasks, data.v)[:, cols],
+                            data.rows(tasks, data.ft)[:, cols], data.seed)
+
+    s = recall(eval_tasks)
+    out = {"r@1": s["r@1"], "r@3": s["r@3"]}
+    if seen_tasks:
+        p = recall(seen_tasks, [data.col[m] for m in seen])
+        out.update({"seen_pool_r@1": p["r@1"], "seen_pool_r@3": p["r@3"], "seen_r@1": recall(seen_tasks)["r@1"]})
+    if ind_tasks:
+        out["inductive_r@1"] = recall(ind_tasks)["r@1"]
+    return out
+
+
+def seed_spread(data: BenchData, graphs, seen, train_tasks, eval_tasks, seen_tasks, ind_tasks, spec, fingerprint,
+                args, seeds, show_progress, *, trained=None) -> dict:
+    """The main retriever retrained with each seed: how much its recall moves from run to run.
+
+    ``trained``: retrievers already trained with ``args`` per seed (the bench's main one), reused as they are.
+    """
+    from .pipeline import new_retriever
+    from .train import train_retriever
+
+    train = data.supervised(graphs, seen, train_tasks)
+    per_seed = {}
+    for s in progress(seeds, desc="Seeds", disable=not show_progress or None):
+        r = (trained or {}).get(s)
+        if r is None:
+            r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, seed=s)
+            train_retriever(r, train, replace(args, seed=s), show_progress=False)
+        per_seed[str(s)] = retriever_recall(r, graphs, data, eval_tasks, seen, seen_tasks, ind_tasks)
+    summary = {}
+    for key in ("seen_pool_r@1", "seen_r@1", "inductive_r@1", "r@1"):
+        vals = [row[key] for row in per_seed.values() if key in row]
+        if vals:
+            summary[key] = {"mean": round(float(np.mean(vals)), 4), "std": round(float(np.std(vals)), 4),
+                            "min": min(vals), "max": max(vals)}
+    return {"per_seed": per_seed, "summary": summary}
 
 
 def held_out_split(data: BenchData, profile: str) -> dict | None:
@@ -495,15 +574,13 @@ def train_on_probes(data: BenchData, split: dict, probe: dict, args, show_progre
     queries per model, probe fingerprint)``."""
     from .knowledge import load_probe_set
     from .pipeline import new_retriever
-    from .train import supervised_data, train_retriever
+    from .train import train_retriever
 
     _, fingerprint, spec = load_probe_set(probe)
     r = new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, seed=args.seed)
     _, _, graphs, queries = data.knowledge(r, probe=spec)
     models, tasks = split["train_models"], split["train_tasks"]
-    rows = [data.truth([t])[0][[data.col[m] for m in models]] for t in tasks]
-    train_retriever(r, supervised_data([graphs[m] for m in models], models, [data.means[t] for t in tasks], rows),
-                    args, show_progress=show_progress)
+    train_retriever(r, data.supervised(graphs, models, tasks), args, show_progress=show_progress)
     return r, graphs, queries, fingerprint
 
 
@@ -647,7 +724,8 @@ def to_markdown(r: dict) -> str:
            f"{c['transfer_tasks']} transfer tasks.", "", "## Table 1: NNR evaluation tasks", ""]
     out += tab(r["methods"])
     for name, methods in r.get("settings", {}).items():
-        out += ["", f"### Setting: {name}", ""] + tab(methods, ["r@1", "r@3", "rel@1", "tau_w"])
+        out += ["", f"### Setting: {name}{SETTING_NOTES.get(name, '')}", ""] + tab(methods, ["r@1", "r@3", "rel@1",
+                                                                                           "tau_w"])
     out += ["", "## Table 2: transfer tasks (correlation with Ft.Acc)", "", "| method | pearson | spearman | tau_w |",
             "|---|---|---|---|"]
     for name, row in sorted(r["transfer"].items(), key=lambda kv: -kv[1]["tau_w"]):
@@ -667,8 +745,18 @@ def to_markdown(r: dict) -> str:
         out += tab(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search", "queries_per_search",
                                   "seconds_per_search"])
     if r.get("ablation"):
-        out += ["", "## Ablation (NNR eval tasks)", "", "| variant | r@1 | r@3 |", "|---|---|---|"]
-        out += [f"| {k} | {v['r@1']} | {v['r@3']} |" for k, v in r["ablation"].items()]
+        keys = ["r@1", "r@3", "seen_pool_r@1", "seen_pool_r@3"]
+        out += ["", "## Ablation (NNR eval tasks: all candidates; seen_pool: seen tasks, trained models as candidates)",
+                "", "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        out += [f"| {k} | " + " | ".join(str(v.get(c, "")) for c in keys) + " |" for k, v in r["ablation"].items()]
+    if r.get("seed_spread"):
+        keys = list(r["seed_spread"]["summary"])
+        out += ["", "## Seed spread (the main retriever retrained with each seed)", "",
+                "| seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        out += [f"| {sd} | " + " | ".join(str(row.get(c, "")) for c in keys) + " |"
+                for sd, row in r["seed_spread"]["per_seed"].items()]
+        out.append("| mean ± std | " + " | ".join(f"{v['mean']} ± {v['std']}"
+                                                  for v in r["seed_spread"]["summary"].values()) + " |")
     out += ["", "## Timing", "", "| what | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in r["timing"].items()]
     return "\n".join(out) + "\n"

@@ -410,9 +410,11 @@ def push_card_cmd(model_id, index, create_pr, revision, token, fmt, as_json, qui
               "retrieval and queries per model); writes <profile>-probes.json and .md.")
 @click.option("--steps", type=int, default=None, help="Retriever training steps (default per profile).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also retrain the main retriever with seeds SEED..SEED+N-1 and report the spread of its recall.")
 @common_options
-def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, steps, seed, token, fmt, as_json, quiet,
-          verbose):
+def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, steps, seed, seeds, token, fmt, as_json,
+          quiet, verbose):
     """Benchmark."""
     out = Output(fmt, as_json, quiet, verbose)
     from .bench import run_bench, run_probe_bench, run_scale_bench
@@ -432,8 +434,8 @@ def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, step
         return
 
     results, paths = run_bench(profile, out_dir=out_dir, work_dir=work_dir, label_blind=label_blind, steps=steps,
-                               ablation=ablation,
-                               seed=seed, show_progress=out.progress, command=command)
+                               ablation=ablation, seeds=seeds, seed=seed, show_progress=out.progress,
+                               command=command)
     out.result(results, f"{paths['markdown'].read_text()}\nResults: {paths['json']}")
 
 
