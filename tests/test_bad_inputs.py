@@ -21,7 +21,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from k2v_hub.errors import DatasetError, K2VError, UsageError
@@ -35,12 +34,7 @@ N_MODELS = 4
 # --------------------------------------------------------------------------- a small, fast index
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

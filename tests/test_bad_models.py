@@ -23,12 +23,7 @@ C, STEPS, N_PROBES = 4, 3, 48
 PROBE = {"source": "builtin", "n": N_PROBES, "size": 32, "seed": 0, "kinds": ["shapes", "textures"]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- building broken repos
