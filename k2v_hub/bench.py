@@ -123,6 +123,8 @@ class BenchData:
         self.ft = self.zoo.scores(self.task_ids, self.models, "ft_acc")
         self.row = {t: i for i, t in enumerate(self.task_ids)}
         self.col = {m: j for j, m in enumerate(self.models)}
+        self.labels = {m: list(json.loads((self.zoo.root / m / "config.json").read_text())["id2label"].values())
+                       for m in self.models}
 
     def truth(self, task_ids) -> np.ndarray:
         """Per task, the accuracy that defines its best model (V.Acc for NNR, Ft.Acc for transfer)."""
@@ -221,14 +223,12 @@ def baseline_scores(data: BenchData, fp: dict, task_ids, *, label_blind: bool = 
     sizes = B.size_scores({mid: B.param_count_from_safetensors(data.zoo.root / mid / "model.safetensors")
                            for mid in data.models})
     cards = {mid: read_card_metadata(data.zoo.root / mid / "README.md").get("datasets") or [] for mid in data.models}
-    labels = {mid: list(json.loads((data.zoo.root / mid / "config.json").read_text())["id2label"].values())
-              for mid in data.models}
     rows = {"random": [], "popularity": [], "size": [], "label_match": [], "card_dataset": []}
     for i, t in enumerate(task_ids):
         task = data.zoo.task(t)
         names = [f"class_{k}" for k in range(len(task["class_names"]))] if label_blind else task["class_names"]
         rnd = B.random_scores(data.models, data.seed + i)
-        lm = B.label_match_scores(names, labels)
+        lm = B.label_match_scores(names, data.labels)
         cd = B.card_dataset_scores(f"{data.zoo.org}/{task['source']}", cards)
         for key, d in (("random", rnd), ("popularity", pop), ("size", sizes), ("label_match", lm),
                        ("card_dataset", cd)):
@@ -242,14 +242,12 @@ def label_scores(data: BenchData, task_ids, *, label_blind: bool) -> np.ndarray:
     """Label-name overlap ``[tasks, models]`` (zero everywhere in label-blind mode)."""
     from .baselines import label_match_scores
 
-    labels = {mid: list(json.loads((data.zoo.root / mid / "config.json").read_text())["id2label"].values())
-              for mid in data.models}
     out = []
     for t in task_ids:
         names = data.zoo.task(t)["class_names"]
         if label_blind:
             names = [f"class_{k}" for k in range(len(names))]
-        d = label_match_scores(names, labels)
+        d = label_match_scores(names, data.labels)
         out.append([d[m] for m in data.models])
     return np.asarray(out)
 
