@@ -22,12 +22,10 @@ TINY_STEPS = 60
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models: one intra-op torch thread is faster, and much faster on 2 shared, loaded cores."""
-    import torch
+    from fakes import one_torch_thread
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,38 @@
-"""Fast fakes shared by the bad-input and bad-index tests: real index files, black boxes faked.
+"""Fast fakes shared by the bad-input and bad-index tests (real index files, black boxes faked), and index readers.
 
 The black boxes are linear classifiers over pixels, so an index of a few models builds in well under a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from k2v_hub.index import DATA_FILE
 from k2v_hub.oracle import Oracle
 
 FEATURE_SPACE = "pixels-8"
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch single-threaded for a while: on 2 shared cores, 2 intra-op threads are several times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def rows_of(index_dir: Path) -> dict[str, dict]:
+    """An index's rows by model id, read straight from its parquet file."""
+    return {r["model_id"]: r for r in pq.read_table(index_dir / DATA_FILE).to_pylist()}
 
 
 class LinearOracle(Oracle):

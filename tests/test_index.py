@@ -6,7 +6,6 @@ counted with a private knowledge cache, so "0 queries" means no model was asked 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
@@ -33,6 +32,8 @@ from k2v_hub.index import (
 from k2v_hub.knowledge import KnowledgeRecord
 from k2v_hub.zoo.data import ZooData
 
+from fakes import one_torch_thread, rows_of  # noqa: E402
+
 STRING, INT = "string", "int64"
 PROMISED_COLUMNS = {  # name -> arrow type check
     "model_id": STRING, "revision": STRING, "labels": "list of strings", "embedding": "float32 vector",
@@ -52,19 +53,6 @@ def _arrow_type_is(t, kind: str) -> bool:
     if kind == "list of strings":
         return is_list and _arrow_type_is(t.value_type, STRING)
     return is_list and pa.types.is_float32(t.value_type)
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """torch single-threaded for a while: on 2 shared cores, 2 intra-op threads are several times slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 class NoQuerySource(LocalSource):
@@ -100,10 +88,6 @@ def zoo_copy(tiny_zoo, tmp_path) -> tuple[Path, str, list[str]]:
     if (tiny_zoo / "popularity.json").is_file():
         shutil.copy(tiny_zoo / "popularity.json", root / "popularity.json")
     return root, zoo.org, zoo.model_ids
-
-
-def rows_of(index_dir: Path) -> dict[str, dict]:
-    return {r["model_id"]: r for r in pq.read_table(index_dir / DATA_FILE).to_pylist()}
 
 
 def assert_untouched(old: dict, new: dict):

@@ -7,7 +7,6 @@ models with the same embeddings (to 1e-5).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -15,31 +14,15 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from k2v_hub.hub import LocalSource
-from k2v_hub.index import DATA_FILE, META_FILE, ROWS_DIR, build_index, load_index
+from k2v_hub.index import META_FILE, ROWS_DIR, build_index, load_index
 from k2v_hub.zoo.data import ZooData
 
+from fakes import one_torch_thread, rows_of  # noqa: E402
+
 TIMEOUT = 420
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """torch single-threaded for a while: on 2 shared cores, 2 intra-op threads are several times slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def rows_of(index_dir: Path) -> dict[str, dict]:
-    return {r["model_id"]: r for r in pq.read_table(index_dir / DATA_FILE).to_pylist()}
 
 
 def assert_same_index(got_dir: Path, ref_dir: Path):
