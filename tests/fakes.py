@@ -1,4 +1,5 @@
-"""Fast fakes shared by the bad-input and bad-index tests (real index files, black boxes faked), and index readers.
+"""Fast fakes shared by the bad-input and bad-index tests (real index files, black boxes faked), and small helpers
+shared by several test modules (index rows, one torch thread, a fresh k2v-hub cache, ranking comparison).
 
 The black boxes are linear classifiers over pixels, so an index of a few models builds in well under a second.
 """
@@ -79,3 +80,23 @@ def build_fast_index(root: Path, n_models: int = 4):
     (root / "index").mkdir()
     write_index(root / "index", rows, settings)
     return root / "index", root / "retriever", settings, rows
+
+
+def fresh_k2v_home(base: Path, session_home: Path) -> Path:
+    """An empty k2v-hub cache (no knowledge records) that shares only the converted default backbone."""
+    base.mkdir(parents=True, exist_ok=True)
+    backbones = session_home / "backbones"
+    if backbones.is_dir():
+        (base / "backbones").symlink_to(backbones, target_is_directory=True)
+    return base
+
+
+def assert_same_ranking(answer: list[dict], local, tol: float = 1e-3) -> None:
+    """The Hub answer ranks the same models with the same scores as the local one. Scores may differ by float
+    noise (another process, another thread count); models whose scores are that close may swap places."""
+    local_scores = {m.model_id: m.score for m in local}
+    assert sorted(m["model_id"] for m in answer) == sorted(local_scores)
+    for m in answer:
+        assert abs(m["score"] - local_scores[m["model_id"]]) < tol, (m["model_id"], m["score"])
+    order = [local_scores[m["model_id"]] for m in answer]
+    assert all(a >= b - 2 * tol for a, b in zip(order, order[1:])), order

@@ -16,6 +16,8 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
+from fakes import assert_same_ranking, fresh_k2v_home  # noqa: E402
+
 TOKEN = "hf_faultsToken_abcdef0123456789"
 SECTION_START = "<!-- k2v-hub:start -->"
 FAULTS = {"error_rate": 0.2, "drop_rate": 0.05, "statuses": (429, 500, 502, 503)}
@@ -54,24 +56,6 @@ def _kind(path: str) -> str:
     if path.startswith("/api/models") or path.startswith("/api/datasets"):
         return "list" if path.count("/") <= 2 else "repo_info"
     return path
-
-
-def fresh_k2v_home(base: Path, session_home: Path) -> Path:
-    base.mkdir(parents=True, exist_ok=True)
-    if (session_home / "backbones").is_dir():
-        (base / "backbones").symlink_to(session_home / "backbones", target_is_directory=True)
-    return base
-
-
-def assert_same_ranking(answer: list[dict], local, tol: float = 1e-3) -> None:
-    """The Hub answer ranks the same models with the same scores as the local one. Scores may differ by float
-    noise (another process, another thread count); models whose scores are that close may swap places."""
-    local_scores = {m.model_id: m.score for m in local}
-    assert sorted(m["model_id"] for m in answer) == sorted(local_scores)
-    for m in answer:
-        assert abs(m["score"] - local_scores[m["model_id"]]) < tol, (m["model_id"], m["score"])
-    order = [local_scores[m["model_id"]] for m in answer]
-    assert all(a >= b - 2 * tol for a, b in zip(order, order[1:])), order
 
 
 @pytest.fixture(scope="module")

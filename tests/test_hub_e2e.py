@@ -18,6 +18,8 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
+from fakes import assert_same_ranking, fresh_k2v_home  # noqa: E402
+
 TOKEN = "hf_e2eSecretToken_0123456789abcdef"
 INDEX_REPO_NAME = "k2v-index"
 SECTION_START = "<!-- k2v-hub:start -->"
@@ -50,26 +52,6 @@ def k2v(*args, env: dict, check: bool = True, timeout: float = 600) -> subproces
         raise AssertionError(f"k2v-hub {' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}")
     return proc
-
-
-def fresh_k2v_home(base: Path, session_home: Path) -> Path:
-    """An empty k2v-hub cache (no knowledge records) that shares only the converted default backbone."""
-    base.mkdir(parents=True, exist_ok=True)
-    backbones = session_home / "backbones"
-    if backbones.is_dir():
-        (base / "backbones").symlink_to(backbones, target_is_directory=True)
-    return base
-
-
-def assert_same_ranking(answer: list[dict], local, tol: float = 1e-3) -> None:
-    """The Hub answer ranks the same models with the same scores as the local one. Scores may differ by float
-    noise (another process, another thread count); models whose scores are that close may swap places."""
-    local_scores = {m.model_id: m.score for m in local}
-    assert sorted(m["model_id"] for m in answer) == sorted(local_scores)
-    for m in answer:
-        assert abs(m["score"] - local_scores[m["model_id"]]) < tol, (m["model_id"], m["score"])
-    order = [local_scores[m["model_id"]] for m in answer]
-    assert all(a >= b - 2 * tol for a, b in zip(order, order[1:])), order
 
 
 @pytest.fixture(scope="module")
