@@ -60,7 +60,8 @@ class TrainingArguments:
             spread a different sample of the same classes gives).
         models_per_step: model graphs encoded per step (the batch's positives plus random others, which serve as
             negatives); bounds the cost of a step on large zoos. ``0`` = all models every step.
-        seed: everything is deterministic given it.
+        seed: everything is deterministic given it, on one machine with the same torch thread count (features
+            computed with another thread count differ in their last bits, which can change the trained retriever).
         cpu: force CPU even when a GPU is present.
         threads: torch CPU threads while training (the encoders are small LSTMs: one thread is fastest, and it
             keeps N processes on N cores from oversubscribing). ``0`` leaves torch's setting alone.
