@@ -14,10 +14,11 @@ What one run does, in order:
 Evaluation sets. ``methods``: NNR evaluation tasks (``eval`` tasks of seen models and ``inductive`` tasks of unseen
 models), the best model being the one with the highest measured V.Acc over the whole zoo. ``settings`` splits them
 (``seen``, ``inductive``), and ``seen_pool`` scores the seen tasks with the trained models as the only candidates,
-the zoo of the paper's Table 1 (where no model is new to the retriever). ``transfer``: correlation with Ft.Acc on transfer tasks. ``label_blind``: the same with
-the tasks' label names replaced by ``class_0..``. ``unseen_domains``: whole source domains kept out of retriever
-training and out of the probe set. Ties in a method's scores are broken by a fixed random permutation per task
-(never by model name), so a constant method scores like ``random``.
+the zoo of the paper's Table 1 (where no model is new to the retriever). ``transfer``: correlation with Ft.Acc on
+transfer tasks. ``label_blind``: the same with the tasks' label names replaced by ``class_0..``.
+``unseen_domains``: whole source domains kept out of retriever training and out of the probe set. Ties in a method's
+scores are broken by a fixed random permutation per task (never by model name), so a constant method scores like
+``random``.
 
 Timing. ``find_model_s``: median of 8 whole ``find_model`` calls in one process (load, features, encode, search; the
 backbone stays in memory after the first call, as in a notebook or a service). ``brute_force_logme_s``: per search,
@@ -86,6 +87,15 @@ def score_method(S: np.ndarray, truth: np.ndarray, v_acc: np.ndarray, ft_acc: np
         s = np.nan_to_num(S[i], nan=-1e9) + 1e-9 * np.random.default_rng(seed + i).random(len(S[i]))
         out["tau_w"].append(float(weighted_kendall_tau(s, truth[i])))
     return {k: round(float(np.mean(v)), 4) if v else None for k, v in out.items()}
+
+
+def score_pool(data: "BenchData", S: np.ndarray, task_ids, columns=None, seed: int = 0) -> dict:
+    """:func:`score_method` of ``S [tasks, models]`` against ``task_ids``' truth, the candidates being the model
+    ``columns`` (default: every model)."""
+    truth, v, ft = data.truth(task_ids), data.rows(task_ids, data.v), data.rows(task_ids, data.ft)
+    if columns is not None:
+        truth, v, ft = truth[:, columns], v[:, columns], ft[:, columns]
+    return score_method(S, truth, v, ft, seed)
 
 
 def correlations(S: np.ndarray, truth: np.ndarray) -> dict:
@@ -286,15 +296,20 @@ def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray 
 
 
 # ------------------------------------------------------------------ the run
-def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int) -> tuple[dict, dict]:
-    """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape)."""
+def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=(3,)) -> tuple[dict, dict]:
+    """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape).
+
+    The LEEP hybrids (``know2vec+leep@k``: vector candidates; ``two-stage-leep@k``: `find_model`'s candidates) need
+    a ``leep`` matrix; each is charged ``k`` of the ``n_models`` forward passes.
+    """
     meths, secs = dict(meths), dict(secs)
     meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
     secs["know2vec+labels"] = secs["know2vec"]
-    meths["know2vec+leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3)
-    meths["two-stage-leep@3"] = two_stage(meths["know2vec"], meths["leep"], 3, labels=lab)
-    for name in ("know2vec+leep@3", "two-stage-leep@3"):
-        secs[name] = secs["know2vec"] + secs["leep"] * 3 / n_models
+    for k in ks if "leep" in meths else ():
+        meths[f"know2vec+leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k)
+        meths[f"two-stage-leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k, labels=lab)
+        for name in (f"know2vec+leep@{k}", f"two-stage-leep@{k}"):
+            secs[name] = secs["know2vec"] + secs["leep"] * k / n_models
     return meths, secs
 
 
@@ -338,9 +353,10 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         return new_retriever(data.extractor, probe_spec=spec, probe_fingerprint=fingerprint, seed=seed, **kw)
 
     # --- supervised retriever (the main method), trained on seen models' train tasks
+    supervised = data.supervised(graphs, seen, train_tasks)
     retriever = fresh()
     t0 = time.perf_counter()
-    train_info = train_retriever(retriever, data.supervised(graphs, seen, train_tasks), args, show_progress=show_progress)
+    train_info = train_retriever(retriever, supervised, args, show_progress=show_progress)
     train_s = time.perf_counter() - t0
     retriever.save_pretrained(work / "retriever")
     # --- self-supervised only (from the index alone), and supervised + self-supervised adaptation
@@ -353,7 +369,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     train_retriever(ssl_retriever, ssl, args, show_progress=show_progress)
     adapted = fresh()
     adapted.load_state_dict(retriever.state_dict())
-    train_retriever(adapted, combine_training_data(data.supervised(graphs, seen, train_tasks), ssl),
+    train_retriever(adapted, combine_training_data(supervised, ssl),
                     replace(args, steps=ADAPT_STEPS[profile], lr=5e-4), show_progress=show_progress)
 
     # --- the product path: index + find_model timings on real task folders
@@ -394,11 +410,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         return with_hybrids(*base_methods(task_ids, blind=blind), n_models=len(models))
 
     def table(task_ids, meths, secs, columns=None):
-        truth = data.truth(task_ids)
-        v, ft = data.rows(task_ids, data.v), data.rows(task_ids, data.ft)
-        if columns is not None:
-            truth, v, ft = truth[:, columns], v[:, columns], ft[:, columns]
-        return {name: {**score_method(S, truth, v, ft, seed), "search_s": round(secs[name], 5),
+        return {name: {**score_pool(data, S, task_ids, columns, seed), "search_s": round(secs[name], 5),
                        "access": ACCESS.get(name, "")} for name, S in meths.items()}
 
     base, base_secs, lab = base_methods(eval_all)
@@ -435,10 +447,10 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     results["unseen_domains"] = unseen_domains(data, profile, fp, args, seed, show_progress)
 
     if ablation:
-        results["ablation"] = run_ablation(data, graphs, seen, train_tasks, eval_all, spec, fingerprint, args,
+        results["ablation"] = run_ablation(data, graphs, seen, supervised, eval_all, spec, fingerprint, args,
                                            show_progress, seen_tasks=eval_seen)
     if seeds > 1:
-        results["seed_spread"] = seed_spread(data, graphs, seen, train_tasks, eval_all, eval_seen, eval_ind, spec,
+        results["seed_spread"] = seed_spread(data, graphs, seen, supervised, eval_all, eval_seen, eval_ind, spec,
                                              fingerprint, args, list(range(seed, seed + seeds)), show_progress,
                                              trained={seed: retriever})
 
@@ -476,7 +488,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     return results, paths
 
 
-def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, fingerprint, args,
+def run_ablation(data: BenchData, graphs, seen, train, eval_tasks, spec, fingerprint, args,
                  show_progress, *, seen_tasks=()) -> dict:
     """Table 3-4 of the paper: encoder variants (LSTM / concat / average) and losses (without L_MKC, contrastive).
 
@@ -486,7 +498,6 @@ def run_ablation(data: BenchData, graphs, seen, train_tasks, eval_tasks, spec, f
     from .pipeline import new_retriever
     from .train import train_retriever
 
-    train = data.supervised(graphs, seen, train_tasks)
     variants = [(me, qe, args) for me in ("lstm", "concat", "average") for qe in ("lstm", "concat", "average")]
     variants += [("lstm", "lstm", replace(args, use_mkc=False)), ("lstm", "lstm", replace(args, sal="contrastive"))]
     out = {}
@@ -508,10 +519,8 @@ def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_
     S, _ = know2vec_scores(retriever, graphs, data, eval_tasks)
 
     def recall(tasks, cols=None):
-        sub = [eval_tasks.index(t) for t in tasks]
-        cols = list(range(S.shape[1])) if cols is None else cols
-        return score_method(S[sub][:, cols], data.truth(tasks)[:, cols], data.rows(tasks, data.v)[:, cols],
-                            data.rows(tasks, data.ft)[:, cols], data.seed)
+        sub = S[[eval_tasks.index(t) for t in tasks]]
+        return score_pool(data, sub if cols is None else sub[:, cols], tasks, cols, data.seed)
 
     s = recall(eval_tasks)
     out = {"r@1": s["r@1"], "r@3": s["r@3"]}
@@ -523,7 +532,7 @@ def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_
     return out
 
 
-def seed_spread(data: BenchData, graphs, seen, train_tasks, eval_tasks, seen_tasks, ind_tasks, spec, fingerprint,
+def seed_spread(data: BenchData, graphs, seen, train, eval_tasks, seen_tasks, ind_tasks, spec, fingerprint,
                 args, seeds, show_progress, *, trained=None) -> dict:
     """The main retriever retrained with each seed: how much its recall moves from run to run.
 
@@ -532,7 +541,6 @@ def seed_spread(data: BenchData, graphs, seen, train_tasks, eval_tasks, seen_tas
     from .pipeline import new_retriever
     from .train import train_retriever
 
-    train = data.supervised(graphs, seen, train_tasks)
     per_seed = {}
     for s in progress(seeds, desc="Seeds", disable=not show_progress or None):
         r = (trained or {}).get(s)
@@ -593,17 +601,11 @@ def unseen_domains(data: BenchData, profile: str, fp: dict, args, seed: int, sho
     meths, secs = baseline_scores(data, fp, tasks) if all((t, models[0]) in fp["probs"] for t in tasks) else ({}, {})
     meths["know2vec"], secs["know2vec"] = know2vec_scores(r, graphs, data, tasks)
     lab = label_scores(data, tasks, label_blind=False)
-    meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
-    secs["know2vec+labels"] = secs["know2vec"]
-    truth = data.truth(tasks)
     n_models = len(models)
+    meths, secs = with_hybrids(meths, secs, lab, n_models=n_models, ks=(3, 5, 10))
+    truth = data.truth(tasks)
     first_recall, with_labels = {}, {}
     for k in (3, 5, 10):
-        if "leep" in meths:
-            meths[f"know2vec+leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k)
-            meths[f"two-stage-leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k, labels=lab)
-            for name in (f"know2vec+leep@{k}", f"two-stage-leep@{k}"):
-                secs[name] = secs["know2vec"] + secs["leep"] * k / n_models
         for out, lab_i in ((first_recall, None), (with_labels, lab)):
             out[f"recall@{k}"] = _first_stage_recall(meths["know2vec"], truth, k, lab_i)
     images = float(np.mean([len(fp["labels"][t]) for t in tasks])) if fp.get("labels") and tasks[0] in fp["labels"] \
@@ -688,8 +690,7 @@ def run_probe_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work
           f"Unseen domains {', '.join(split['domains'])} ({len(split['tasks'])} NNR tasks): kept out of retriever "
           "training and out of every probe set. Vector search (r@1, r@3, first-stage recall@10) and the two-stage "
           "search (candidates from vectors + label names, LEEP on 3).", "",
-          "| probe set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    md += [f"| {name} | " + " | ".join(str(row[c]) for c in cols) + " |" for name, row in rows.items()]
+          *_rows_table("probe set", rows, cols)]
     paths = {"json": out_dir / f"{profile}-probes.json", "markdown": out_dir / f"{profile}-probes.md"}
     paths["json"].write_text(json.dumps(results, indent=2))
     paths["markdown"].write_text("\n".join(md) + "\n")
@@ -703,6 +704,12 @@ def _first_stage_recall(vector: np.ndarray, truth: np.ndarray, k: int, labels: n
         order = _candidates(vector, labels, i)
         hits.append(bool(set(np.flatnonzero(truth[i] >= truth[i].max() - 1e-9)) & set(order[:k])))
     return round(float(np.mean(hits)), 4) if hits else None
+
+
+def _rows_table(first: str, rows: dict, columns) -> list[str]:
+    """A Markdown table: one line per ``rows`` item (its name first, then its ``columns``)."""
+    return (["| " + " | ".join([first, *columns]) + " |", "|---" * (len(columns) + 1) + "|"]
+            + [f"| {name} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for name, row in rows.items()])
 
 
 def to_markdown(r: dict) -> str:
@@ -743,16 +750,12 @@ def to_markdown(r: dict) -> str:
         out += tab(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search", "queries_per_search",
                                   "seconds_per_search"])
     if r.get("ablation"):
-        keys = ["r@1", "r@3", "seen_pool_r@1", "seen_pool_r@3"]
         out += ["", "## Ablation (NNR eval tasks: all candidates; seen_pool: seen tasks, trained models as candidates)",
-                "", "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        out += [f"| {k} | " + " | ".join(str(v.get(c, "")) for c in keys) + " |" for k, v in r["ablation"].items()]
+                ""] + _rows_table("variant", r["ablation"], ["r@1", "r@3", "seen_pool_r@1", "seen_pool_r@3"])
     if r.get("seed_spread"):
         keys = list(r["seed_spread"]["summary"])
-        out += ["", "## Seed spread (the main retriever retrained with each seed)", "",
-                "| seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        out += [f"| {sd} | " + " | ".join(str(row.get(c, "")) for c in keys) + " |"
-                for sd, row in r["seed_spread"]["per_seed"].items()]
+        out += ["", "## Seed spread (the main retriever retrained with each seed)", ""]
+        out += _rows_table("seed", r["seed_spread"]["per_seed"], keys)
         out.append("| mean ± std | " + " | ".join(f"{v['mean']} ± {v['std']}"
                                                   for v in r["seed_spread"]["summary"].values()) + " |")
     out += ["", "## Timing", "", "| what | value |", "|---|---|"]

@@ -735,8 +735,7 @@ def find_model(
     t2 = time.perf_counter()
     knowledge = idx.scores(query)
     if rerank == "auto":
-        reachable = models_root is not None or rerank_endpoint is not None or \
-            not Path(str(index).split("@")[0]).exists()
+        reachable = models_root is not None or rerank_endpoint is not None or idx.repo_id is not None
         rerank = AUTO_RERANK if reachable and len(idx.rows) <= rerank_k else None
     final, stage, label_scores = knowledge.copy(), "vector", None
     if use_label_names or rerank:
@@ -752,7 +751,7 @@ def find_model(
     order_models = np.argsort(-final, kind="stable")
     if rerank:
         candidates = [int(i) for i in first_stage_order(knowledge, label_vec)[:rerank_k]]
-        order_models = candidates + [int(i) for i in order_models if int(i) not in set(candidates)]
+        order_models = candidates + [int(i) for i in order_models if int(i) not in candidates]
     timings["search_s"] = time.perf_counter() - t2
     from huggingface_hub import constants
 

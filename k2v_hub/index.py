@@ -545,6 +545,7 @@ class K2VIndex:
     meta: dict
     path: str
     revision: str | None = None
+    repo_id: str | None = None  # the Hub dataset repo it was downloaded from; None for a local folder
     _faiss: object = None
 
     def __len__(self) -> int:
@@ -599,7 +600,7 @@ def load_index(index: str | Path, *, revision: str | None = None, token: str | N
     """
     from .hub import download_repo, split_revision
 
-    path = Path(index)
+    path, repo_id = Path(index), None
     if not path.exists():
         repo_id, rev = split_revision(str(index))
         if "/" not in repo_id or repo_id.startswith((".", "/")):
@@ -637,7 +638,7 @@ def load_index(index: str | Path, *, revision: str | None = None, token: str | N
     norms = np.linalg.norm(emb, axis=1)
     if np.any(np.abs(norms - 1) > 1e-3):
         raise IndexError_(f"Index {index} has embeddings that are not unit vectors (tampered?).", "Rebuild it.")
-    loaded = K2VIndex(rows, emb, meta, str(path), revision)
+    loaded = K2VIndex(rows, emb, meta, str(path), revision, repo_id)
     if len(rows) >= FAISS_THRESHOLD:
         try:
             loaded.use_faiss()

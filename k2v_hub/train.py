@@ -12,8 +12,8 @@ Three ways to get training data, one trainer:
 
 Tasks are augmented too (random class subsets and noise on the class means, ``task_class_dropout`` and
 ``task_noise``): with a few tasks per model, the retriever otherwise memorises them. `k2v-hub bench --profile bench`
-on the 72 evaluation tasks of seen models: R@1 0.764 with 2 training tasks per model and no task augmentation
-(k2v-hub 0.1.0 as first released), 0.944 with 10 tasks per model and this augmentation.
+on the 72 evaluation tasks of seen models, all 48 models as candidates: R@1 0.764 with 2 training tasks per model
+and no task augmentation (k2v-hub 0.1.0 as first released), 0.944 with 10 tasks per model and this augmentation.
 
 L_MKC is a cross-entropy over model identities on *augmented* views of each model's graph (random class
 subsets and feature noise), which pushes M_EXT to keep what identifies a model and drop probe noise. L_SAL is
