@@ -5,20 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .find import find_model
+from .hub import LocalSource
+from .index import build_index, load_index
+from .pipeline import make_indexer, train_from_zoo
+from .plots import plot_embedding_space
+from .retriever import Retriever
+from .train import TrainingArguments
+from .zoo.build import build_zoo
+from .zoo.data import ZooData
 
 
 def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:
     """Build the tiny zoo, train (or reuse) a retriever, index the zoo, and answer for an unseen dataset."""
-    from .find import find_model
-    from .hub import LocalSource
-    from .index import build_index
-    from .pipeline import make_indexer, train_from_zoo
-    from .plots import plot_embedding_space
-    from .retriever import Retriever
-    from .train import TrainingArguments
-    from .zoo.build import build_zoo
-    from .zoo.data import ZooData
-
     say = out.info if out is not None else print
     show = out.progress if out is not None else True
     out_dir = Path(out_dir)
@@ -49,8 +48,6 @@ def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:
                      "what_it_is": f"{info.get('arch', '?')} trained on {info.get('source', '?')}",
                      "measured_v_acc": float(truth.get(m.model_id, float("nan")))})
     best = max(truth, key=truth.get)
-    from .index import load_index
-
     idx = load_index(out_dir / "index")
     domains = [zoo.models.get(r["model_id"], {}).get("domain", "?") for r in idx.rows]
     query_vec = retriever.embed_task(zoo.task_means([task_id], indexer.extractor, show_progress=False)[task_id])

@@ -20,7 +20,9 @@ import torch
 from k2v_hub.errors import K2VError
 from k2v_hub.zoo import build as B
 from k2v_hub.zoo import models as M
+from k2v_hub.zoo import plan as P
 from k2v_hub.zoo import tasks as T
+from k2v_hub.zoo.data import load_manifest
 
 TINY_BUDGET_SECONDS = 90
 REPO_FILES = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
@@ -54,7 +56,7 @@ def test_tiny_build_time(zoo):
 
 
 def test_manifest(zoo):
-    man = B.load_manifest(zoo["dir"])
+    man = load_manifest(zoo["dir"])
     assert man == json.loads((zoo["dir"] / "zoo.json").read_text())
     assert man["profile"] == "tiny" and man["seed"] == 0 and man["org"] == "k2v-zoo"
     assert man["k2v_hub_version"] and man["created_at"]
@@ -77,7 +79,7 @@ def test_manifest(zoo):
 
 def test_load_manifest_error(tmp_path):
     with pytest.raises(K2VError, match="not a k2v-hub zoo"):
-        B.load_manifest(tmp_path)
+        load_manifest(tmp_path)
 
 
 def test_every_model_is_a_hub_repo_that_loads_through_pipeline(zoo):
@@ -177,7 +179,7 @@ def test_task_images_are_held_out(zoo):
     """No task image is one of the images the zoo models were trained or validated on."""
     from k2v_hub.zoo import sources as S
 
-    prof = B.PROFILES["tiny"]
+    prof = P.PROFILES["tiny"]
     source = "mnist"
     train = S.build_source(source, n_per_class=prof.n_train + prof.n_val, seed=0, split_seed_offset=0)
     seen = {hashlib.sha256(np.asarray(im.convert("RGB")).tobytes()).hexdigest() for im in train[:]["image"]}
@@ -280,7 +282,7 @@ def test_bench_needs_apt_packages(monkeypatch, tmp_path):
 
 
 def test_bench_plan_counts():
-    plan = B.plan_zoo("bench", seed=0)
+    plan = P.plan_zoo("bench", seed=0)
     models = plan.models
     assert len(models) >= 40
     assert len({m.source for m in models}) >= 20
@@ -297,7 +299,7 @@ def test_bench_plan_counts():
 
 
 def plan_zoo_is_deterministic() -> bool:
-    a, b = B.plan_zoo("bench", seed=0), B.plan_zoo("bench", seed=0)
+    a, b = P.plan_zoo("bench", seed=0), P.plan_zoo("bench", seed=0)
     return [(m.name, m.classes, m.role) for m in a.models] == [(m.name, m.classes, m.role) for m in b.models] and [
         (t.task_id, t.class_names, t.split, t.seed) for t in a.tasks
     ] == [(t.task_id, t.class_names, t.split, t.seed) for t in b.tasks]
@@ -305,19 +307,19 @@ def plan_zoo_is_deterministic() -> bool:
 
 def test_unknown_profile():
     with pytest.raises(K2VError, match="Unknown zoo profile"):
-        B.plan_zoo("huge")
+        P.plan_zoo("huge")
 
 
 def test_extra_training_tasks_leave_the_evaluation_tasks_unchanged():
     from dataclasses import replace
 
-    with_extra = B.plan_zoo("bench", seed=0)
-    without = B.plan_zoo(replace(B.PROFILES["bench"], extra_train_tasks_per_model=0), seed=0)
+    with_extra = P.plan_zoo("bench", seed=0)
+    without = P.plan_zoo(replace(P.PROFILES["bench"], extra_train_tasks_per_model=0), seed=0)
     key = lambda plan: {t.task_id: (t.class_names, t.split, t.seed) for t in plan.tasks}  # noqa: E731
     a, b = key(with_extra), key(without)
     assert all(a[t] == b[t] for t in b)  # every task of the smaller plan is still there, unchanged
     extra = set(a) - set(b)
     assert extra and all(a[t][1] == "train" for t in extra)
     seen = [m for m in with_extra.models if m.role == "seen"]
-    n = B.PROFILES["bench"].extra_train_tasks_per_model * len(seen)
+    n = P.PROFILES["bench"].extra_train_tasks_per_model * len(seen)
     assert 0.9 * n <= len(extra) <= n  # up to 8 per seen model: a 4-class model has only 5 distinct class subsets

@@ -13,14 +13,7 @@
                                for the popularity baseline (the zoo has no real usage)
       .k2v-build/              build state: done markers of models and tasks, cached ground truth per model
 
-Profiles (`PROFILES`):
-
-- ``"tiny"``: 5 models (4 architectures) on 5 pip-only sources plus one held-out source, 20 NNR + 7 transfer
-  tasks; about 50 s of CPU in one process. Used by the tests and the quick start.
-- ``"bench"``: 48 models on 22 sources (5 more sources held out), 2 class subsets per source, 4 architectures,
-  2 seeds for 4 subsets; 473 NNR tasks (4 per model, plus 8 more training tasks per seen model) + 42 transfer
-  tasks; about 25 min of CPU, run on 2 worker processes. Needs
-  Debian font packages (see `k2v_hub.zoo.sources.missing_apt_packages`).
+The plan (profiles, models, tasks) is `k2v_hub.zoo.plan`; this module runs it.
 
 Everything runs with one torch thread and one BLAS thread per process: the weights are bit-identical whatever the
 number of cores or workers (on the same platform and torch build), and busy shared machines do not make spinning
@@ -36,452 +29,48 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
+import sklearn.linear_model  # noqa: F401  (load scipy's and numpy's BLAS before `_single_thread` limits them)
+import torch
+import transformers
+from threadpoolctl import threadpool_limits
+from transformers import AutoModelForImageClassification
 
 from .. import __version__
 from ..errors import K2VError
 from ..utils import atomic_directory, logger, progress
-from .tasks import TaskSpec, label_key
+from . import sources as S
+from .data import MANIFEST_NAME
+from .models import save_hub_repo, train_classifier
+from .plan import ModelSpec, ZooProfile, get_profile, keyed_rng, plan_zoo
+from .tasks import (
+    PROBE_C,
+    PROBE_MAX_ITER,
+    TaskSpec,
+    load_task_data,
+    make_task_dataset,
+    model_ground_truth,
+    save_task,
+    task_exists,
+    write_ground_truth_parquet,
+    write_tasks_parquet,
+)
 
-__all__ = [
-    "PROFILES",
-    "ZooProfile",
-    "ModelSpec",
-    "ZooPlan",
-    "plan_zoo",
-    "build_zoo",
-    "load_manifest",
-    "MANIFEST_NAME",
-    "TASKS_FILE",
-    "GROUND_TRUTH_FILE",
-    "POPULARITY_FILE",
-    "STATE_DIR",
-]
+__all__ = ["build_zoo", "TASKS_FILE", "GROUND_TRUTH_FILE", "POPULARITY_FILE", "STATE_DIR"]
 
-MANIFEST_NAME = "zoo.json"
 TASKS_FILE = "tasks.parquet"
 GROUND_TRUTH_FILE = "ground_truth.parquet"
 POPULARITY_FILE = "popularity.json"
 STATE_DIR = ".k2v-build"
 TASKS_DIR = "tasks"
-
-
-@dataclass(frozen=True)
-class ZooProfile:
-    """What a zoo profile builds. All sizes are images per class unless stated otherwise.
-
-    Attributes:
-        trained_sources: sources that get models (`None`: every source of `source_profile` not held out).
-        held_out_sources: sources no model sees (transfer tasks only).
-        held_out_class_frac: fraction of each trained source's classes kept out of every model (transfer tasks).
-            Classes are held out consistently by name across sources (e.g. the same digits in MNIST and
-            scikit-learn digits).
-        max_subset_classes: most classes per model; `subsets_per_source` overlapping windows of a source's
-            remaining classes (subsets "a", "b", ...).
-        archs: architectures assigned in turn to the (source, subset) pairs.
-        extra_seed_models: extra models that repeat a (source, subset) with another seed and architecture.
-        epochs: training epochs per architecture.
-        n_train / n_val: images per class for training and validation (split offset 0 of the source).
-        n_pool: held-out images per class for tasks (another split offset of the source).
-        n_support / n_query: images per class in a task's splits.
-        nnr_tasks_per_model: NNR tasks per model (seen models: the first half train the retriever, the rest
-            evaluate it; unseen models: all inductive).
-        extra_train_tasks_per_model: up to this many more NNR *training* tasks per seen model (fewer when the
-            model has few distinct class subsets), drawn after those: the evaluation tasks stay the same.
-        task_classes: (min, max) classes per task.
-        unseen_frac: fraction of models whose tasks are kept for inductive evaluation (role "unseen").
-        transfer_train_frac: fraction of held-out-class transfer tasks used for retriever training.
-    """
-
-    name: str
-    description: str
-    source_profile: str
-    trained_sources: tuple[str, ...] | None
-    held_out_sources: tuple[str, ...]
-    held_out_class_frac: float
-    max_subset_classes: int
-    subsets_per_source: int
-    archs: tuple[str, ...]
-    extra_seed_models: int
-    epochs: dict[str, int]
-    n_train: int
-    n_val: int
-    n_pool: int
-    n_support: int
-    n_query: int
-    nnr_tasks_per_model: int
-    transfer_tasks_per_held_out_source: int
-    transfer_tasks_per_source: int
-    task_classes: tuple[int, int] = (3, 6)
-    extra_train_tasks_per_model: int = 0
-    unseen_frac: float = 0.25
-    transfer_train_frac: float = 0.0
-    batch_size: int = 64
-
-    def settings(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("name")
-        d.pop("description")
-        return d
-
-
-PROFILES: dict[str, ZooProfile] = {
-    "tiny": ZooProfile(
-        name="tiny",
-        description="5 models, 4 architectures, 6 pip-only sources; about a minute on 2 CPU cores.",
-        source_profile="tiny",
-        trained_sources=("mnist", "animal-mnist", "textures", "mpl-latin", "sklearn-digits"),
-        held_out_sources=("mpl-greek",),
-        held_out_class_frac=0.2,
-        max_subset_classes=5,
-        subsets_per_source=1,
-        archs=("resnet", "convnext", "vit", "mobilenet_v2", "resnet"),
-        extra_seed_models=0,
-        epochs={"resnet": 15, "convnext": 25, "vit": 15, "mobilenet_v2": 20},
-        n_train=60,
-        n_val=20,
-        n_pool=30,
-        n_support=10,
-        n_query=10,
-        nnr_tasks_per_model=4,
-        transfer_tasks_per_held_out_source=2,
-        transfer_tasks_per_source=1,
-        task_classes=(3, 4),
-        unseen_frac=0.25,
-        transfer_train_frac=0.0,
-    ),
-    "bench": ZooProfile(
-        name="bench",
-        description="48 models, 4 architectures, 22 trained + 5 held-out sources; under 40 min on 2 CPU cores.",
-        source_profile="bench",
-        trained_sources=None,
-        held_out_sources=("mpl-greek", "armenian", "katakana", "emoji-sport", "emoji-food-prepared"),
-        held_out_class_frac=0.3,
-        max_subset_classes=8,
-        subsets_per_source=2,
-        archs=("resnet", "convnext", "resnet", "vit", "resnet", "mobilenet_v2"),
-        extra_seed_models=4,
-        epochs={"resnet": 15, "convnext": 30, "vit": 30, "mobilenet_v2": 25},
-        n_train=100,
-        n_val=20,
-        n_pool=40,
-        n_support=10,
-        n_query=15,
-        nnr_tasks_per_model=4,
-        transfer_tasks_per_held_out_source=4,
-        transfer_tasks_per_source=1,
-        task_classes=(3, 6),
-        extra_train_tasks_per_model=8,
-        unseen_frac=0.25,
-        transfer_train_frac=0.3,
-    ),
-}
-
-
-@dataclass
-class ModelSpec:
-    """One zoo model to train. `classes` are label names; `class_index` their indices in the source."""
-
-    name: str
-    model_id: str
-    source: str
-    domain: str
-    arch: str
-    subset: str
-    replicate: int
-    seed: int
-    classes: tuple[str, ...]
-    class_index: tuple[int, ...]
-    epochs: int
-    role: str = "seen"
-
-    def fingerprint(self, profile: ZooProfile) -> str:
-        """Hash of everything that determines the trained weights."""
-        d = {k: v for k, v in asdict(self).items() if k != "role"}
-        d.update(n_train=profile.n_train, n_val=profile.n_val, batch_size=profile.batch_size, v=1)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
-
-
-@dataclass
-class ZooPlan:
-    """The deterministic plan of a zoo: sources, models (with roles) and tasks; no images yet."""
-
-    profile: ZooProfile
-    seed: int
-    org: str
-    sources: list[dict[str, Any]]
-    models: list[ModelSpec]
-    tasks: list[TaskSpec] = field(default_factory=list)
-
-    @property
-    def source_names(self) -> list[str]:
-        return [s["name"] for s in self.sources]
-
-
-def _get_profile(profile: str | ZooProfile) -> ZooProfile:
-    if isinstance(profile, ZooProfile):
-        return profile
-    try:
-        return PROFILES[profile]
-    except KeyError:
-        raise K2VError(f"Unknown zoo profile {profile!r}.", f"Use one of: {', '.join(PROFILES)}.") from None
-
-
-def _rng(seed: int, *keys: str) -> np.random.Generator:
-    words = [int(seed) & 0xFFFFFFFF] + [int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) for k in keys]
-    return np.random.default_rng(words)
-
-
-def _subset_letter(i: int) -> str:
-    return "abcdefghijklmnopqrstuvwxyz"[i]
-
-
-def plan_zoo(profile: str | ZooProfile = "tiny", *, seed: int = 0, org: str = "k2v-zoo") -> ZooPlan:
-    """Plan a zoo without building anything: which sources, class subsets, models, roles and tasks.
-
-    Deterministic given `(profile, seed, org)` and the source registry.
-    """
-    from . import sources as S
-
-    prof = _get_profile(profile)
-    available = S.list_sources(prof.source_profile)
-    held_sources = [s for s in prof.held_out_sources if s in available]
-    if prof.trained_sources is None:
-        trained = [s for s in available if s not in held_sources]
-    else:
-        missing = [s for s in prof.trained_sources if s not in available]
-        if missing:
-            raise K2VError(f"Profile {prof.name!r} names unknown sources: {', '.join(missing)}.")
-        trained = list(prof.trained_sources)
-
-    # 1. Which classes of each trained source are held out (consistently by label name across sources).
-    trained_names: set[str] = set()
-    held_names: set[str] = set()
-    source_rows: list[dict[str, Any]] = []
-    model_classes: dict[str, list[int]] = {}
-    for name in trained:
-        spec = S.SOURCES[name]
-        keys = [label_key(c) for c in spec.class_names]
-        n = len(keys)
-        target = int(math.floor(prof.held_out_class_frac * n + 0.5)) if n >= 6 else 0
-        target = min(target, n - 4) if target else 0
-        must = [i for i, k in enumerate(keys) if k in held_names]
-        free = [i for i, k in enumerate(keys) if k not in held_names and k not in trained_names]
-        rng = _rng(seed, "held-classes", name)
-        extra = max(0, target - len(must))
-        hold = sorted(must + sorted(rng.choice(free, size=min(extra, len(free)), replace=False).tolist()))
-        avail = [i for i in range(n) if i not in hold]
-        held_names.update(keys[i] for i in hold)
-        trained_names.update(keys[i] for i in avail)
-        model_classes[name] = avail
-        source_rows.append(
-            {
-                "name": name,
-                "domain": spec.domain,
-                "classes": list(spec.class_names),
-                "description": spec.description,
-                "role": "trained",
-                "held_out_classes": [spec.class_names[i] for i in hold],
-            }
-        )
-    for name in held_sources:
-        spec = S.SOURCES[name]
-        source_rows.append(
-            {
-                "name": name,
-                "domain": spec.domain,
-                "classes": list(spec.class_names),
-                "description": spec.description,
-                "role": "held-out",
-                "held_out_classes": list(spec.class_names),
-            }
-        )
-
-    # 2. Models: overlapping class windows per source, architectures in turn, a few extra seeds.
-    models: list[ModelSpec] = []
-    pairs: list[tuple[str, str, list[int]]] = []
-    for name in trained:
-        avail = model_classes[name]
-        order = [avail[i] for i in _rng(seed, "class-order", name).permutation(len(avail))]
-        n_sub = prof.subsets_per_source if len(order) >= 6 else 1
-        size = min(prof.max_subset_classes, len(order)) if n_sub == 1 else min(
-            prof.max_subset_classes, max(4, math.ceil(0.6 * len(order)))
-        )
-        for j in range(n_sub):
-            start = 0 if n_sub == 1 else round(j * (len(order) - size) / (n_sub - 1))
-            pairs.append((name, _subset_letter(j), sorted(order[start : start + size])))
-
-    def add_model(source: str, subset: str, idx: list[int], arch: str, replicate: int) -> None:
-        spec = S.SOURCES[source]
-        mname = f"{arch}-{source}-{subset}-s{replicate}"
-        models.append(
-            ModelSpec(
-                name=mname,
-                model_id=f"{org}/{mname}",
-                source=source,
-                domain=spec.domain,
-                arch=arch,
-                subset=subset,
-                replicate=replicate,
-                seed=int(seed) * 1000 + replicate,
-                classes=tuple(spec.class_names[i] for i in idx),
-                class_index=tuple(idx),
-                epochs=int(prof.epochs[arch]),
-            )
-        )
-
-    for k, (source, subset, idx) in enumerate(pairs):
-        add_model(source, subset, idx, prof.archs[k % len(prof.archs)], 0)
-    if prof.extra_seed_models:
-        by_domain: dict[str, list[int]] = {}
-        for k, (source, _, _) in enumerate(pairs):
-            by_domain.setdefault(S.SOURCES[source].domain, []).append(k)
-        picks = _round_robin(by_domain, prof.extra_seed_models, _rng(seed, "extra-seeds"))
-        for k in sorted(picks):
-            source, subset, idx = pairs[k]
-            arch = prof.archs[(k + 1) % len(prof.archs)]
-            if arch == prof.archs[k % len(prof.archs)]:
-                arch = next(a for a in prof.archs if a != arch)
-            add_model(source, subset, idx, arch, 1)
-    order_key = {name: i for i, name in enumerate(trained)}
-    models.sort(key=lambda m: (order_key[m.source], m.subset, m.replicate))
-
-    # 3. Roles: ~unseen_frac of the models, spread over domains.
-    n_unseen = max(1, int(math.floor(prof.unseen_frac * len(models) + 0.5))) if len(models) >= 2 else 0
-    by_domain = {}
-    for k, m in enumerate(models):
-        by_domain.setdefault(m.domain, []).append(k)
-    for k in _spread_pick(by_domain, n_unseen, _rng(seed, "roles")):
-        models[k].role = "unseen"
-
-    plan = ZooPlan(prof, int(seed), org, source_rows, models)
-    plan.tasks = _plan_tasks(plan, trained_names)
-    return plan
-
-
-def _round_robin(groups: dict[str, list[int]], n: int, rng: np.random.Generator) -> list[int]:
-    """Pick `n` items spread over the groups: groups in a random order, one random item from each in turn."""
-    keys = sorted(groups)
-    keys = [keys[i] for i in rng.permutation(len(keys))]
-    pools = {k: [groups[k][i] for i in rng.permutation(len(groups[k]))] for k in keys}
-    picked: list[int] = []
-    while len(picked) < n and any(pools.values()):
-        for k in keys:
-            if pools[k] and len(picked) < n:
-                picked.append(pools[k].pop(0))
-    return picked
-
-
-def _spread_pick(groups: dict[str, list[int]], n: int, rng: np.random.Generator) -> list[int]:
-    """Pick `n` items over the groups, largest groups first, leaving every group a majority of unpicked items
-    where possible (so each domain keeps seen models)."""
-    keys = sorted(groups, key=lambda k: (-len(groups[k]), k))
-    pools = {k: [groups[k][i] for i in rng.permutation(len(groups[k]))] for k in keys}
-    picked: list[int] = []
-    for cap in (lambda size: size // 2, lambda size: size - 1, lambda size: size):
-        taken = {k: sum(1 for i in picked if i in groups[k]) for k in keys}
-        progress_made = True
-        while len(picked) < n and progress_made:
-            progress_made = False
-            for k in keys:
-                if len(picked) < n and pools[k] and taken[k] < cap(len(groups[k])):
-                    picked.append(pools[k].pop(0))
-                    taken[k] += 1
-                    progress_made = True
-    return picked
-
-
-def _sample_class_sets(
-    rng: np.random.Generator, pool: list[int], n_tasks: int, kmin: int, kmax: int
-) -> list[list[int]]:
-    """Up to `n_tasks` distinct class subsets of `pool`, each of kmin..kmax classes (at least 2)."""
-    if len(pool) < 2:
-        return []
-    kmax = min(kmax, len(pool))
-    kmin = max(2, min(kmin, kmax))
-    seen: set[tuple[int, ...]] = set()
-    out: list[list[int]] = []
-    for _ in range(50 * n_tasks):
-        if len(out) == n_tasks:
-            break
-        k = int(rng.integers(kmin, kmax + 1))
-        subset = tuple(sorted(rng.choice(pool, size=k, replace=False).tolist()))
-        if subset not in seen:
-            seen.add(subset)
-            out.append(list(subset))
-    return out
-
-
-def _plan_tasks(plan: ZooPlan, trained_names: set[str]) -> list[TaskSpec]:
-    from . import sources as S
-
-    prof = plan.profile
-    kmin, kmax = prof.task_classes
-    tasks: list[TaskSpec] = []
-
-    def make(task_id, kind, source, idx, origin, split):
-        spec = S.SOURCES[source]
-        return TaskSpec(
-            task_id=task_id,
-            kind=kind,
-            source=source,
-            domain=spec.domain,
-            class_names=tuple(spec.class_names[i] for i in idx),
-            origin_model=origin,
-            split=split,
-            n_support=prof.n_support,
-            n_query=prof.n_query,
-            seed=int(_rng(plan.seed, "task-images", task_id).integers(0, 2**31 - 1)),
-            pool_class_index=tuple(idx),
-        )
-
-    # NNR tasks: classes of one model; seen models: half train, half eval; unseen: inductive.
-    for m in plan.models:
-        rng = _rng(plan.seed, "nnr", m.name)
-        extra = prof.extra_train_tasks_per_model if m.role == "seen" else 0
-        sets = _sample_class_sets(rng, list(m.class_index), prof.nnr_tasks_per_model + extra, kmin, kmax)
-        n_train = min(len(sets), prof.nnr_tasks_per_model) // 2
-        for j, idx in enumerate(sets):
-            train = j < n_train or j >= prof.nnr_tasks_per_model
-            split = "inductive" if m.role == "unseen" else ("train" if train else "eval")
-            tasks.append(make(f"nnr-{m.name}-{j}", "nnr", m.source, idx, m.model_id, split))
-
-    # Transfer tasks: held-out classes of trained sources, and classes of held-out sources no model knows.
-    within: list[TaskSpec] = []
-    for row in plan.sources:
-        spec = S.SOURCES[row["name"]]
-        pool = [i for i, c in enumerate(spec.class_names) if c in row["held_out_classes"]]
-        pool = [i for i in pool if label_key(spec.class_names[i]) not in trained_names]
-        rng = _rng(plan.seed, "transfer", row["name"])
-        if row["role"] == "held-out":
-            n_tasks = prof.transfer_tasks_per_held_out_source
-        else:
-            n_tasks = prof.transfer_tasks_per_source
-        for j, idx in enumerate(_sample_class_sets(rng, pool, n_tasks, kmin, kmax)):
-            t = make(f"transfer-{row['name']}-{j}", "transfer", row["name"], idx, None, "eval")
-            (within if row["role"] == "trained" else tasks).append(t)
-    n_train = int(math.floor(prof.transfer_train_frac * len(within) + 0.5))
-    train_ids = {within[i].task_id for i in _rng(plan.seed, "transfer-split").permutation(len(within))[:n_train]}
-    for t in within:
-        if t.task_id in train_ids:
-            t.split = "train"
-    # Keep a stable order: NNR tasks (model order), then transfer tasks (source order).
-    order = {row["name"]: i for i, row in enumerate(plan.sources)}
-    transfer = sorted(
-        [t for t in tasks if t.kind == "transfer"] + within, key=lambda t: (order[t.source], t.task_id)
-    )
-    return [t for t in tasks if t.kind == "nnr"] + transfer
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Building
-# --------------------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -491,9 +80,6 @@ def _quiet_libraries():
     transformers' `disable_progress_bar()` would also switch off every huggingface_hub bar, ours included, so its
     bars are replaced by empty ones through `set_tqdm_hook` instead.
     """
-    import datasets
-    import transformers
-
     tlog = transformers.utils.logging
     d_on = datasets.utils.logging.is_progress_bar_enabled()
     t_verbosity = tlog.get_verbosity()
@@ -515,10 +101,6 @@ def _quiet_libraries():
 def _single_thread():
     """One torch thread and one BLAS/OpenMP thread: bit-identical weights whatever the core count, and no
     thread thrashing (spinning OpenMP/OpenBLAS threads are 5-10x slower on a busy shared machine)."""
-    import sklearn.linear_model  # noqa: F401  (load scipy's and numpy's BLAS before limiting them)
-    import torch
-    from threadpoolctl import threadpool_limits
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -552,15 +134,13 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _popularity(model_id: str, seed: int) -> dict[str, int]:
     """Synthetic, deterministic downloads/likes (log-uniform downloads, likes a small random fraction)."""
-    rng = _rng(seed, "popularity", model_id)
+    rng = keyed_rng(seed, "popularity", model_id)
     downloads = int(round(10 ** rng.uniform(1.0, 5.0)))
     likes = int(downloads * rng.uniform(0.002, 0.03))
     return {"downloads": downloads, "likes": likes}
 
 
 def _build_source_arrays(name: str, n_per_class: int, seed: int, offset: int) -> tuple[list, np.ndarray]:
-    from . import sources as S
-
     ds = S.build_source(name, n_per_class=n_per_class, size=32, seed=seed, split_seed_offset=offset)
     batch = ds[:]
     return [im.convert("RGB") for im in batch["image"]], np.asarray(batch["label"], dtype=np.int64)
@@ -568,8 +148,6 @@ def _build_source_arrays(name: str, n_per_class: int, seed: int, offset: int) ->
 
 def _model_datasets(images: list, labels: np.ndarray, m: ModelSpec, prof: ZooProfile):
     """Train/val `datasets.Dataset`s of model `m` from a built source (first n_train of each class, then n_val)."""
-    import datasets
-
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(m.classes))})
     tr_img, tr_lab, va_img, va_lab = [], [], [], []
     for j, c in enumerate(m.class_index):
@@ -619,9 +197,6 @@ def _worker_init() -> None:
 
 def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: list[ModelSpec]) -> list[dict]:
     """Build one source's training split and train + save its models (in order). Returns their done markers."""
-    from . import sources as S
-    from .models import save_hub_repo, train_classifier
-
     images, labels = _build_source_arrays(specs[0].source, prof.n_train + prof.n_val, seed, 0)
     markers = []
     for m in specs:
@@ -656,8 +231,6 @@ def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: 
 
 def _unit_tasks_source(out: Path, prof: ZooProfile, seed: int, specs: list[TaskSpec]) -> int:
     """Build one source's held-out pool and write its tasks. Returns the number of tasks written."""
-    from .tasks import make_task_dataset, save_task
-
     images, labels = _build_source_arrays(specs[0].source, prof.n_pool, seed, _pool_offset(prof))
     pool = np.stack([np.asarray(im) for im in images])
     for t in specs:
@@ -672,10 +245,6 @@ _TASK_DATA: dict[tuple[str, str], list] = {}
 
 def _unit_ground_truth(out: Path, org: str, m: ModelSpec, sha256: str, tasks: list[TaskSpec], tasks_key: str):
     """Ground truth of one model on every task (task images loaded once per process). Cached on disk."""
-    from transformers import AutoModelForImageClassification
-
-    from .tasks import load_task_data, model_ground_truth
-
     key = (str(out), tasks_key)
     if key not in _TASK_DATA:
         _TASK_DATA.clear()
@@ -697,9 +266,6 @@ class _Runner:
 
     def __enter__(self):
         if self.workers > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -718,8 +284,6 @@ class _Runner:
             for i, args in enumerate(jobs):
                 yield i, fn(*args)
             return
-        from concurrent.futures import as_completed
-
         futures = {self._pool.submit(fn, *args): i for i, args in enumerate(jobs)}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
@@ -753,11 +317,8 @@ def build_zoo(
         K2VError: unknown profile, or Debian packages missing for the profile's sources (the message names the
             `apt-get install -y ...` command).
     """
-    from . import sources as S
-    from .tasks import task_exists, write_ground_truth_parquet, write_tasks_parquet
-
     t_start = time.perf_counter()
-    prof = _get_profile(profile)
+    prof = get_profile(profile)
     if workers is None:
         workers = int(os.environ.get("K2V_ZOO_WORKERS", 2 if prof.name == "bench" else 1))
     out = Path(out_dir)
@@ -816,8 +377,6 @@ def build_zoo(
 
         # 3. Ground truth per model, cached against the task set and the model weights.
         t0 = time.perf_counter()
-        from .tasks import PROBE_C, PROBE_MAX_ITER
-
         tasks_key = hashlib.sha256(
             json.dumps([[t.task_id, t.fingerprint()] for t in plan.tasks]).encode()
             + f"C={PROBE_C};it={PROBE_MAX_ITER};v=2".encode()
@@ -915,20 +474,3 @@ def build_zoo(
     logger.info("zoo %s built in %.1fs: %s", out, timings["total"], timings)
     return manifest
 
-
-def load_manifest(zoo_dir: str | Path) -> dict:
-    """The manifest (`zoo.json`) of a built zoo.
-
-    Raises:
-        K2VError: `zoo_dir` has no (readable) `zoo.json`.
-    """
-    path = Path(zoo_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise K2VError(
-            f"{zoo_dir} is not a k2v-hub zoo (no {MANIFEST_NAME}).",
-            "Build one with k2v_hub.zoo.build.build_zoo(out_dir, 'tiny').",
-        )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise K2VError(f"{path} is not valid JSON: {exc}", "Rebuild the zoo (finished parts are kept).") from exc

@@ -10,6 +10,24 @@ import numpy as np
 
 from ..errors import K2VError
 
+MANIFEST_NAME = "zoo.json"
+
+
+def load_manifest(zoo_dir: str | Path) -> dict:
+    """The manifest (`zoo.json`) of a built zoo.
+
+    Raises:
+        K2VError: `zoo_dir` has no (readable) `zoo.json`.
+    """
+    path = Path(zoo_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise K2VError(f"{zoo_dir} is not a k2v-hub zoo (no {MANIFEST_NAME}).",
+                       "Build one with `k2v-hub zoo build --profile tiny --out DIR`.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise K2VError(f"{path} is not valid JSON: {exc}", "Rebuild the zoo (finished parts are kept).") from exc
+
 
 class ZooData:
     """A zoo folder written by ``k2v-hub zoo build``.
@@ -23,11 +41,7 @@ class ZooData:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        manifest = self.root / "zoo.json"
-        if not manifest.is_file():
-            raise K2VError(f"{self.root} is not a k2v-hub zoo (no zoo.json).",
-                           "Build one with `k2v-hub zoo build --profile tiny --out DIR`.")
-        self.manifest = json.loads(manifest.read_text())
+        self.manifest = load_manifest(self.root)
         self.org = self.manifest.get("org", "k2v-zoo")
         import pyarrow.parquet as pq
 

@@ -27,10 +27,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from ..errors import K2VError
 from ..utils import atomic_directory
+from .models import predict_logits_and_features, uint8_to_pixel_values
 
 __all__ = [
     "TASK_COLUMNS",
@@ -154,9 +162,6 @@ def make_task_dataset(spec: TaskSpec, pool_images: np.ndarray, pool_labels: np.n
     Per class, `n_support + n_query` distinct pool images are drawn with `spec.seed` (support first), then each
     split is shuffled. Returns `(DatasetDict, TaskData)`.
     """
-    import datasets
-    from PIL import Image
-
     rng = np.random.default_rng([spec.seed, 0x7A5C])
     per_class = spec.n_support + spec.n_query
     sup_idx, sup_lab, qry_idx, qry_lab = [], [], [], []
@@ -207,8 +212,6 @@ def save_task(dsd, tasks_dir: str | Path, task_id: str) -> Path:
 
 def load_task(tasks_dir: str | Path, task_id: str):
     """The task's `DatasetDict` (``support``, ``query``)."""
-    import datasets
-
     return datasets.load_from_disk(str(Path(tasks_dir) / task_id))
 
 
@@ -268,10 +271,6 @@ def probe_accuracy(
     max_iter: int = PROBE_MAX_ITER,
 ) -> float:
     """Ft.Acc: a standardised logistic-regression probe fit on the support features, scored on the query."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     if len(query_labels) == 0:
         return 0.0
     if len(np.unique(support_labels)) < 2:
@@ -299,8 +298,6 @@ def model_ground_truth(
     `model` is a zoo `*ForImageClassification` model; images are normalised like in training
     (`k2v_hub.zoo.models.uint8_to_pixel_values`).
     """
-    from .models import predict_logits_and_features, uint8_to_pixel_values
-
     tasks = list(tasks)
     if not tasks:
         return []
@@ -349,9 +346,6 @@ def model_ground_truth(
 
 def write_tasks_parquet(specs: Iterable[TaskSpec], path: str | Path) -> Path:
     """``tasks.parquet``: one row per task with `TASK_COLUMNS`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = pa.schema(
         [
             ("task_id", pa.string()),
@@ -374,9 +368,6 @@ def write_tasks_parquet(specs: Iterable[TaskSpec], path: str | Path) -> Path:
 
 def write_ground_truth_parquet(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
     """``ground_truth.parquet``: `GROUND_TRUTH_COLUMNS`, one row per (task, model)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = pa.schema(
         [("task_id", pa.string()), ("model_id", pa.string()), ("v_acc", pa.float64()), ("ft_acc", pa.float64())]
     )
