@@ -14,6 +14,9 @@ Three kinds of feature space, all behind `FeatureExtractor`:
   feature.
 
 The feature-space id (`FeatureExtractor.name`) is recorded in every index, so a space is never mixed with another.
+
+`penultimate_features` gives a classifier's own features instead (the input of its ``classifier`` head): the
+grey-box view that the ``logme`` re-rank and the zoo's ground truth use.
 """
 
 from __future__ import annotations
@@ -25,12 +28,21 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from huggingface_hub import ModelCard, ModelCardData
+from PIL import Image
 
 from .errors import K2VError, ModelRefused
+from .hub import download_snapshot
 from .utils import atomic_directory, logger, progress
+
+# torch and transformers are imported where a model is built or run, a measured start-up cost: on 2 busy CPU cores
+# `import k2v_hub.features` takes ~1.3 s, torch 4-5 s more and transformers' auto and MobileNetV2 classes ~11 s
+# more, and `k2v_home` (imported by `k2v_hub.pipeline` at its top) needs neither.
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -43,6 +55,8 @@ __all__ = [
     "map_torchvision_mobilenet_v2_key",
     "convert_mobilenet_v2",
     "FeatureExtractor",
+    "logits_and_penultimate_features",
+    "penultimate_features",
 ]
 
 DEFAULT_BACKBONE = "mobilenet_v2-imagenet"
@@ -155,8 +169,6 @@ def _imagenet_labels() -> list[str]:
 
 
 def _backbone_card(*, with_head: bool, image_size: int, weights_sha256: str) -> str:
-    from huggingface_hub import ModelCard, ModelCardData
-
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification" if with_head else "image-feature-extraction",
@@ -228,6 +240,7 @@ def convert_mobilenet_v2(
         MobileNetV2Config,
         MobileNetV2ForImageClassification,
         MobileNetV2Model,
+        ViTImageProcessorPil,
     )
 
     out_dir = Path(out_dir)
@@ -266,8 +279,6 @@ def convert_mobilenet_v2(
         model = MobileNetV2Model(cfg)
         model.load_state_dict(backbone_sd, strict=True)
     model.eval()
-
-    from transformers import ViTImageProcessorPil
 
     processor = ViTImageProcessorPil(
         do_resize=True,
@@ -339,8 +350,6 @@ def _weights_fingerprint(path: Path) -> str:
 
 
 def _to_rgb(image):
-    from PIL import Image
-
     if not isinstance(image, Image.Image):
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
@@ -440,10 +449,8 @@ class FeatureExtractor:
 
     @classmethod
     def _from_hub(cls, repo_id: str, *, revision, token, device) -> "FeatureExtractor":
-        from huggingface_hub import snapshot_download
-
         try:
-            local = snapshot_download(
+            local = download_snapshot(
                 repo_id,
                 revision=revision,
                 token=token,
@@ -455,13 +462,13 @@ class FeatureExtractor:
                 f"{f' at revision {revision!r}' if revision else ''}: {type(exc).__name__}: {exc}",
                 "Check the id, your token (`hf auth login`) and network; offline, only cached models load.",
             ) from exc
-        local = Path(local)
         commit = local.name  # snapshots/<commit sha>
         return cls._from_model_dir(local, name=f"{repo_id}@{commit}", device=device)
 
     @classmethod
     def _from_model_dir(cls, path: Path, *, name: str, device: str) -> "FeatureExtractor":
         import torch
+        import transformers
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
         raw_config = _read_config(path)
@@ -476,8 +483,6 @@ class FeatureExtractor:
                 f"{path} is not a transformers model that k2v-hub can load: {exc}",
                 "Use a folder or Hub repo of a stock transformers vision model (config.json + safetensors).",
             ) from exc
-        import transformers
-
         verbosity = transformers.utils.logging.get_verbosity()
         # A classifier checkpoint loaded as its base model reports its head weights as unexpected: expected here.
         transformers.utils.logging.set_verbosity_error()
@@ -501,8 +506,6 @@ class FeatureExtractor:
         model.eval().to(device)
         ext = cls(name, 0, kind="model", model=model, processor=processor, use_pooler=use_pooler, device=device,
                   path=Path(path))
-        from PIL import Image
-
         with torch.inference_mode():
             probe = ext._embed([Image.new("RGB", (32, 32), (127, 127, 127))])
         ext.dim = int(probe.shape[1])
@@ -514,8 +517,6 @@ class FeatureExtractor:
         import torch
 
         if self.kind == "pixels":
-            from PIL import Image
-
             n = self.pixel_size
             arr = np.stack(
                 [np.asarray(_to_rgb(im).resize((n, n), Image.BOX), dtype=np.float32).reshape(-1) for im in images]
@@ -549,3 +550,44 @@ class FeatureExtractor:
             for start in bar:
                 chunks.append(self._embed(images[start : start + batch_size]))
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A classifier's own features (grey box)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def logits_and_penultimate_features(model: torch.nn.Module, pixel_values: torch.Tensor
+                                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of a `transformers` image classifier: its logits and the input of ``model.classifier``
+    (flattened to [N, D]), in the mode and grad state the caller set."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module, args):
+        captured.append(args[0].detach().flatten(1))
+
+    handle = model.classifier.register_forward_pre_hook(hook)
+    try:
+        logits = model(pixel_values=pixel_values).logits
+    finally:
+        handle.remove()
+    if not captured:  # pragma: no cover - every zoo architecture has a `classifier`
+        raise RuntimeError(f"{type(model).__name__}.classifier was not called.")
+    return logits, captured[-1]
+
+
+def penultimate_features(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The input of `model.classifier` (flattened to [N, D]) for normalised `pixel_values` [N, 3, H, W].
+
+    Works for the four zoo architectures (ResNet's pooled [N, C, 1, 1] map is flattened). Used for ground truth
+    (linear probes) and the grey-box ``logme`` re-rank only: retrieval never looks inside a model.
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return logits_and_penultimate_features(model, pixel_values)[1]
+    finally:
+        model.train(was_training)

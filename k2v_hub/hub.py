@@ -501,3 +501,15 @@ def read_text_file(repo_id: str, filename: str, *, repo_type: str = "model", rev
     except RemoteEntryNotFoundError:
         return None
     return Path(path).read_text(encoding="utf-8")
+
+
+def download_snapshot(repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
+                      allow_patterns=None) -> Path:
+    """One ``snapshot_download`` of a model repo (the files matching ``allow_patterns``), retried as a whole by
+    :func:`with_retries` and identified as k2v-hub; returns the snapshot folder (``snapshots/<commit sha>``).
+
+    Failures are raised as huggingface_hub raised them, not mapped to :class:`HubError`: the caller (the feature
+    backbone loader) words its own error.
+    """
+    return Path(with_retries(snapshot_download, repo_id, revision=revision, token=token,
+                             allow_patterns=allow_patterns, library_name=LIBRARY_NAME, library_version=__version__))

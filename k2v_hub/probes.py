@@ -25,16 +25,34 @@ import hashlib
 import logging
 
 import numpy as np
+import skimage.data
 from PIL import Image, ImageDraw
 
+from . import fonts
 from .errors import K2VError
-from .zoo import sources as _src
+from .images import (add_noise, background, compose_mask, compose_rgba, random_color, smooth_noise, supersample,
+                     to_image, unit_grid)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROBE_KINDS", "build_probe_images", "probe_fingerprint", "available_probe_kinds"]
+__all__ = ["PROBE_KINDS", "SOURCE_DOMAINS", "build_probe_images", "probe_fingerprint", "available_probe_kinds",
+           "source_domain"]
 
 PROBE_KINDS = ("shapes", "textures", "photos", "glyphs", "emoji")
+
+# The image domain of each zoo source, in the zoo's order (`k2v_hub.zoo.sources` builds the sources and takes their
+# domains from here): the names in ``exclude_sources`` resolve through it.
+SOURCE_DOMAINS: dict[str, str] = {
+    "mnist": "handwritten-digits", "sklearn-digits": "handwritten-digits", "animal-mnist": "animal-silhouettes",
+    "textures": "textures",
+    "mpl-latin": "latin-glyphs", "mpl-greek": "script-glyphs", "latin-fonts": "latin-glyphs",
+    "digits-fonts": "printed-digits", "greek": "script-glyphs", "cyrillic": "script-glyphs",
+    "hebrew": "script-glyphs", "arabic": "script-glyphs", "georgian": "script-glyphs", "armenian": "script-glyphs",
+    "hiragana": "script-glyphs", "katakana": "script-glyphs", "hangul": "script-glyphs", "han": "script-glyphs",
+    **dict.fromkeys(("emoji-face-smiling", "emoji-face-concerned", "emoji-animal-mammal", "emoji-animal-bird",
+                     "emoji-animal-bug-marine", "emoji-food-fruit", "emoji-food-prepared", "emoji-transport-ground",
+                     "emoji-sport"), "emoji"),
+}
 
 # Source domains each kind overlaps: excluding a source of such a domain drops the kind.
 KIND_DOMAINS: dict[str, frozenset[str]] = {
@@ -96,11 +114,19 @@ _PHOTOS = ("skimage:chelsea", "skimage:coffee", "skimage:rocket", "skimage:clock
 
 
 def _system_glyphs() -> bool:
-    return all(_src._package_installed(p) for p in _GLYPH_SYSTEM_FONTS)
+    return all(fonts.package_installed(p) for p in _GLYPH_SYSTEM_FONTS)
 
 
 def _emoji_font() -> bool:
-    return _src._package_installed("fonts-noto-color-emoji")
+    return fonts.package_installed("fonts-noto-color-emoji")
+
+
+def source_domain(name: str) -> str:
+    """The image domain of zoo source ``name`` (`SOURCE_DOMAINS`); K2VError for an unknown name."""
+    try:
+        return SOURCE_DOMAINS[name]
+    except KeyError:
+        raise K2VError(f"Unknown image source {name!r}.", f"Known sources: {', '.join(SOURCE_DOMAINS)}.") from None
 
 
 def available_probe_kinds() -> tuple[str, ...]:
@@ -114,12 +140,12 @@ def available_probe_kinds() -> tuple[str, ...]:
 
 
 def _rand_rgb(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(v) for v in (_src._random_color(rng, bool(rng.random() < 0.5)) * 255).round())
+    return tuple(int(v) for v in (random_color(rng, bool(rng.random() < 0.5)) * 255).round())
 
 
 def _shape(rng: np.random.Generator, size: int) -> Image.Image:
-    s = _src._supersample(size)
-    bg = _src._background(rng, s, bool(rng.random() < 0.5))
+    s = supersample(size)
+    bg = background(rng, s, bool(rng.random() < 0.5))
     im = Image.fromarray(np.clip(bg * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(im)
     for _ in range(int(rng.integers(1, 5))):
@@ -156,12 +182,12 @@ def _shape(rng: np.random.Generator, size: int) -> Image.Image:
             ys = np.clip(cy + np.cumsum(np.sin(ang) * step), 0, s - 1)
             draw.line(list(zip(xs.tolist(), ys.tolist())), fill=fill, width=width + 1, joint="curve")
     arr = np.asarray(im, dtype=np.float32) / 255.0
-    return _src._to_image(_src._add_noise(rng, arr, rng.uniform(0.0, 0.03)), size)
+    return to_image(add_noise(rng, arr, rng.uniform(0.0, 0.03)), size)
 
 
 def _texture(rng: np.random.Generator, size: int) -> Image.Image:
     s = size
-    x, y = _src._grid(s)
+    x, y = unit_grid(s)
     a = rng.uniform(0, np.pi)
     u, v = np.cos(a) * x + np.sin(a) * y, -np.sin(a) * x + np.cos(a) * y
     f = rng.uniform(2, 10)
@@ -176,7 +202,7 @@ def _texture(rng: np.random.Generator, size: int) -> Image.Image:
         d = np.hypot((f * u) % 1 - 0.5, (f * v) % 1 - 0.5)
         t = (d < rng.uniform(0.15, 0.45)).astype(np.float32)
     elif kind == 4:  # fractal noise
-        t = sum(_src._smooth_noise(rng, s, 2 ** o + 1) / 2 ** (o - 1) for o in range(1, 5))
+        t = sum(smooth_noise(rng, s, 2 ** o + 1) / 2 ** (o - 1) for o in range(1, 5))
         t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
     elif kind == 5:  # Voronoi cells (edges or flat cells)
         pts = rng.random((int(rng.integers(5, 30)), 2)).astype(np.float32)
@@ -197,9 +223,9 @@ def _texture(rng: np.random.Generator, size: int) -> Image.Image:
         t = np.asarray(im, dtype=np.float32) / 255.0
     t = np.asarray(t, dtype=np.float32)
     dark = bool(rng.random() < 0.5)
-    c1, c2 = _src._random_color(rng, dark), _src._random_color(rng, not dark)
+    c1, c2 = random_color(rng, dark), random_color(rng, not dark)
     out = c1[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]
-    return _src._to_image(_src._add_noise(rng, out, rng.uniform(0.0, 0.05)), size)
+    return to_image(add_noise(rng, out, rng.uniform(0.0, 0.05)), size)
 
 
 _photo_cache: dict[str, np.ndarray] = {}
@@ -209,12 +235,12 @@ def _photo_array(key: str) -> np.ndarray:
     if key not in _photo_cache:
         lib, name = key.split(":")
         if lib == "skimage":
-            import skimage.data
-
             im = getattr(skimage.data, name)()
             if isinstance(im, tuple):  # stereo_motorcycle: (left, right, disparity)
                 im = im[0]
         else:
+            # imported here: sklearn.datasets takes 2.2-2.6 s to import (measured on 2 cores, after torch), and only
+            # the photos kind needs it, for two of its seven photos
             from sklearn.datasets import load_sample_image
 
             im = load_sample_image(name)
@@ -242,11 +268,11 @@ def _glyph_sampler(system: bool):
     items = []
     for set_name, chars in _GLYPH_SETS.items():
         for ch in chars:
-            if _src._is_reserved(ch):  # never, by construction; kept as a guard
+            if fonts.is_reserved(ch):  # never, by construction; kept as a guard
                 continue
-            faces = _src._find_faces(_src.MPL_FONTS, ch, True)
+            faces = fonts.find_faces(fonts.MPL_FONTS, ch, True)
             if system:
-                faces = faces + _src._find_faces(_GLYPH_SYSTEM_FONTS, ch, True)
+                faces = faces + fonts.find_faces(_GLYPH_SYSTEM_FONTS, ch, True)
             if faces:
                 items.append((set_name, ch, faces))
     sets = sorted({s for s, _, _ in items}, key=list(_GLYPH_SETS).index)
@@ -258,11 +284,11 @@ def _make_glyph(system: bool):
     by_set = {s: [it for it in items if it[0] == s] for s in sets}
 
     def gen(rng: np.random.Generator, size: int) -> Image.Image:
-        px = max(48, _src._supersample(size))
+        px = max(48, supersample(size))
         group = by_set[sets[int(rng.integers(len(sets)))]]
         _, ch, faces = group[int(rng.integers(len(group)))]
         path, index = faces[int(rng.integers(len(faces)))]
-        return _src._compose_mask(rng, _src._glyph_mask(path, index, px, ch), size, 0.45, 0.9, 20.0)
+        return compose_mask(rng, fonts.glyph_mask(path, index, px, ch), size, 0.45, 0.9, 20.0)
 
     return gen
 
@@ -270,7 +296,7 @@ def _make_glyph(system: bool):
 def _emoji(rng: np.random.Generator, size: int) -> Image.Image:
     names = list(_EMOJI_SETS)
     chars = _EMOJI_SETS[names[int(rng.integers(len(names)))]]
-    return _src._compose_rgba(rng, _src._emoji_rgba(chars[int(rng.integers(len(chars)))]), size)
+    return compose_rgba(rng, fonts.emoji_rgba(chars[int(rng.integers(len(chars)))]), size)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,12 +305,12 @@ def _emoji(rng: np.random.Generator, size: int) -> Image.Image:
 
 
 def _resolve_kinds(kinds: tuple[str, ...] | None, exclude_sources: tuple[str, ...]) -> tuple[str, ...]:
-    excluded_domains = {_src._spec(name).domain for name in exclude_sources}
+    excluded_domains = {source_domain(name) for name in exclude_sources}
     if kinds is None:
         chosen = list(available_probe_kinds())
         if "emoji" not in chosen:
             logger.info("Probe kind 'emoji' skipped: %s. Install it with: %s", "fonts-noto-color-emoji is missing",
-                        _src.apt_install_command(["fonts-noto-color-emoji"]))
+                        fonts.apt_install_command(["fonts-noto-color-emoji"]))
         if not _system_glyphs():
             logger.info("Probe glyphs use matplotlib's fonts only (%s not installed).", ", ".join(_GLYPH_SYSTEM_FONTS))
     else:
@@ -294,7 +320,7 @@ def _resolve_kinds(kinds: tuple[str, ...] | None, exclude_sources: tuple[str, ..
         chosen = [k for k in PROBE_KINDS if k in kinds]
         if "emoji" in chosen and not _emoji_font():
             raise K2VError("Probe kind 'emoji' needs the Noto Color Emoji font, which is not installed.",
-                           f"Install it with: {_src.apt_install_command(['fonts-noto-color-emoji'])}")
+                           f"Install it with: {fonts.apt_install_command(['fonts-noto-color-emoji'])}")
     dropped = [k for k in chosen if KIND_DOMAINS[k] & excluded_domains]
     if dropped:
         logger.info("Probe kind(s) %s dropped: they overlap the excluded source domain(s) %s.", ", ".join(dropped),
@@ -314,7 +340,7 @@ def build_probe_images(n: int = 256, *, size: int = 32, seed: int = 0, kinds: tu
         size: side in pixels.
         seed: the probe set's seed; the same arguments give the same images on the same machine.
         kinds: subset of `PROBE_KINDS`; ``None`` means every kind this machine can build.
-        exclude_sources: source names (`k2v_hub.zoo.sources.SOURCES`) whose domains must stay out of the probes:
+        exclude_sources: source names (`SOURCE_DOMAINS`, the zoo's sources) whose domains must stay out of the probes:
             a kind that overlaps one of their domains is dropped.
 
     Raises:

@@ -76,7 +76,7 @@ def _logme_grey_box(folder, images, labels) -> float:
 
     from . import baselines
     from .oracle import check_model_folder
-    from .zoo.models import penultimate_features
+    from .features import penultimate_features
 
     check_model_folder(folder)
     processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from k2v_hub import fonts
 from k2v_hub import probes as P
 from k2v_hub.errors import K2VError
 from k2v_hub.zoo import sources as S
@@ -54,6 +55,7 @@ def test_registry_shape():
     assert len(bench) >= 20
     assert set(tiny) <= set(bench) and len(tiny) >= 4
     assert bench == list(S.SOURCES)  # deterministic order
+    assert list(P.SOURCE_DOMAINS) == bench  # the core's domain table names exactly the zoo's sources, in order
     for name, spec in S.SOURCES.items():
         assert spec.name == name
         assert 5 <= len(spec.class_names) <= 20, name
@@ -77,13 +79,13 @@ def test_no_reserved_script_anywhere():
         for name in spec.class_names:
             assert not _in_reserved(name), (spec.name, _in_reserved(name))
     for chars in list(S._GLYPH_SOURCES.values()):
-        assert not _in_reserved(chars[1])
+        assert not _in_reserved(chars[0])
     for chars in list(P._GLYPH_SETS.values()) + list(P._EMOJI_SETS.values()):
         assert not _in_reserved(chars), _in_reserved(chars)
-    assert S.RESERVED_RANGES == tuple(RESERVED.values())
+    assert fonts.RESERVED_RANGES == tuple(RESERVED.values())
     # no font file of a reserved script is ever a candidate
-    for group in {g for _, _, g, _ in S._GLYPH_SOURCES.values()} | {P._GLYPH_SYSTEM_FONTS}:
-        for path in S._group_files(group):
+    for group in {g for _, g, _ in S._GLYPH_SOURCES.values()} | {P._GLYPH_SYSTEM_FONTS}:
+        for path in fonts.group_files(group):
             base = os.path.basename(path).lower()
             assert not any(w.lower() in base for w in RESERVED), path
 
@@ -92,7 +94,7 @@ def test_probe_emoji_and_glyphs_disjoint_from_sources():
     source_emoji = {ch for _, items in S._EMOJI_SOURCES.values() for ch, _ in items}
     probe_emoji = set("".join(P._EMOJI_SETS.values()))
     assert not source_emoji & probe_emoji
-    source_glyphs = set("".join(chars for _, chars, _, _ in S._GLYPH_SOURCES.values()))
+    source_glyphs = set("".join(chars for chars, _, _ in S._GLYPH_SOURCES.values()))
     assert not source_glyphs & set("".join(P._GLYPH_SETS.values()))
 
 
@@ -155,7 +157,7 @@ def test_emoji_source_builds_and_names_match_emoji_test():
 
 
 def test_missing_fonts_give_apt_hint(monkeypatch):
-    monkeypatch.setattr(S, "_package_installed", lambda package: False)
+    monkeypatch.setattr(fonts, "package_installed", lambda package: False)
     assert S.missing_apt_packages(S.list_sources("tiny")) == []
     missing = S.missing_apt_packages(["greek", "emoji-sport"])
     assert "fonts-noto-core" in missing and "fonts-noto-color-emoji" in missing

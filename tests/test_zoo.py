@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from k2v_hub.errors import K2VError
+from k2v_hub.features import penultimate_features
 from k2v_hub.zoo import build as B
 from k2v_hub.zoo import models as M
 from k2v_hub.zoo import plan as P
@@ -131,7 +132,7 @@ def test_penultimate_features_every_arch(arch):
     torch.manual_seed(0)
     model = M.make_model(arch, {0: "x", 1: "y", 2: "z"}).eval()
     x = torch.randn(4, 3, 32, 32)
-    feats = M.penultimate_features(model, x)
+    feats = penultimate_features(model, x)
     assert feats.dim() == 2 and feats.shape[0] == 4
     with torch.inference_mode():
         logits = model(pixel_values=x).logits

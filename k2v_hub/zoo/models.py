@@ -18,11 +18,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from PIL import Image
 from torch import nn
+from transformers import (
+    AutoModelForImageClassification,
+    ConvNextConfig,
+    MobileNetV2Config,
+    ResNetConfig,
+    ViTConfig,
+    ViTImageProcessorPil,
+)
 
 from ..errors import K2VError
+from ..features import logits_and_penultimate_features
 from ..utils import logger, progress, seed_everything
 
 __all__ = [
@@ -39,7 +51,6 @@ __all__ = [
     "train_classifier",
     "evaluate",
     "predict_logits_and_features",
-    "penultimate_features",
     "save_hub_repo",
     "CARD_TEMPLATE",
 ]
@@ -84,15 +95,11 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
         raise ValueError("id2label has duplicate label names.")
     common = dict(id2label=id2label, label2id=label2id, num_labels=len(id2label))
     if arch == "resnet":
-        from transformers import ResNetConfig
-
         cfg = ResNetConfig(
             embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], layer_type="basic", **common
         )
         cfg.architectures = ["ResNetForImageClassification"]
     elif arch == "convnext":
-        from transformers import ConvNextConfig
-
         # layer_scale_init_value=1.0: with the default 1e-6 the residual blocks start as identities and a
         # from-scratch model this small barely trains in a few hundred steps.
         cfg = ConvNextConfig(
@@ -105,8 +112,6 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
         )
         cfg.architectures = ["ConvNextForImageClassification"]
     elif arch == "vit":
-        from transformers import ViTConfig
-
         cfg = ViTConfig(
             image_size=image_size,
             patch_size=4,
@@ -119,8 +124,6 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
         )
         cfg.architectures = ["ViTForImageClassification"]
     else:
-        from transformers import MobileNetV2Config
-
         # finegrained_output=False keeps the last layer (and the penultimate features) small: 448-d.
         cfg = MobileNetV2Config(
             image_size=image_size,
@@ -136,16 +139,12 @@ def make_config(arch: str, id2label: dict[int, str], image_size: int = 32):
 
 def make_model(arch: str, id2label: dict[int, str], image_size: int = 32) -> nn.Module:
     """A freshly initialised `*ForImageClassification` model (seed torch first for determinism)."""
-    from transformers import AutoModelForImageClassification
-
     cfg = make_config(arch, id2label, image_size=image_size)
     return AutoModelForImageClassification.from_config(cfg)
 
 
 def make_image_processor(image_size: int = 32):
     """The image processor saved with every zoo model: resize to `image_size`, rescale, normalise with 0.5/0.5."""
-    from transformers import ViTImageProcessorPil
-
     return ViTImageProcessorPil(
         do_resize=True,
         size={"height": image_size, "width": image_size},
@@ -159,8 +158,6 @@ def make_image_processor(image_size: int = 32):
 
 
 def _dataset_columns(ds) -> tuple[str, str]:
-    import datasets
-
     image_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
     label_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
     if image_col is None or label_col is None:
@@ -173,8 +170,6 @@ def _dataset_columns(ds) -> tuple[str, str]:
 
 def images_to_uint8(images, image_size: int = 32) -> np.ndarray:
     """PIL images (any mode, any size) -> uint8 array [N, image_size, image_size, 3], resized like the processor."""
-    from PIL import Image
-
     out = np.empty((len(images), image_size, image_size, 3), dtype=np.uint8)
     for i, im in enumerate(images):
         im = im.convert("RGB")
@@ -211,37 +206,6 @@ def _random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> 
     return out
 
 
-def _forward_logits_and_features(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    captured: list[torch.Tensor] = []
-
-    def hook(_module, args):
-        captured.append(args[0].detach().flatten(1))
-
-    handle = model.classifier.register_forward_pre_hook(hook)
-    try:
-        logits = model(pixel_values=pixel_values).logits
-    finally:
-        handle.remove()
-    if not captured:  # pragma: no cover - every zoo architecture has a `classifier`
-        raise RuntimeError(f"{type(model).__name__}.classifier was not called.")
-    return logits, captured[-1]
-
-
-def penultimate_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """The input of `model.classifier` (flattened to [N, D]) for normalised `pixel_values` [N, 3, H, W].
-
-    Works for the four zoo architectures (ResNet's pooled [N, C, 1, 1] map is flattened). Used for ground truth
-    (linear probes) only: retrieval never looks inside a model.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            return _forward_logits_and_features(model, pixel_values)[1]
-    finally:
-        model.train(was_training)
-
-
 def predict_logits_and_features(
     model: nn.Module, pixel_values: torch.Tensor, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +216,7 @@ def predict_logits_and_features(
     try:
         with torch.inference_mode():
             for start in range(0, len(pixel_values), batch_size):
-                lg, ft = _forward_logits_and_features(model, pixel_values[start : start + batch_size])
+                lg, ft = logits_and_penultimate_features(model, pixel_values[start : start + batch_size])
                 logits.append(lg.float().numpy())
                 feats.append(ft.float().numpy())
     finally:
@@ -427,8 +391,6 @@ def save_hub_repo(
     Returns:
         `out_dir` as a `Path`.
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
     _check_arch(arch)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
