@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, InferenceClient, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -64,6 +64,9 @@ __all__ = [
     "download_repo",
     "upload_folder",
     "commit_files",
+    "download_snapshot",
+    "download_file",
+    "inference_client",
 ]
 
 LIBRARY_NAME = "k2v-hub"
@@ -513,3 +516,21 @@ def download_snapshot(repo_id: str, *, revision: str | None = None, token: str |
     """
     return Path(with_retries(snapshot_download, repo_id, revision=revision, token=token,
                              allow_patterns=allow_patterns, library_name=LIBRARY_NAME, library_version=__version__))
+
+
+def download_file(repo_id: str, filename: str, *, revision: str | None = None, cache_dir=None,
+                  force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None
+                  ) -> Path:
+    """One file of a model repo through ``hf_hub_download``, identified as k2v-hub (the retriever's weights).
+
+    Failures are raised as huggingface_hub raised them: ``from_pretrained`` callers expect its errors.
+    """
+    return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                force_download=force_download, local_files_only=local_files_only, token=token,
+                                library_name=LIBRARY_NAME, library_version=__version__))
+
+
+def inference_client(model: str, token: str | None = None) -> InferenceClient:
+    """A client for a model's Inference endpoint (a Hub id or a URL): the black box that never downloads weights."""
+    return InferenceClient(model=model, token=token)
+

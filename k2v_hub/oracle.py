@@ -25,17 +25,22 @@ import logging
 import numbers
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
+import torch
 from PIL import Image
+from safetensors import safe_open
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers.utils import logging as hf_logging
 
 from .errors import ModelRefused, QueryBudgetExceeded, UsageError
+from .hub import inference_client
 
 logger = logging.getLogger(__name__)
 
 OracleView = Literal["full", "top5", "label"]
-ORACLE_VIEWS: tuple[str, ...] = ("full", "top5", "label")
+ORACLE_VIEWS: tuple[str, ...] = get_args(OracleView)
 MAX_LABELS = 10_000
 
 
@@ -94,7 +99,8 @@ class Oracle:
         batch_size: images per query batch.
     """
 
-    def __init__(self, labels: Sequence[str], *, view: str = "full", budget: int | None = None, batch_size: int = 64):
+    def __init__(self, labels: Sequence[str], *, view: OracleView = "full", budget: int | None = None,
+                 batch_size: int = 64):
         if view not in ORACLE_VIEWS:
             raise ValueError(f"Unknown oracle view {view!r}; choose one of {', '.join(ORACLE_VIEWS)}.")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 0):
@@ -155,7 +161,7 @@ class TransformersOracle(Oracle):
         self,
         path: str | Path,
         *,
-        view: str = "full",
+        view: OracleView = "full",
         budget: int | None = None,
         batch_size: int = 64,
         trust_remote_code: bool = False,
@@ -166,10 +172,6 @@ class TransformersOracle(Oracle):
         id2label = config["id2label"]
         labels = [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]
         super().__init__(labels, view=view, budget=budget, batch_size=batch_size)
-        import torch
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-        from transformers.utils import logging as hf_logging
-
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         self._torch = torch
@@ -230,8 +232,6 @@ def _read_json_object(path: Path, what: str) -> dict:
 
 def _check_safetensors(path: Path) -> None:
     """Open each safetensors header: a corrupt or truncated file is refused before transformers sees it."""
-    from safetensors import safe_open
-
     for f in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(str(f), framework="np") as handle:
@@ -310,16 +310,14 @@ class InferenceOracle(Oracle):
         model: str,
         labels: Sequence[str],
         *,
-        view: str = "top5",
+        view: OracleView = "top5",
         budget: int | None = None,
         token: str | None = None,
         max_workers: int = 4,
         batch_size: int = 32,
     ):
         super().__init__(labels, view=view, budget=budget, batch_size=batch_size)
-        from huggingface_hub import InferenceClient
-
-        self._client = InferenceClient(model=model, token=token)
+        self._client = inference_client(model, token)
         self._max_workers = max_workers
         self._index = {label: i for i, label in enumerate(self.labels)}
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from sklearn.manifold import TSNE
 
 
 def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """2-D projection of ``[n, d]`` vectors: ``pca`` (numpy SVD) or ``tsne`` (scikit-learn)."""
     x = np.asarray(vectors, dtype=np.float64)
     if method == "tsne" and len(x) > 5:
-        from sklearn.manifold import TSNE
-
         return TSNE(n_components=2, perplexity=min(30, len(x) - 1), random_state=seed, init="pca").fit_transform(x)
     x = x - x.mean(0)
     if len(x) < 2:
@@ -29,15 +30,11 @@ def plot_embedding_space(vectors: np.ndarray, groups: list[str], path: str | Pat
 
     ``highlight`` (a task vector) is projected with the models and drawn as a star.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts_in = vectors if highlight is None else np.vstack([vectors, highlight[None]])
     pts = project_2d(pts_in, method)
-    fig, ax = plt.subplots(figsize=(7, 5.5), dpi=110)
-    cmap = plt.get_cmap("tab20")
+    fig = Figure(figsize=(7, 5.5), dpi=110)  # no pyplot: no global backend or figure state in the caller's process
+    ax = fig.subplots()
+    cmap = colormaps["tab20"]
     for i, group in enumerate(sorted(set(groups))):
         sel = [j for j, g in enumerate(groups) if g == group]
         ax.scatter(pts[sel, 0], pts[sel, 1], s=46, color=cmap(i % 20), label=group, edgecolors="white", linewidths=0.6)
@@ -54,5 +51,4 @@ def plot_embedding_space(vectors: np.ndarray, groups: list[str], path: str | Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

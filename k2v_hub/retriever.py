@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from safetensors.torch import load_model
 from torch import nn
 
 from . import __version__
 from .encoders import ModelEncoder, TaskEncoder
+from .errors import K2VError
+from .hub import download_file
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -145,13 +147,10 @@ class Retriever(
         if os.path.isdir(model_id):
             weights = Path(model_id) / WEIGHTS_NAME
             if not weights.is_file():
-                from .errors import K2VError
-
                 raise K2VError(f"{model_id} has no {WEIGHTS_NAME}.", "Is this a k2v-hub retriever folder?")
         else:
-            weights = hf_hub_download(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
-                                      force_download=force_download, local_files_only=local_files_only,
-                                      token=token, library_name="k2v-hub", library_version=__version__)
+            weights = download_file(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token)
         load_model(model, str(weights), strict=True, device=map_location)
         return model.eval()
 

@@ -31,8 +31,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch import nn
 
+from .knowledge import pseudo_tasks
 from .utils import logger, progress
 
 SAL_LOSSES = ("cosine", "contrastive")
@@ -132,8 +135,6 @@ def supervised_data(graphs, model_ids, tasks, task_scores) -> TrainingData:
 
 def self_supervised_data(graphs, model_ids, records, probe_features, *, tasks_per_model=12, seed=0) -> TrainingData:
     """Training data from an index alone: pseudo-tasks of probes labelled by each model's confident answers."""
-    from .knowledge import pseudo_tasks
-
     rng = np.random.default_rng(seed)
     tasks, targets = [], []
     for j, record in enumerate(records):
@@ -228,9 +229,6 @@ def train_retriever(retriever, data: TrainingData, args: TrainingArguments | Non
 
 
 def _train(retriever, data, args, accelerator, show_progress) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     accelerator = accelerator or Accelerator(cpu=args.cpu)
     set_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1000 * accelerator.process_index)

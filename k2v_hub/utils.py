@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -26,23 +25,12 @@ def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (if installed) for deterministic runs."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
+    try:  # lazy: utils is imported by hub.py and the CLI, which must start without torch (several seconds)
         import torch
 
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-
-
-def fingerprint_arrays(*arrays: np.ndarray) -> str:
-    """A short, stable sha256 fingerprint of numpy arrays (shape, dtype and bytes)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str(a.shape).encode())
-        h.update(str(a.dtype).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
 
 
 @contextmanager
