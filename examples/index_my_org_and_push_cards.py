@@ -22,8 +22,8 @@ import argparse
 import json
 
 from k2v_hub.hub import HubSource, LocalSource, upload_folder
-from k2v_hub.index import CARD_FILE, DATA_FILE, META_FILE, build_index, read_rows, write_index
-from k2v_hub.pipeline import load_retriever_for_index, make_indexer, push_card
+from k2v_hub.index import CARD_FILE, DATA_FILE, META_FILE, build_index, load_retriever, read_rows, write_index
+from k2v_hub.pipeline import make_indexer, push_card
 
 
 def main(argv=None) -> None:
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     # 1. The retriever fixes the feature space and the probe set; its id and revision are recorded in every row.
-    retriever, retriever_id, retriever_revision = load_retriever_for_index(args.retriever, args.token)
+    retriever, retriever_id, retriever_revision = load_retriever(args.retriever, args.token)
     indexer = make_indexer(retriever, retriever_id=retriever_id, retriever_revision=retriever_revision,
                            query_budget=args.query_budget, token=args.token)
 

@@ -49,10 +49,10 @@ def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:
                      "measured_v_acc": float(truth.get(m.model_id, float("nan")))})
     best = max(truth, key=truth.get)
     idx = load_index(out_dir / "index")
-    domains = [zoo.models.get(r["model_id"], {}).get("domain", "?") for r in idx.rows]
+    domains = [zoo.models.get(r.model_id, {}).get("domain", "?") for r in idx.rows]
     query_vec = retriever.embed_task(zoo.task_means([task_id], indexer.extractor, show_progress=False)[task_id])
     picture = plot_embedding_space(idx.embeddings, domains, out_dir / "embedding-space.png",
-                                   names=[r["model_id"] for r in idx.rows], highlight=query_vec,
+                                   names=[r.model_id for r in idx.rows], highlight=query_vec,
                                    title="k2v-hub model vectors (colour = source domain)")
     result = {"task": task_id, "matches": rows, "best_by_ground_truth": best,
               "hit@1": bool(matches and matches[0].model_id == best), "index_report": report.to_dict(),

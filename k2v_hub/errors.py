@@ -51,3 +51,9 @@ class HubError(K2VError):
     """A Hub call failed after retries (auth, not found, gated, network)."""
 
     exit_code = 6
+
+
+def one_line(text, limit: int = 300) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become one space), cut to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

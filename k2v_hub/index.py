@@ -35,22 +35,26 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
 
 from . import __version__
 from .errors import IndexError_, K2VError
-from .hub import RepoRef, RepoSource
+from .hub import RepoRef, RepoSource, download_repo, get_api, hub_call, split_revision, validate_repo_id
+from .index_row import SHARED_KEYS, IndexRow, index_features
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
+from .modelcards import render_index_card
 from .oracle import TransformersOracle
+from .retriever import Retriever
 from .utils import logger, progress
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
 META_FILE = "k2v_index.json"
 ROWS_DIR = "rows"
 CARD_FILE = "README.md"
-SHARED_KEYS = ("retriever_id", "retriever_revision", "retriever_fingerprint", "feature_space", "probe_fingerprint",
-               "oracle_view")
-
 
 TMP_SUFFIX = ".tmp"
 STALE_TMP_SECONDS = 3600
@@ -182,8 +186,6 @@ def read_rows(index_dir: str | Path) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     data = index_dir / DATA_FILE
     if data.is_file():
-        import pyarrow.parquet as pq
-
         try:
             for row in pq.read_table(data).to_pylist():
                 rows[row["model_id"]] = row
@@ -213,17 +215,17 @@ def write_index(index_dir: str | Path, rows: dict[str, dict], settings: IndexSet
     Only rows that agree with ``settings`` are written (an index never mixes builds); the ids of the rows left
     out are returned (they stay in the journal).
     """
-    import datasets
-
     index_dir = Path(index_dir)
     left_out = sorted(k for k, r in rows.items() if not row_matches(r, settings))
     if left_out:
         logger.warning("%d row(s) were built with other settings and are left out of the index until they are "
                        "re-encoded: %s", len(left_out), ", ".join(left_out[:5]) + (" ..." if len(left_out) > 5 else ""))
-    ordered = [rows[k] for k in sorted(rows) if k not in set(left_out)]
+    ordered = [IndexRow.from_dict(rows[k]) for k in sorted(rows) if k not in set(left_out)]
     features = index_features(settings.embed_dim)
-    ds = datasets.Dataset.from_list(ordered, features=features) if ordered else datasets.Dataset.from_dict(
-        {k: [] for k in features}, features=features)
+    if ordered:
+        ds = datasets.Dataset.from_list([r.to_dict() for r in ordered], features=features)
+    else:
+        ds = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
     data = index_dir / DATA_FILE
     tmp = _temp_path(data)
     try:
@@ -234,36 +236,8 @@ def write_index(index_dir: str | Path, rows: dict[str, dict], settings: IndexSet
             os.unlink(tmp)
     meta = {**settings.to_dict(), "n_models": len(ordered), "updated_at": _now()}
     _atomic_write(index_dir / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
-    from .modelcards import render_index_card
-
     _atomic_write(index_dir / CARD_FILE, render_index_card(meta, ordered, **(card_kwargs or {})).encode())
     return left_out
-
-
-def index_features(embed_dim: int):
-    """The `datasets` schema of an index row."""
-    from datasets import Features, List, Value
-
-    return Features({
-        "model_id": Value("string"),
-        "revision": Value("string"),
-        "labels": List(Value("string")),
-        "embedding": List(Value("float32"), length=embed_dim),
-        "knowledge": Value("string"),
-        "retriever_id": Value("string"),
-        "retriever_revision": Value("string"),
-        "retriever_fingerprint": Value("string"),
-        "feature_space": Value("string"),
-        "probe_fingerprint": Value("string"),
-        "oracle_view": Value("string"),
-        "k2v_hub_version": Value("string"),
-        "n_queries": Value("int64"),
-        "seconds": Value("float32"),
-        "created_at": Value("string"),
-        "card_datasets": List(Value("string")),
-        "downloads": Value("int64"),
-        "likes": Value("int64"),
-    })
 
 
 def _now() -> str:
@@ -295,8 +269,6 @@ class Indexer:
     def probe_features(self) -> np.ndarray:
         """Features of the probe images (computed once)."""
         if self._probe_features is None:
-            from PIL import Image
-
             self._probe_features = self.extractor([Image.fromarray(p) for p in self.probes], show_progress=False)
         return self._probe_features
 
@@ -333,7 +305,8 @@ class Indexer:
         graph = graph_features(record, self.probes, self.extractor, self.probe_features)
         return self.retriever.embed_models([graph])[0]
 
-    def make_row(self, ref: RepoRef, record: KnowledgeRecord, seconds: float, created_at: str | None = None) -> dict:
+    def make_row(self, ref: RepoRef, record: KnowledgeRecord, seconds: float,
+                 created_at: str | None = None) -> IndexRow:
         """One index row.
 
         The vector is computed from the record *as stored* (its JSON rounds scores to 6 decimals), so a row's
@@ -343,26 +316,14 @@ class Indexer:
         s = self.settings
         knowledge = record.to_json()
         record = KnowledgeRecord.from_json(knowledge)
-        return {
-            "model_id": ref.model_id,
-            "revision": ref.revision,
-            "labels": list(record.labels),
-            "embedding": [float(x) for x in self.embed(record)],
-            "knowledge": knowledge,
-            "retriever_id": s.retriever_id,
-            "retriever_revision": s.retriever_revision,
-            "retriever_fingerprint": s.retriever_fingerprint,
-            "feature_space": s.feature_space,
-            "probe_fingerprint": s.probe_fingerprint,
-            "oracle_view": s.oracle_view,
-            "k2v_hub_version": __version__,
-            "n_queries": int(record.n_queries),
-            "seconds": float(round(seconds, 3)),
-            "created_at": created_at or _now(),
-            "card_datasets": _card_datasets(ref.card_data),
-            "downloads": int(ref.downloads),
-            "likes": int(ref.likes),
-        }
+        return IndexRow(
+            model_id=ref.model_id, revision=ref.revision, labels=list(record.labels),
+            embedding=[float(x) for x in self.embed(record)], knowledge=knowledge,
+            **{k: getattr(s, k) for k in SHARED_KEYS},
+            k2v_hub_version=__version__, n_queries=int(record.n_queries), seconds=float(round(seconds, 3)),
+            created_at=created_at or _now(), card_datasets=_card_datasets(ref.card_data),
+            downloads=int(ref.downloads), likes=int(ref.likes),
+        )
 
 
 def build_index(
@@ -432,11 +393,11 @@ def build_index(
         try:
             if same_knowledge:
                 record = KnowledgeRecord.from_json(old["knowledge"])
-                row = indexer.make_row(ref, record, old["seconds"], old["created_at"])
+                row = indexer.make_row(ref, record, old["seconds"], old["created_at"]).to_dict()
                 report.reencoded.append(ref.model_id)
             else:
                 record, from_cache = indexer.knowledge_for(source, ref)
-                row = indexer.make_row(ref, record, time.perf_counter() - t0)
+                row = indexer.make_row(ref, record, time.perf_counter() - t0).to_dict()
                 report.indexed.append(ref.model_id)
                 report.queries += 0 if from_cache else record.n_queries
         except K2VError as exc:
@@ -452,7 +413,7 @@ def build_index(
         if on_row is not None:
             on_row(row)
     if multi:
-        from accelerate.utils import gather_object
+        from accelerate.utils import gather_object  # ~0.4 s to import; only multi-process runs need it
 
         gathered = gather_object([{"report": report.to_dict(), "rows": written, "rank": state.process_index}])
         if state.is_main_process:
@@ -517,8 +478,7 @@ def _partial_state(distributed: bool | None):
         return None
     if distributed is None and _world_size() <= 1:
         return None
-    import torch
-    from accelerate import PartialState
+    from accelerate import PartialState  # ~0.4 s to import; only multi-process runs need it
 
     flag = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower()
     cpu = flag in ("1", "y", "yes", "t", "true", "on") or not torch.cuda.is_available()
@@ -536,9 +496,24 @@ def _world_size() -> int:
     return 1
 
 
+def best_first(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """Indices of the ``top_k`` (>= 1) highest scores, all when ``None``, best first, ties in index order.
+
+    The same as ``np.argsort(-scores, kind="stable")[:top_k]``, but only the head is sorted: the ``top_k``-th
+    best score is found with a partition and only the rows scoring at least that much are sorted.
+    """
+    if top_k is None or top_k >= len(scores):
+        return np.argsort(-scores, kind="stable")[:top_k]
+    kth = -np.partition(-scores, top_k - 1)[top_k - 1]
+    if np.isnan(kth):
+        return np.argsort(-scores, kind="stable")[:top_k]
+    head = np.flatnonzero(scores >= kth)  # the best top_k and every row tied with the last of them, in index order
+    return head[np.argsort(-scores[head], kind="stable")][:top_k]
+
+
 @dataclass
 class K2VIndex:
-    """A loaded index: rows, the embedding matrix and the shared settings."""
+    """A loaded index: rows (:class:`~k2v_hub.index_row.IndexRow`), the embedding matrix and the shared settings."""
 
     rows: list
     embeddings: np.ndarray
@@ -546,50 +521,21 @@ class K2VIndex:
     path: str
     revision: str | None = None
     repo_id: str | None = None  # the Hub dataset repo it was downloaded from; None for a local folder
-    _faiss: object = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def search(self, query: np.ndarray, top_k: int = 5) -> list[tuple[int, float]]:
-        """Best ``top_k`` rows by cosine: ``[(row index, score)]``, best first (FAISS for large indexes)."""
-        top_k = min(top_k, len(self.rows))
-        if self._faiss is not None:
-            result = self._faiss.search("embedding", query.astype(np.float32), k=top_k)
-            return [(int(i), float(s)) for i, s in zip(result.indices, result.scores)]
-        scores = self.embeddings @ query.astype(np.float32)
-        if len(scores) > 8 * top_k:
-            part = np.argpartition(-scores, top_k - 1)[:top_k]
-            top = part[np.lexsort((part, -scores[part]))]
-        else:
-            top = np.argsort(-scores, kind="stable")[:top_k]
-        return [(int(i), float(scores[i])) for i in top]
+    def search(self, query: np.ndarray, top_k: int | None = None, *,
+               boost: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows best first, every row's cosine with query)``: the best ``top_k`` rows (all when ``None``).
 
-    def scores(self, query: np.ndarray) -> np.ndarray:
-        """Cosine score of every row."""
-        return self.embeddings @ query.astype(np.float32)
-
-    def use_faiss(self) -> None:
-        """Build an exact inner-product FAISS index through `datasets` (``add_faiss_index``; from ~100k rows)."""
-        import datasets
-        import faiss
-
-        from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
-
-        was_enabled = is_progress_bar_enabled()
-        disable_progress_bar()
-        try:
-            ds = datasets.Dataset.from_dict({"embedding": self.embeddings})
-            ds.add_faiss_index("embedding", metric_type=faiss.METRIC_INNER_PRODUCT)
-        finally:
-            if was_enabled:
-                enable_progress_bar()
-        self._faiss = ds
-
-
-# Measured with `k2v-hub bench --scale` (2 cores): the flat matrix product beat an exact FAISS index built through
-# `datasets` at every size up to 1M rows (310 ms vs 430 ms at 1M), so FAISS is used only beyond what was measured.
-FAISS_THRESHOLD = 2_000_000
+        One matrix product over the index, then :func:`best_first` on the cosine plus ``boost`` (per-row evidence
+        added before ranking, such as label names; the cosines returned are without it). Measured with
+        `k2v-hub bench --scale` (2 cores): the matrix product beat an exact FAISS index built through `datasets`
+        at every size from 10k to 1M rows (310 ms vs 430 ms at 1M), so it is the only search.
+        """
+        cosine = self.embeddings @ query.astype(np.float32)
+        return best_first(cosine if boost is None else cosine + boost, top_k), cosine
 
 
 def load_index(index: str | Path, *, revision: str | None = None, token: str | None = None) -> K2VIndex:
@@ -598,8 +544,6 @@ def load_index(index: str | Path, *, revision: str | None = None, token: str | N
     Raises:
         IndexError_: missing, unreadable, tampered, empty, or rows that disagree with the index settings.
     """
-    from .hub import download_repo, split_revision
-
     path, repo_id = Path(index), None
     if not path.exists():
         repo_id, rev = split_revision(str(index))
@@ -617,31 +561,43 @@ def load_index(index: str | Path, *, revision: str | None = None, token: str | N
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError:
         raise IndexError_(f"{meta_file} is not valid JSON.", "Rebuild the index.") from None
-    import pyarrow.parquet as pq
-
     try:
-        rows = pq.read_table(data_file).to_pylist()
+        stored = pq.read_table(data_file).to_pylist()
     except Exception as exc:  # noqa: BLE001
         raise IndexError_(f"{data_file} is truncated or not parquet ({type(exc).__name__}).",
                           "Rebuild the index or download it again.") from None
-    if not rows:
+    if not stored:
         raise IndexError_(f"Index {index} has no rows.", "Index some models first (`k2v-hub index --org ORG`).")
-    for row in rows:
-        for key in SHARED_KEYS:
-            if row.get(key) != meta.get(key):
-                raise IndexError_(
-                    f"Row {row.get('model_id')!r} has {key}={row.get(key)!r} but the index says {meta.get(key)!r}.",
-                    "The index was tampered with or mixes builds; rebuild it.")
-    emb = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+    rows = [IndexRow.from_dict(row, meta) for row in stored]
+    emb = np.asarray([r.embedding for r in rows], dtype=np.float32)
     if emb.ndim != 2 or not np.isfinite(emb).all():
         raise IndexError_(f"Index {index} has malformed embeddings.", "Rebuild the index.")
     norms = np.linalg.norm(emb, axis=1)
     if np.any(np.abs(norms - 1) > 1e-3):
         raise IndexError_(f"Index {index} has embeddings that are not unit vectors (tampered?).", "Rebuild it.")
-    loaded = K2VIndex(rows, emb, meta, str(path), revision, repo_id)
-    if len(rows) >= FAISS_THRESHOLD:
-        try:
-            loaded.use_faiss()
-        except ImportError:
-            logger.info("faiss-cpu is not installed; using a matrix product over %d rows", len(rows))
-    return loaded
+    return K2VIndex(rows, emb, meta, str(path), revision, repo_id)
+
+
+def load_retriever(retriever: str | None, token: str | None = None, *,
+                   revision: str | None = None) -> tuple[Retriever, str, str]:
+    """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``.
+
+    A folder is ``(its absolute path, "local")``. A Hub retriever is pinned to the commit its revision (the one in
+    the id, else ``revision``, else ``main``) resolves to now, and that commit is what an index records; it is
+    downloaded through :func:`~k2v_hub.hub.download_repo` (retried, cached, offline once cached).
+
+    Raises:
+        K2VError: no retriever given, or a folder without weights.
+        HubError: not a valid Hub id, or the Hub could not give it.
+    """
+    if retriever is None:
+        raise K2VError("No retriever given.", "Pass --retriever DIR_OR_ID (train one with `k2v-hub train`).")
+    repo, pinned = split_revision(retriever)
+    if Path(repo).is_dir():
+        return Retriever.from_pretrained(repo), str(Path(repo).resolve()), "local"
+    validate_repo_id(repo, "retriever id")
+    revision = pinned or (revision if revision != "local" else None)
+    sha = hub_call(get_api(token).model_info, repo, revision=revision, what=(repo, "model")).sha
+    folder = download_repo(repo, repo_type="model", revision=sha, token=token,
+                           allow_patterns=["config.json", "*.safetensors", "README.md"])
+    return Retriever.from_pretrained(str(folder)), repo, sha

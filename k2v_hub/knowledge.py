@@ -26,9 +26,12 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from .errors import MalformedRecord, ModelRefused
-from .oracle import Oracle
+from .oracle import ORACLE_VIEWS, Oracle, to_rgb
+from .probes import build_probe_images, probe_fingerprint
+from .query_data import find_columns, load_query_dataset
 
 DEFAULT_MAX_CLASSES = 16
 DEFAULT_BISECTION_STEPS = 7
@@ -126,8 +129,6 @@ def _int_list(d: dict, key: str) -> list[int]:
 
 def _validated_fields(d) -> dict:
     """The constructor arguments of a record dict, type-checked (see :meth:`KnowledgeRecord.from_dict`)."""
-    from .oracle import ORACLE_VIEWS
-
     if not isinstance(d, dict):
         raise _bad(f"expected a JSON object, got {type(d).__name__}")
     missing = [k for k in _REQUIRED if k not in d]
@@ -205,8 +206,6 @@ def _check_consistency(rec: "KnowledgeRecord") -> None:
 
 def probes_to_array(images) -> np.ndarray:
     """A list of same-size PIL images as a ``[P, H, W, 3]`` uint8 array."""
-    from .oracle import to_rgb
-
     return np.stack([np.asarray(to_rgb(im), dtype=np.uint8) for im in images])
 
 
@@ -218,8 +217,6 @@ def blend(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _as_images(arr: np.ndarray):
-    from PIL import Image
-
     return [Image.fromarray(x) for x in arr]
 
 
@@ -381,8 +378,6 @@ def load_probe_set(spec: dict | str | None = None, *, token: str | None = None) 
     ``spec`` is ``None`` (the built-in generic probe set), a dict like :data:`DEFAULT_PROBE_SPEC`, or a string:
     a dataset (local ``save_to_disk`` folder, image folder or Hub id) whose first ``n`` images become probes.
     """
-    from .probes import build_probe_images, probe_fingerprint
-
     if spec is None:
         spec = dict(DEFAULT_PROBE_SPEC)
     elif isinstance(spec, str):
@@ -394,8 +389,6 @@ def load_probe_set(spec: dict | str | None = None, *, token: str | None = None) 
                                     kinds=tuple(spec["kinds"]) if spec.get("kinds") else None,
                                     exclude_sources=tuple(spec.get("exclude_sources") or ()))
     elif spec["source"] == "dataset":
-        from .find import find_columns, load_query_dataset
-
         ds = load_query_dataset(spec["id"], revision=spec.get("revision"), token=token)
         image_column, _, _ = find_columns(ds, require_labels=False)
         ds = ds.select(range(min(spec["n"], len(ds))))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from importlib.resources import files
 
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCard, DatasetCardData, constants
 from jinja2 import Environment
+
+from .index_row import IndexRow, column_docs
 
 SECTION_START = "<!-- k2v-hub:start -->"
 SECTION_END = "<!-- k2v-hub:end -->"
@@ -18,10 +21,8 @@ def template(name: str) -> str:
     return files("k2v_hub.cards").joinpath(name).read_text(encoding="utf-8")
 
 
-def render_index_card(meta: dict, rows: list[dict], *, repo_id: str | None = None) -> str:
+def render_index_card(meta: dict, rows: list[IndexRow], *, repo_id: str | None = None) -> str:
     """The index's dataset card (``cards/index_card.md``)."""
-    from huggingface_hub import constants
-
     data = DatasetCardData(
         pretty_name=f"k2v-hub index{f' of {repo_id}' if repo_id else ''}",
         tags=["k2v-hub", "know2vec", "model-retrieval"],
@@ -29,7 +30,7 @@ def render_index_card(meta: dict, rows: list[dict], *, repo_id: str | None = Non
         size_categories=["n<1K" if len(rows) < 1000 else "1K<n<10K"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
     )
-    queries = [int(r.get("n_queries", 0)) for r in rows]
+    queries = [int(r.n_queries) for r in rows]
     spec = meta.get("probe_spec") or {}
     values = {
         **meta,
@@ -39,8 +40,9 @@ def render_index_card(meta: dict, rows: list[dict], *, repo_id: str | None = Non
         "mean_queries": round(sum(queries) / len(queries)) if queries else 0,
         "probe_description": ", ".join(f"{k}={v}" for k, v in spec.items() if v not in (None, [], "")),
         "endpoint": constants.ENDPOINT,
-        "models": [{"model_id": r["model_id"], "revision": r["revision"], "n_labels": len(r["labels"]),
-                 "n_queries": r["n_queries"]} for r in rows],
+        "columns": textwrap.fill(column_docs(), 115, break_long_words=False, break_on_hyphens=False),
+        "models": [{"model_id": r.model_id, "revision": r.revision, "n_labels": len(r.labels),
+                    "n_queries": r.n_queries} for r in rows],
     }
     return str(DatasetCard.from_template(data, template_str=template("index_card.md"), **values))
 

@@ -34,7 +34,7 @@ from safetensors import safe_open
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 from transformers.utils import logging as hf_logging
 
-from .errors import ModelRefused, QueryBudgetExceeded, UsageError
+from .errors import ModelRefused, QueryBudgetExceeded, UsageError, one_line
 from .hub import inference_client
 
 logger = logging.getLogger(__name__)
@@ -188,8 +188,8 @@ class TransformersOracle(Oracle):
             ).eval()
         except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; one line with a hint instead
             raise ModelRefused(
-                _one_line(f"{path.name}: transformers cannot load it as an image classifier "
-                          f"({type(exc).__name__}: {exc})."),
+                one_line(f"{path.name}: transformers cannot load it as an image classifier "
+                         f"({type(exc).__name__}: {exc})."),
                 "Check that it loads with AutoModelForImageClassification/AutoImageProcessor; it was skipped.",
             ) from None
         finally:
@@ -214,16 +214,11 @@ class TransformersOracle(Oracle):
         return probs
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _read_json_object(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelRefused(_one_line(f"{path.parent.name}: {what} is not valid JSON ({e})."),
+        raise ModelRefused(one_line(f"{path.parent.name}: {what} is not valid JSON ({e})."),
                            f"Fix {what} in the repo; it was skipped.") from None
     if not isinstance(data, dict):
         raise ModelRefused(f"{path.parent.name}: {what} is not a JSON object.", f"Fix {what}; it was skipped.")
@@ -237,8 +232,8 @@ def _check_safetensors(path: Path) -> None:
             with safe_open(str(f), framework="np") as handle:
                 list(handle.keys())
         except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError...
-            raise ModelRefused(_one_line(f"{path.name}: {f.name} is corrupt or truncated ({type(exc).__name__}: "
-                                         f"{exc})."), "Re-upload the weights; the model was skipped.") from None
+            raise ModelRefused(one_line(f"{path.name}: {f.name} is corrupt or truncated ({type(exc).__name__}: "
+                                        f"{exc})."), "Re-upload the weights; the model was skipped.") from None
 
 
 def check_model_folder(path: Path, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> dict:

@@ -7,14 +7,26 @@ usable from Python as well as from ``k2v-hub``.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 from . import __version__
 from .errors import K2VError
-from .features import k2v_home  # noqa: F401 - re-exported: the one definition of the cache folder
+from .features import FeatureExtractor, k2v_home
+from .find import retriever_for_index
+from .hub import LocalSource, commit_files, read_text_file, upload_folder, validate_repo_id
+from .index import IndexSettings, Indexer, load_index
+from .index import load_retriever as load_retriever_for_index  # noqa: F401 - cli.py's name for it, kept for cli.py
+from .knowledge import KnowledgeRecord, load_probe_set
+from .modelcards import render_model_section, upsert_section
+from .retriever import Retriever
+from .train import TrainingArguments, self_supervised_data, supervised_data, train_retriever
 from .utils import logger, progress, seed_everything
+from .zoo.data import ZooData
 
 
 def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "local", probe=None,
@@ -22,10 +34,6 @@ def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "loc
                  query_budget: int | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
                  token: str | None = None, cache_dir=None, extractor=None):
     """An :class:`~k2v_hub.index.Indexer` for a retriever; the probe set defaults to the retriever's own."""
-    from .features import FeatureExtractor
-    from .index import IndexSettings, Indexer
-    from .knowledge import load_probe_set
-
     probes, fingerprint, spec = load_probe_set(probe if probe is not None else retriever.probe_spec, token=token)
     if retriever.probe_fingerprint and fingerprint != retriever.probe_fingerprint:
         logger.warning("Probe set %s differs from the retriever's training probes %s", fingerprint,
@@ -45,9 +53,6 @@ def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "loc
 
 def zoo_training_data(zoo, indexer, *, model_ids=None, task_ids=None, metric=None, show_progress=True):
     """Supervised training data from a zoo: graphs of ``model_ids``, means of ``task_ids``, best-model targets."""
-    from .hub import LocalSource
-    from .train import supervised_data
-
     source = LocalSource(zoo.root)
     model_ids = model_ids or [m for m in zoo.model_ids if zoo.models[m].get("role", "seen") == "seen"]
     task_ids = task_ids or zoo.task_ids(split="train")
@@ -71,10 +76,6 @@ def model_graphs(source, model_ids, indexer, *, show_progress=True) -> dict:
 def new_retriever(extractor, *, probe_spec, probe_fingerprint, oracle_view="full", model_encoder="lstm",
                   query_encoder="lstm", max_classes=16, embed_dim=256, hidden_dim=256, seed: int = 0):
     """An untrained retriever for a feature space and probe set; its initial weights depend on ``seed`` only."""
-    import torch
-
-    from .retriever import Retriever
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Retriever(feature_space=extractor.name, feature_dim=extractor.dim, hidden_dim=hidden_dim,
@@ -87,11 +88,6 @@ def train_from_zoo(zoo_dir, out_dir, *, args=None, backbone=None, probe=None, or
                    model_encoder="lstm", query_encoder="lstm", max_classes=16, show_progress=True,
                    push_to_hub: str | None = None, token: str | None = None):
     """Supervised training on a zoo's ``train`` tasks of its ``seen`` models; saves to ``out_dir``."""
-    from .features import FeatureExtractor
-    from .knowledge import load_probe_set
-    from .train import TrainingArguments, train_retriever
-    from .zoo.data import ZooData
-
     args = args or TrainingArguments()
     seed_everything(args.seed)
     zoo = ZooData(zoo_dir)
@@ -112,23 +108,16 @@ def train_from_zoo(zoo_dir, out_dir, *, args=None, backbone=None, probe=None, or
 def train_from_index(index, out_dir, *, retriever=None, args=None, show_progress=True, token=None,
                      push_to_hub: str | None = None):
     """Self-supervised adaptation from an index's knowledge records alone (pseudo-tasks, no labels)."""
-    from PIL import Image
-
-    from .find import load_retriever
-    from .index import load_index
-    from .knowledge import KnowledgeRecord
-    from .train import TrainingArguments, self_supervised_data, train_retriever
-
     args = args or TrainingArguments()
     seed_everything(args.seed)
     idx = load_index(index, token=token)
-    retriever = load_retriever(retriever, idx.meta, token=token)
+    retriever = retriever_for_index(retriever, idx.meta, token=token)
     indexer = make_indexer(retriever, retriever_id=idx.meta["retriever_id"], probe=idx.meta["probe_spec"],
                            oracle_view=idx.meta["oracle_view"], token=token)
-    records = [KnowledgeRecord.from_json(r["knowledge"]) for r in idx.rows]
+    records = [KnowledgeRecord.from_json(r.knowledge) for r in idx.rows]
     graphs = [indexer.graph(r) for r in progress(records, desc="Knowledge graphs", disable=not show_progress or None)]
     probe_feats = indexer.extractor([Image.fromarray(p) for p in indexer.probes], show_progress=False)
-    data = self_supervised_data(graphs, [r["model_id"] for r in idx.rows], records, probe_feats, seed=args.seed)
+    data = self_supervised_data(graphs, [r.model_id for r in idx.rows], records, probe_feats, seed=args.seed)
     metrics = train_retriever(retriever, data, args, show_progress=show_progress)
     save_retriever(retriever, out_dir, push_to_hub=push_to_hub, token=token)
     return retriever, metrics
@@ -146,35 +135,10 @@ def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token:
     if not push_to_hub:
         retriever.save_pretrained(out_dir)
         return None
-    from .hub import upload_folder, validate_repo_id
-
     validate_repo_id(push_to_hub, "model id")
     retriever.save_pretrained(out_dir, model_card_kwargs={"repo_id": push_to_hub})
     return upload_folder(out_dir, push_to_hub, repo_type="model", token=token, private=private,
                          commit_message="Upload k2v-hub retriever")
-
-
-def load_retriever_for_index(retriever: str | None, token: str | None = None):
-    """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``.
-
-    A Hub retriever is pinned to the commit its revision resolves to now, and that commit is what the index
-    records.
-    """
-    from .hub import split_revision
-    from .retriever import Retriever
-
-    if retriever is None:
-        raise K2VError("No retriever given.", "Pass --retriever DIR_OR_ID (train one with `k2v-hub train`).")
-    repo, revision = split_revision(retriever)
-    if Path(repo).is_dir():
-        return Retriever.from_pretrained(repo), str(Path(repo).resolve()), "local"
-    from .hub import download_repo, get_api, hub_call, validate_repo_id
-
-    validate_repo_id(repo, "retriever id")
-    sha = hub_call(get_api(token).model_info, repo, revision=revision, what=(repo, "model")).sha
-    folder = download_repo(repo, repo_type="model", revision=sha, token=token,
-                           allow_patterns=["config.json", "*.safetensors", "README.md"])
-    return Retriever.from_pretrained(str(folder)), repo, sha
 
 
 def safetensors_bytes(name: str, array: np.ndarray, metadata: dict[str, str]) -> bytes:
@@ -184,8 +148,6 @@ def safetensors_bytes(name: str, array: np.ndarray, metadata: dict[str, str]) ->
     the same vector would then be a new file (and a new commit) at every push. Here the header is JSON with sorted
     keys, padded with spaces to 8 bytes as the format allows, so pushing an unchanged card changes nothing.
     """
-    import struct
-
     data = np.ascontiguousarray(array, dtype="<f4")
     header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()},
               name: {"dtype": "F32", "shape": list(data.shape), "data_offsets": [0, int(data.nbytes)]}}
@@ -209,27 +171,23 @@ def push_card(model_id: str, index, *, token=None, create_pr=False, index_id: st
     The README keeps everything outside the marked k2v-hub section; a second push replaces the section.
     Returns the commit or pull request URL.
     """
-    from .hub import commit_files, read_text_file
-    from .index import load_index
-    from .knowledge import KnowledgeRecord
-    from .modelcards import render_model_section, upsert_section
-
     idx = load_index(index, token=token)
-    row = next((r for r in idx.rows if r["model_id"] == model_id), None)
+    row = next((r for r in idx.rows if r.model_id == model_id), None)
     if row is None:
         raise K2VError(f"{model_id} is not in the index.", "Index it first with `k2v-hub index`.")
-    record = KnowledgeRecord.from_json(row["knowledge"])
-    meta = {k: row[k] for k in ("model_id", "revision", "retriever_id", "retriever_revision", "retriever_fingerprint",
-                                "feature_space", "probe_fingerprint", "oracle_view", "k2v_hub_version", "n_queries",
-                                "created_at")}
+    record = KnowledgeRecord.from_json(row.knowledge)
+    stored = row.to_dict()
+    meta = {k: stored[k] for k in ("model_id", "revision", "retriever_id", "retriever_revision",
+                                   "retriever_fingerprint", "feature_space", "probe_fingerprint", "oracle_view",
+                                   "k2v_hub_version", "n_queries", "created_at")}
     meta["index"] = index_id or str(index)
-    embedding = safetensors_bytes("embedding", np.asarray(row["embedding"], dtype=np.float32),
+    embedding = safetensors_bytes("embedding", np.asarray(row.embedding, dtype=np.float32),
                                   {k: str(v) for k, v in meta.items()})
     readme = read_text_file(model_id, "README.md", token=token, revision=revision)
-    section = render_model_section(embed_dim=len(row["embedding"]), n_probes=len(record.probe_pred),
-                                   n_queries=row["n_queries"], index_id=meta["index"], revision=row["revision"],
-                                   retriever_id=row["retriever_id"], retriever_fingerprint=row["retriever_fingerprint"],
-                                   feature_space=row["feature_space"], probe_fingerprint=row["probe_fingerprint"],
+    section = render_model_section(embed_dim=len(row.embedding), n_probes=len(record.probe_pred),
+                                   n_queries=row.n_queries, index_id=meta["index"], revision=row.revision,
+                                   retriever_id=row.retriever_id, retriever_fingerprint=row.retriever_fingerprint,
+                                   feature_space=row.feature_space, probe_fingerprint=row.probe_fingerprint,
                                    n_classes=len(record.classes), n_labels=len(record.labels))
     files = {
         "k2v/embedding.safetensors": embedding,

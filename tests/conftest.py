@@ -80,11 +80,12 @@ def tiny_index(tiny_zoo, tiny_retriever, tmp_path_factory) -> Path:
     """The tiny zoo's org indexed with the tiny retriever."""
     from k2v_hub.hub import LocalSource
     from k2v_hub.index import build_index
-    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
+    from k2v_hub.index import load_retriever
+    from k2v_hub.pipeline import make_indexer
     from k2v_hub.zoo.data import ZooData
 
     out = tmp_path_factory.mktemp("index")
-    retriever, rid, rev = load_retriever_for_index(str(tiny_retriever))
+    retriever, rid, rev = load_retriever(str(tiny_retriever))
     indexer = make_indexer(retriever, retriever_id=rid, retriever_revision=rev)
     build_index(LocalSource(tiny_zoo), ZooData(tiny_zoo).org, out, indexer, show_progress=False)
     return out

@@ -76,7 +76,7 @@ def build_fast_index(root: Path, n_models: int = 4):
         record = build_knowledge(LinearOracle(seed=m), probes, probe_fingerprint=fingerprint, max_classes=4,
                                  bisection_steps=3)
         ref = RepoRef(f"fake-org/linear-{m}", f"{m + 1:040x}")
-        rows[ref.model_id] = indexer.make_row(ref, record, 0.0)
+        rows[ref.model_id] = indexer.make_row(ref, record, 0.0).to_dict()
     (root / "index").mkdir()
     write_index(root / "index", rows, settings)
     return root / "index", root / "retriever", settings, rows

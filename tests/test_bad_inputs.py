@@ -24,7 +24,8 @@ import pytest
 from PIL import Image
 
 from k2v_hub.errors import DatasetError, K2VError, UsageError
-from k2v_hub.find import MAX_SIDE, Matches, find_model, task_class_means
+from k2v_hub.find import Matches, find_model
+from k2v_hub.query_data import MAX_SIDE, task_class_means
 
 from fakes import FEATURE_SPACE, build_fast_index  # noqa: E402
 

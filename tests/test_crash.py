@@ -257,7 +257,7 @@ def crash_and_rerun(seed: int, tiny_zoo: Path, retriever: Path, work: Path) -> l
         report = runs.complete(runs.start())
         check_completed(out, ids, report, finished)
         assert len(journal(out)) == len(ids)
-        assert sorted(r["model_id"] for r in load_index(out).rows) == ids
+        assert sorted(r.model_id for r in load_index(out).rows) == ids
         runs.log.append(f"seed {seed}: rerun reused {len(report['reused'])}, indexed {len(report['indexed'])} "
                         f"with {report['queries']} queries")
         return runs.log
@@ -271,9 +271,10 @@ def complete_index(zoo: Path, org: str, retriever: Path, out: Path, knowledge: P
 
     from k2v_hub.hub import LocalSource
     from k2v_hub.index import build_index
-    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
+    from k2v_hub.index import load_retriever
+    from k2v_hub.pipeline import make_indexer
 
-    model, rid, rev = load_retriever_for_index(str(retriever))
+    model, rid, rev = load_retriever(str(retriever))
     indexer = make_indexer(model, retriever_id=rid, retriever_revision=rev, bisection_steps=3, max_classes=6,
                            cache_dir=knowledge)
     threads = torch.get_num_threads()
@@ -310,7 +311,7 @@ def crash_in_final_write(seed: int, tiny_zoo: Path, retriever: Path, work: Path)
         assert (out / DATA_FILE).read_bytes() == old_parquet, "a killed write must leave the old parquet whole"
         leftovers = [p for p in (out / DATA_FILE).parent.iterdir() if p.name != Path(DATA_FILE).name]
         assert leftovers and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in leftovers), leftovers
-        assert sorted(r["model_id"] for r in load_index(out).rows) == ids  # the old index still loads meanwhile
+        assert sorted(r.model_id for r in load_index(out).rows) == ids  # the old index still loads meanwhile
 
         report = runs.complete(runs.start())
         check_completed(out, ids, report, after)

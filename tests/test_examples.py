@@ -132,7 +132,7 @@ def test_choose_model_for_my_dataset(examples, capsys):
     lines = examples.result("choose").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("RANK"))
     table = [line.split() for line in lines[header + 1:header + 4]]
-    indexed = {r["model_id"] for r in load_index(index).rows}
+    indexed = {r.model_id for r in load_index(index).rows}
     assert [row[0] for row in table] == ["1", "2", "3"]
     assert all(row[1] in indexed for row in table), table
     scores = [float(row[2]) for row in table]
@@ -168,7 +168,7 @@ def test_index_my_org_and_push_cards(examples, tiny_zoo):
     summary = json.loads(examples.result("index"))
     assert sorted(summary["indexed"] + summary["reused"]) == ids and not summary["skipped"]
     assert INDEX_REPO in summary["pushed"] and sorted(summary["cards"]) == ids
-    assert sorted(r["model_id"] for r in load_index(examples.paths["index_out"]).rows) == ids
+    assert sorted(r.model_id for r in load_index(examples.paths["index_out"]).rows) == ids
 
     url = examples.hub.url
     files = _siblings(f"{url}/api/datasets/{INDEX_REPO}")

@@ -65,9 +65,10 @@ class NoQuerySource(LocalSource):
 @pytest.fixture(scope="module")
 def indexer(tiny_retriever, tmp_path_factory) -> Indexer:
     """The tiny index's settings (same retriever, probes, view), with a private, empty knowledge cache."""
-    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
+    from k2v_hub.index import load_retriever
+    from k2v_hub.pipeline import make_indexer
 
-    retriever, rid, rev = load_retriever_for_index(str(tiny_retriever))
+    retriever, rid, rev = load_retriever(str(tiny_retriever))
     return make_indexer(retriever, retriever_id=rid, retriever_revision=rev,
                         cache_dir=tmp_path_factory.mktemp("knowledge"))
 
@@ -137,7 +138,8 @@ def _other_retriever(indexer: Indexer, folder: Path) -> Indexer:
 
     import torch
 
-    from k2v_hub.pipeline import load_retriever_for_index, save_retriever
+    from k2v_hub.index import load_retriever
+    from k2v_hub.pipeline import save_retriever
 
     retriever = copy.deepcopy(indexer.retriever)
     with torch.no_grad():
@@ -145,7 +147,7 @@ def _other_retriever(indexer: Indexer, folder: Path) -> Indexer:
         for p in retriever.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     save_retriever(retriever, folder)
-    retriever, rid, rev = load_retriever_for_index(str(folder))
+    retriever, rid, rev = load_retriever(str(folder))
     settings = dataclasses.replace(indexer.settings, retriever_id=rid, retriever_revision=rev,
                                    retriever_fingerprint=retriever.fingerprint())
     assert settings.retriever_fingerprint != indexer.settings.retriever_fingerprint
@@ -161,7 +163,7 @@ def test_new_retriever_reencodes_every_row_from_stored_knowledge(tiny_zoo, index
         # a partial run first: the index never mixes builds, so it holds only the re-encoded rows meanwhile
         report = build_index(source, org, index_copy, other, limit=2, show_progress=False)
         assert report.reencoded == ids[:2] and report.queries == 0
-        assert sorted(r["model_id"] for r in load_index(index_copy).rows) == ids[:2]
+        assert sorted(r.model_id for r in load_index(index_copy).rows) == ids[:2]
         assert len(list((index_copy / ROWS_DIR).glob("*.json"))) == len(ids)  # the rest waits in the journal
         report = build_index(source, org, index_copy, other, show_progress=False)
     assert sorted(report.reencoded) == ids[2:] and sorted(report.reused) == ids[:2]
@@ -192,9 +194,9 @@ def test_moved_retriever_keeps_rows_and_a_loadable_index(tiny_zoo, index_copy, i
     report = build_index(NoQuerySource(tiny_zoo), ZooData(tiny_zoo).org, index_copy, moved, show_progress=False)
     assert sorted(report.reused) == sorted(before) and report.queries == 0
     idx = load_index(index_copy)
-    assert {r["retriever_id"] for r in idx.rows} == {"k2v-zoo/k2v-retriever"}
+    assert {r.retriever_id for r in idx.rows} == {"k2v-zoo/k2v-retriever"}
     for row in idx.rows:
-        assert_untouched(before[row["model_id"]], row)
+        assert_untouched(before[row.model_id], row.to_dict())
 
 
 def test_other_bisection_steps_requery(tiny_zoo, index_copy, indexer):
@@ -228,8 +230,8 @@ def test_parquet_loads_with_datasets_and_load_index(tiny_index, tiny_zoo, tmp_pa
     assert len(idx) == len(ids) and idx.embeddings.shape == (len(ids), meta["embed_dim"])
     np.testing.assert_allclose(np.linalg.norm(idx.embeddings, axis=1), 1, atol=1e-3)
     assert idx.meta["n_models"] == len(ids)
-    best = idx.search(idx.embeddings[0], top_k=1)
-    assert best[0][0] == 0 and best[0][1] == pytest.approx(1, abs=1e-3)
+    order, scores = idx.search(idx.embeddings[0], top_k=1)
+    assert order.tolist() == [0] and scores[0] == pytest.approx(1, abs=1e-3)
 
 
 def test_dataset_card_has_metadata_and_lists_models(tiny_index, tiny_zoo):

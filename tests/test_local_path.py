@@ -76,7 +76,7 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     import numpy as np
 
     from k2v_hub.baselines import leep
-    from k2v_hub.find import find_columns, select_query_rows
+    from k2v_hub.query_data import find_columns, select_query_rows
     from k2v_hub.oracle import TransformersOracle, to_rgb
     from k2v_hub.rerank import _sample
 

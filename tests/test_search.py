@@ -1,23 +1,41 @@
-"""Vector search: the matrix product and the FAISS index (through `datasets`) rank alike."""
+"""Vector search: the index's matrix product ranks like an exact FAISS index (through `datasets`), and its partial
+sort gives the head of a full stable sort."""
 
 import numpy as np
+import pytest
 
-from k2v_hub.index import K2VIndex
+from k2v_hub.index import K2VIndex, best_first
 
 
-def test_faiss_through_datasets_matches_matrix_product():
+def test_matrix_product_matches_faiss_through_datasets():
+    datasets = pytest.importorskip("datasets")
+    faiss = pytest.importorskip("faiss")
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(3000, 32)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     index = K2VIndex([{} for _ in range(len(emb))], emb, {}, "mem")
     queries = emb[[3, 77, 2999]] + 0.05 * rng.normal(size=(3, 32)).astype(np.float32)
-    exact = [index.search(q, 10) for q in queries]
-    index.use_faiss()
-    approx = [index.search(q, 10) for q in queries]
-    for e, a in zip(exact, approx):
-        assert [i for i, _ in e] == [i for i, _ in a]
-        np.testing.assert_allclose([s for _, s in e], [s for _, s in a], atol=1e-5)
-    assert exact[0][0][0] == 3 and exact[2][0][0] == 2999
+    ds = datasets.Dataset.from_dict({"embedding": emb})
+    ds.add_faiss_index("embedding", metric_type=faiss.METRIC_INNER_PRODUCT)
+    for q in queries:
+        order, scores = index.search(q, 10)
+        exact = ds.search("embedding", q.astype(np.float32), k=10)
+        assert order.tolist() == [int(i) for i in exact.indices]
+        np.testing.assert_allclose(scores[order], exact.scores, atol=1e-5)
+    assert index.search(queries[0], 1)[0][0] == 3 and index.search(queries[2], 1)[0][0] == 2999
+
+
+def test_best_first_is_the_head_of_a_stable_full_sort():
+    rng = np.random.default_rng(1)
+    for scores in (rng.normal(size=500), rng.integers(0, 4, size=500).astype(np.float32),  # many ties
+                   np.r_[np.ones(7), np.zeros(7)], np.full(20, 0.5)):
+        full = np.argsort(-scores, kind="stable")
+        for k in (1, 2, 5, 7, 8, 13, len(scores), len(scores) + 3, None):
+            assert best_first(scores, k).tolist() == full[:k].tolist(), k
+    boost = rng.normal(size=50)
+    index = K2VIndex([{} for _ in range(50)], np.eye(50, dtype=np.float32), {}, "mem")
+    order, cosine = index.search(np.eye(50, dtype=np.float32)[4], 5, boost=boost)
+    assert cosine[4] == 1 and order.tolist() == np.argsort(-(cosine + boost), kind="stable")[:5].tolist()
 
 
 def test_first_stage_order_interleaves_label_and_vector_rankings():

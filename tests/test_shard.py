@@ -80,9 +80,10 @@ def test_torchrun_two_processes_gather_the_single_process_index(tiny_zoo, tiny_r
 @pytest.fixture(scope="module")
 def indexer(tiny_retriever):
     """The tiny index's settings; knowledge comes from the session cache (what is tested here is the split)."""
-    from k2v_hub.pipeline import load_retriever_for_index, make_indexer
+    from k2v_hub.index import load_retriever
+    from k2v_hub.pipeline import make_indexer
 
-    retriever, rid, rev = load_retriever_for_index(str(tiny_retriever))
+    retriever, rid, rev = load_retriever(str(tiny_retriever))
     return make_indexer(retriever, retriever_id=rid, retriever_revision=rev)
 
 

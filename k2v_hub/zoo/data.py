@@ -6,9 +6,13 @@ import json
 import os
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pyarrow.parquet as pq
 
 from ..errors import K2VError
+from ..query_data import find_columns, task_class_means
+from ..utils import progress
 
 MANIFEST_NAME = "zoo.json"
 
@@ -43,8 +47,6 @@ class ZooData:
         self.root = Path(root)
         self.manifest = load_manifest(self.root)
         self.org = self.manifest.get("org", "k2v-zoo")
-        import pyarrow.parquet as pq
-
         self.tasks = pq.read_table(self.root / "tasks.parquet").to_pylist()
         gt = pq.read_table(self.root / "ground_truth.parquet").to_pylist()
         self._gt = {(r["task_id"], r["model_id"]): r for r in gt}
@@ -82,11 +84,6 @@ class ZooData:
     def task_means(self, task_ids, extractor, *, split: str = "support", max_images_per_class: int = 32,
                    show_progress: bool = True) -> dict[str, np.ndarray]:
         """Class means ``[K, D]`` of each task's ``split`` in the extractor's space, cached on disk."""
-        import datasets
-
-        from ..find import find_columns, task_class_means
-        from ..utils import progress
-
         cache_dir = self.root / ".k2v-cache" / "task-means" / extractor.name.replace("/", "--")
         cache_dir.mkdir(parents=True, exist_ok=True)
         out = {}
