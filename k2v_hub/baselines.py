@@ -15,6 +15,9 @@ than degenerate. Larger scores mean "predicted to transfer better" for every est
 Shapes follow the thuml/LogME reference code (``N`` samples, ``F`` feature dims, ``C``
 target classes, ``Z`` source classes). Linear algebra is done in float64 on the Gram
 matrix of the smaller side, so ``N=2000, F=1280`` costs one ``1280 x 1280`` eigensolve.
+
+Which estimator needs which inputs, what access to a model it takes and whether `find_model` can re-rank with it:
+:mod:`k2v_hub.methods`.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import json
 import math
 import struct
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 
 import numpy as np
+from scipy import sparse
 
 __all__ = [
     "logme",
@@ -35,11 +39,9 @@ __all__ = [
     "nce",
     "nce_from_probs",
     "h_score",
+    "h_score_reg",
     "nleep",
     "logme_probs",
-    "ESTIMATORS",
-    "ACCESS",
-    "REQUIRES",
     "rank_models",
     "random_scores",
     "popularity_scores",
@@ -98,8 +100,6 @@ def _as_probs(probs, name: str = "probs") -> np.ndarray:
 
 def _class_sums(x: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
     """``Y^T x`` for the one-hot ``Y`` of ``y``: ``[C, D]`` per-class row sums of ``x: [N, D]``."""
-    from scipy import sparse
-
     n = y.shape[0]
     onehot_t = sparse.csr_matrix((np.ones(n), (y, np.arange(n))), shape=(c, n))
     return np.asarray(onehot_t @ x)
@@ -374,6 +374,11 @@ def h_score(features, labels, *, shrinkage: float | str | None = None, rcond: fl
     return float(np.sum((proj * proj) / w[keep][None, :]))
 
 
+def h_score_reg(features, labels) -> float:
+    """The regularised H-score: :func:`h_score` with Ledoit-Wolf shrinkage of the feature covariance."""
+    return h_score(features, labels, shrinkage="ledoit_wolf")
+
+
 def _ledoit_wolf_shrinkage(xc: np.ndarray) -> float:
     """Ledoit & Wolf (2004) optimal shrinkage intensity for centred ``xc: [N, F]``.
 
@@ -415,7 +420,9 @@ def nleep(features, labels, *, n_components_ratio: float = 5, pca_dim: float | i
     paper fits full ones; diagonal keeps this ``O(N K F)`` per EM step), and the score is
     :func:`leep` on its posteriors ``[N, K]``.
     """
-    from sklearn.mixture import GaussianMixture  # only NLEEP needs scikit-learn
+    # only NLEEP needs scikit-learn: imported here, it costs `find_model` (which imports this module) nothing
+    # (measured: +0.9 s on top of find_model's own imports)
+    from sklearn.mixture import GaussianMixture
 
     f = _as_features(features)
     n, d = f.shape
@@ -456,37 +463,7 @@ def _pca(f: np.ndarray, pca_dim) -> np.ndarray:
     return vecs[:, :q] * np.sqrt(sigma[:q])[None, :]
 
 
-# --------------------------------------------------------------------------- registry
-
-#: Estimator name -> callable ``fn(inputs, labels) -> float``; ``REQUIRES[name]`` says
-#: whether ``inputs`` are ``"features"`` ``[N, F]`` or ``"probs"`` ``[N, Z]``.
-ESTIMATORS: dict[str, Callable[..., float]] = {
-    "logme": logme,
-    "h_score": h_score,
-    "nleep": nleep,
-    "leep": leep,
-    "nce": nce_from_probs,
-    "logme_probs": logme_probs,
-}
-
-REQUIRES: dict[str, str] = {
-    "logme": "features",
-    "h_score": "features",
-    "nleep": "features",
-    "leep": "probs",
-    "nce": "probs",
-    "logme_probs": "probs",
-}
-
-ACCESS: dict[str, str] = {
-    name: ("grey-box" if need == "features" else "black-box (predictions)") for name, need in REQUIRES.items()
-}
-
-for _name, _fn in ESTIMATORS.items():  # also expose the metadata on the functions
-    if not hasattr(_fn, "requires"):
-        _fn.requires = REQUIRES[_name]
-        _fn.access = ACCESS[_name]
-del _name, _fn
+# --------------------------------------------------------------------------- ranking
 
 
 def rank_models(scores: Mapping[str, float]) -> list[str]:
@@ -682,7 +659,7 @@ def weighted_kendall_tau(scores, truth) -> float:
     sequences or dicts keyed by model id. Non-finite scores rank last; returns 0.0 with
     fewer than 2 models or a constant side.
     """
-    from scipy import stats
+    from scipy import stats  # the bench's metrics only: +0.6 s on top of find_model's imports (measured)
 
     s, t = _paired(scores, truth, nan_scores_last=True)
     if _degenerate(s, t):
@@ -706,7 +683,7 @@ def pearson(scores, truth) -> float:
 def spearman(scores, truth) -> float:
     """Spearman rank correlation (average ranks for ties); non-finite scores rank last;
     0.0 if constant or fewer than 2."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # as in weighted_kendall_tau: the bench's metrics only
 
     s, t = _paired(scores, truth, nan_scores_last=True)
     if _degenerate(s, t):

@@ -45,13 +45,13 @@ from .errors import HubError, IndexError_, K2VError, UsageError, one_line
 from .features import FeatureExtractor
 from .hub import split_revision
 from .index import load_index, load_retriever
+from .methods import RERANK_METHODS, rerank_method
 from .query_data import class_means, find_columns, load_query_dataset, select_query_rows
 from .rerank import rerank_matches
 from .retriever import Retriever
 from .utils import logger
 
-RerankMethod = Literal["auto", "leep", "nce", "logme-probs", "logme"]
-RERANK_METHODS = ("leep", "nce", "logme-probs", "logme")
+RerankMethod = Literal[("auto", *RERANK_METHODS)]
 AUTO_RERANK = "leep"
 LABEL_WEIGHT = 0.5
 
@@ -234,12 +234,18 @@ def first_stage_order(vector_scores: np.ndarray, label_scores: np.ndarray | None
 
 
 def _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images):
+    """Refuse bad arguments; return ``rerank`` with a method in the registry's spelling (``logme-probs`` is
+    ``logme_probs``, :mod:`k2v_hub.methods`)."""
     for name, value in (("top_k", top_k), ("max_images_per_class", max_images_per_class), ("rerank_k", rerank_k),
                         ("rerank_images", rerank_images)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise UsageError(f"{name} must be an integer >= 1, got {value!r}.", f"Pass {name}=5, say.")
-    if rerank not in (None, "auto") and rerank not in RERANK_METHODS:
+    if rerank in (None, "auto"):
+        return rerank
+    method = rerank_method(rerank)
+    if method is None:
         raise UsageError(f"Unknown rerank method {rerank!r}.", f"Choose one of {', '.join(RERANK_METHODS)}.")
+    return method.name
 
 
 def find_model(
@@ -301,7 +307,7 @@ def find_model(
         >>> matches[0].model_id  # doctest: +SKIP
         'k2v-zoo/resnet-mnist-a-s0'
     """
-    _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images)
+    rerank = _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images)
     timings: dict = {}
     t0 = time.perf_counter()
     ds = load_query_dataset(dataset, split=split, revision=revision, token=token)

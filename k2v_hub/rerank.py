@@ -3,18 +3,24 @@
 Black-box methods (``leep``, ``nce``, ``logme-probs``) ask each candidate, through the same
 :class:`~k2v_hub.oracle.Oracle` interface used for indexing, for its predictions on at most ``n_images`` of the
 user's images; the query cost is counted. ``logme`` needs each candidate's penultimate features (grey-box: the
-weights are downloaded and run).
+weights are downloaded and run). Which methods can re-rank, and how: :mod:`k2v_hub.methods`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from .errors import K2VError
+from .features import penultimate_features
+from .hub import HubSource, LocalSource, RepoRef
+from .methods import METHODS, RERANK_METHODS, rerank_method
+from .oracle import InferenceOracle, TransformersOracle, check_model_folder, to_rgb
 from .utils import logger
 
-BLACK_BOX = ("leep", "nce", "logme-probs")
-GREY_BOX = ("logme",)
+#: What an endpoint can re-rank with: the black-box methods (``leep, nce or logme-probs``).
+_BLACK_BOX = [m.option for m in METHODS if m.rerank == "black-box"]
 
 
 def _sample(ds, label_column: str, n_images: int, seed: int):
@@ -38,49 +44,40 @@ def rerank_matches(matches, ds, image_column: str, label_column: str, *, method:
     template with ``{model_id}``) is given, and no weights are downloaded; otherwise a local pipeline on the
     model's files from ``models_root`` or the Hub.
     """
-    from . import baselines
-    from .hub import HubSource, LocalSource, RepoRef
-    from .oracle import InferenceOracle, TransformersOracle, to_rgb
-
-    if method not in BLACK_BOX + GREY_BOX:
-        raise K2VError(f"Unknown rerank method {method!r}.", f"Choose one of {', '.join(BLACK_BOX + GREY_BOX)}.")
-    if endpoint is not None and (method in GREY_BOX or "{model_id}" not in endpoint):
-        raise K2VError(f"Cannot re-rank with {method!r} through endpoint {endpoint!r}.",
-                       "An endpoint answers predictions only: use leep, nce or logme-probs, and a URL template with "
-                       "{model_id} (e.g. https://my-endpoints.example/{model_id}).")
+    chosen = rerank_method(method)
+    if chosen is None:
+        raise K2VError(f"Unknown rerank method {method!r}.", f"Choose one of {', '.join(RERANK_METHODS)}.")
+    if endpoint is not None and (chosen.rerank == "grey-box" or "{model_id}" not in endpoint):
+        raise K2VError(f"Cannot re-rank with {chosen.option!r} through endpoint {endpoint!r}.",
+                       f"An endpoint answers predictions only: use {', '.join(_BLACK_BOX[:-1])} or {_BLACK_BOX[-1]}, "
+                       "and a URL template with {model_id} (e.g. https://my-endpoints.example/{model_id}).")
     source = None if endpoint else (LocalSource(models_root) if models_root else HubSource(token=token))
     sub, labels = _sample(ds, label_column, n_images, seed)
     images = [to_rgb(im) for im in sub[image_column]]
     queries = 0
     for match in matches:
         folder = None if endpoint else source.snapshot(RepoRef(match.model_id, match.revision))
-        if method in GREY_BOX:
-            value = _logme_grey_box(folder, images, labels)
+        if chosen.inputs == "features":
+            inputs = _penultimate_features(folder, images)
         else:
             oracle = InferenceOracle(endpoint.format(model_id=match.model_id), match.labels, view="full",
                                      token=token) if endpoint else TransformersOracle(folder, view="full")
-            probs = oracle.predict_proba(images)
+            inputs = oracle.predict_proba(images)
             queries += oracle.n_queries
-            fn = {"leep": baselines.leep, "nce": baselines.nce_from_probs, "logme-probs": baselines.logme_probs}
-            value = float(fn[method](probs, labels))
+        value = float(chosen.estimator(inputs, labels))
         match.rerank_score = value
         match.score = value
-        match.stage = f"rerank:{method}"
-        logger.info("rerank %s %s = %.4f", method, match.model_id, value)
+        match.stage = f"rerank:{chosen.option}"
+        logger.info("rerank %s %s = %.4f", chosen.option, match.model_id, value)
     return queries
 
 
-def _logme_grey_box(folder, images, labels) -> float:
-    import torch
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from . import baselines
-    from .oracle import check_model_folder
-    from .features import penultimate_features
+def _penultimate_features(folder, images) -> np.ndarray:
+    """A model's penultimate features ``[N, F]`` on ``images`` (grey-box: its weights are loaded and run)."""
 
     check_model_folder(folder)
     processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
     model = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True, local_files_only=True).eval()
     with torch.inference_mode():
         feats = penultimate_features(model, processor(images=images, return_tensors="pt")["pixel_values"])
-    return float(baselines.logme(feats.numpy(), labels))
+    return feats.numpy()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from k2v_hub import baselines as B
+from k2v_hub.methods import ESTIMATORS, RERANK_METHODS, rerank_method
 
 # --------------------------------------------------------------------------- helpers
 
@@ -255,17 +256,19 @@ def test_pca_keeps_variance_fraction_like_sklearn():
 
 
 def test_estimator_registry_metadata_and_calls():
-    assert set(B.ESTIMATORS) == set(B.ACCESS) == set(B.REQUIRES)
-    assert {"logme", "leep", "nce", "h_score", "nleep", "logme_probs"} <= set(B.ESTIMATORS)
-    assert B.ACCESS["logme"] == "grey-box"
-    assert B.ACCESS["leep"] == "black-box (predictions)"
+    by_name = {m.name: m for m in ESTIMATORS}
+    assert {"logme", "leep", "nce", "h_score", "h_score_reg", "nleep", "logme_probs"} <= set(by_name)
+    assert by_name["logme"].access == "grey-box (features)" and by_name["logme"].rerank == "grey-box"
+    assert by_name["leep"].access == "black-box (predictions, all models)" and by_name["leep"].rerank == "black-box"
+    assert RERANK_METHODS == ("leep", "nce", "logme-probs", "logme")
+    assert rerank_method("logme-probs") is rerank_method("logme_probs") is by_name["logme_probs"]
+    assert rerank_method("h_score") is None and rerank_method("magic") is None
     rng = np.random.default_rng(11)
     feats, y = _class_signal(rng, 60, 8, 3)
     probs = rng.dirichlet(np.ones(5), size=60)
-    for name, fn in B.ESTIMATORS.items():
-        arg = feats if B.REQUIRES[name] == "features" else probs
-        assert fn.access == B.ACCESS[name]
-        assert math.isfinite(fn(arg, y)), name
+    for name, method in by_name.items():
+        arg = feats if method.inputs == "features" else probs
+        assert math.isfinite(method.estimator(arg, y)), name
 
 
 def test_rank_models_best_first_deterministic_ties_nan_last():

@@ -1,0 +1,158 @@
+"""What one bench run computes once: the zoo's tasks and ground truth, the models' knowledge, their forward passes."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import datasets
+import numpy as np
+import torch
+from transformers import AutoModelForImageClassification
+from transformers.utils import logging as hf_logging
+
+from ..features import FeatureExtractor
+from ..hub import LocalSource
+from ..index import Indexer
+from ..knowledge import load_probe_set
+from ..pipeline import make_indexer, new_retriever
+from ..train import supervised_data
+from ..utils import logger, progress
+from ..zoo.data import ZooData
+from ..zoo.models import images_to_pixel_values, predict_logits_and_features
+
+
+class ProbeSet(NamedTuple):
+    """A probe set's normalised spec and its fingerprint."""
+
+    spec: dict
+    fingerprint: str
+
+    @classmethod
+    def load(cls, spec: dict | None = None) -> ProbeSet:
+        """The probe set of ``spec`` (default: the built-in one), see :func:`~k2v_hub.knowledge.load_probe_set`."""
+        _, fingerprint, spec = load_probe_set(spec)
+        return cls(spec, fingerprint)
+
+
+class Knowledge(NamedTuple):
+    """Every model's knowledge for one probe set and oracle view."""
+
+    indexer: Indexer
+    records: dict
+    graphs: dict
+    queries: dict  # black-box queries per model
+
+
+@dataclass
+class Splits:
+    """The models and tasks a bench run trains and evaluates on."""
+
+    seen: list[str]  # the models the retriever trains on
+    train: list[str]  # their training tasks
+    eval_seen: list[str]  # NNR eval tasks of seen models
+    eval_inductive: list[str]  # NNR tasks of the models the retriever never sees
+    transfer: list[str]  # the transfer tasks scored: those outside training (all of them if none is)
+
+    @property
+    def eval_all(self) -> list[str]:
+        """Every NNR eval task: seen, then inductive."""
+        return self.eval_seen + self.eval_inductive
+
+    @classmethod
+    def of(cls, zoo: ZooData) -> Splits:
+        """A zoo's splits (the manifest's model roles and task splits)."""
+        transfer = zoo.task_ids(kind="transfer")
+        return cls(seen=[m for m in zoo.model_ids if zoo.models[m].get("role", "seen") == "seen"],
+                   train=zoo.task_ids(split="train"), eval_seen=zoo.task_ids(split="eval", kind="nnr"),
+                   eval_inductive=zoo.task_ids(split="inductive", kind="nnr"),
+                   transfer=[t for t in transfer if zoo.task(t)["split"] != "train"] or transfer)
+
+
+class BenchData:
+    """Everything one bench run needs, computed once: zoo, features, knowledge, forward passes."""
+
+    def __init__(self, zoo_dir: Path, work: Path, *, seed: int, show_progress: bool):
+        self.zoo = ZooData(zoo_dir)
+        self.work = work
+        self.seed = seed
+        self.show = show_progress
+        self.source = LocalSource(zoo_dir)
+        self.models = self.zoo.model_ids
+        self.extractor = FeatureExtractor.from_pretrained(None)
+        self.task_ids = [t["task_id"] for t in self.zoo.tasks]
+        self.means = self.zoo.task_means(self.task_ids, self.extractor, show_progress=show_progress)
+        self.v = self.zoo.scores(self.task_ids, self.models, "v_acc")
+        self.ft = self.zoo.scores(self.task_ids, self.models, "ft_acc")
+        self.row = {t: i for i, t in enumerate(self.task_ids)}
+        self.col = {m: j for j, m in enumerate(self.models)}
+        self.labels = {m: list(json.loads((self.zoo.root / m / "config.json").read_text())["id2label"].values())
+                       for m in self.models}
+        #: the estimators' score matrices and seconds per task, by task ids (they run once per set of tasks)
+        self.estimates: dict[tuple, tuple[dict, dict]] = {}
+
+    def truth(self, task_ids) -> np.ndarray:
+        """Per task, the accuracy that defines its best model (V.Acc for NNR, Ft.Acc for transfer)."""
+        return np.stack([self.v[self.row[t]] if self.zoo.task(t)["kind"] == "nnr" else self.ft[self.row[t]]
+                         for t in task_ids])
+
+    def rows(self, task_ids, mat):
+        """Rows of a ``[all tasks, models]`` matrix."""
+        return mat[[self.row[t] for t in task_ids]]
+
+    def class_names(self, task_id: str, *, label_blind: bool) -> list[str]:
+        """A task's class names, or ``class_0..`` in label-blind mode."""
+        names = self.zoo.task(task_id)["class_names"]
+        return [f"class_{k}" for k in range(len(names))] if label_blind else names
+
+    def new_retriever(self, probe: ProbeSet, *, seed: int, **encoders):
+        """An untrained retriever in the bench's feature space on ``probe`` (``encoders``: the ablation's)."""
+        return new_retriever(self.extractor, probe_spec=probe.spec, probe_fingerprint=probe.fingerprint, seed=seed,
+                             **encoders)
+
+    def supervised(self, graphs: dict, model_ids, task_ids):
+        """Supervised training data: ``task_ids`` against ``model_ids`` with their measured ground truth."""
+        rows = [self.truth([t])[0][[self.col[m] for m in model_ids]] for t in task_ids]
+        return supervised_data([graphs[m] for m in model_ids], model_ids, [self.means[t] for t in task_ids], rows)
+
+    def knowledge(self, retriever, *, probe=None, view="full") -> Knowledge:
+        """Records and graphs of every model for a probe set and view (queries cached on disk)."""
+        indexer = make_indexer(retriever, retriever_id="bench", probe=probe, oracle_view=view,
+                               extractor=self.extractor, cache_dir=self.work / "knowledge")
+        records, graphs, queries = {}, {}, {}
+        for m in progress(self.models, desc=f"Knowledge ({view})", disable=not self.show or None):
+            record, _ = indexer.knowledge_for(self.source, self.source.model_ref(m))
+            records[m], graphs[m], queries[m] = record, indexer.graph(record), record.n_queries
+        return Knowledge(indexer, records, graphs, queries)
+
+    def forward_passes(self, task_ids) -> dict:
+        """Per model: probs and penultimate features on every task's support images, and seconds per task.
+
+        Keys ``probs`` and ``features`` (by ``(task, model)``, named as the estimators' inputs in
+        :mod:`k2v_hub.methods`), ``labels`` (by task), ``seconds`` (by ``(task, model)``) and ``load_s`` (by model).
+        A task's seconds include the model's whole load time: a user with one dataset loads every model once.
+        """
+        hf_logging.disable_progress_bar()
+        cache = self.work / "forward.npz"
+        support = {}
+        for t in task_ids:
+            ds = datasets.load_from_disk(str(self.zoo.task_path(t)))["support"]
+            support[t] = (images_to_pixel_values(list(ds["image"])), np.asarray(ds["label"]))
+        out = {"probs": {}, "features": {}, "labels": {t: support[t][1] for t in task_ids}, "seconds": {},
+               "load_s": {}}
+        for m in progress(self.models, desc="Forward passes (baselines)", disable=not self.show or None):
+            t0 = time.perf_counter()
+            model = AutoModelForImageClassification.from_pretrained(self.zoo.root / m, use_safetensors=True,
+                                                                    local_files_only=True).eval()
+            load_s = out["load_s"][m] = time.perf_counter() - t0
+            for t in task_ids:
+                t1 = time.perf_counter()
+                logits, feats = predict_logits_and_features(model, support[t][0])
+                out["probs"][(t, m)] = torch.softmax(torch.from_numpy(logits), -1).numpy()
+                out["features"][(t, m)] = feats
+                out["seconds"][(t, m)] = time.perf_counter() - t1 + load_s
+        logger.info("forward passes cached in memory (%s)", cache)
+        return out

@@ -1,0 +1,147 @@
+"""Every method's score matrix ``[tasks, models]`` on a set of tasks, and the seconds per search it costs.
+
+The baselines of the registry (:mod:`k2v_hub.methods`: the estimators, run on real forward passes, and the
+rankings from metadata), Know2Vec's vector search, and the hybrids: Know2Vec plus label names, and the two-stage
+search that re-ranks Know2Vec's candidates by LEEP.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..baselines import (card_dataset_scores, label_match_scores, param_count_from_safetensors, popularity_scores,
+                         random_scores, size_scores)
+from ..find import LABEL_WEIGHT
+from ..hub import read_card_metadata
+from ..methods import ESTIMATORS, METHODS
+from ..utils import logger, progress
+from .data import BenchData
+from .scoring import first_stage_candidates
+
+#: What each method needs from a model: the registry's methods and the bench's own.
+ACCESS = {
+    "know2vec": "black-box", "know2vec+labels": "black-box", "know2vec-ssl": "black-box",
+    "know2vec-adapted": "black-box", "know2vec+leep@3": "black-box (predictions on 3 models)",
+    "two-stage-leep@3": "black-box (predictions on 3 models)",
+    **{m.name: m.access for m in METHODS},
+}
+
+
+def baseline_scores(data: BenchData, fp: dict, task_ids, *, label_blind: bool = False) -> tuple[dict, dict]:
+    """Score matrices ``[tasks, models]`` of every baseline, and seconds per task for each.
+
+    ``fp``: :meth:`BenchData.forward_passes` of ``task_ids``. The estimators run once per set of tasks.
+    """
+    key = tuple(task_ids)
+    if key not in data.estimates:
+        data.estimates[key] = estimator_scores(data, fp, task_ids)
+    methods, secs = data.estimates[key]
+    methods, secs = {k: v.copy() for k, v in methods.items()}, dict(secs)
+    for name, S in metadata_scores(data, task_ids, label_blind=label_blind).items():
+        methods[name], secs[name] = S, 0.0
+    return methods, secs
+
+
+def estimator_scores(data: BenchData, fp: dict, task_ids) -> tuple[dict, dict]:
+    """Each estimator of the registry on every model's forward passes; seconds per task include the passes.
+
+    A failed estimate is NaN (it ranks last).
+    """
+    methods, secs = {}, {}
+    n, m = len(task_ids), len(data.models)
+    for method in ESTIMATORS:
+        S, T = np.zeros((n, m)), np.zeros(n)
+        for i, t in enumerate(progress(task_ids, desc=method.name, disable=not data.show or None)):
+            y = fp["labels"][t]
+            for j, model in enumerate(data.models):
+                t0 = time.perf_counter()
+                try:
+                    S[i, j] = method.estimator(fp[method.inputs][(t, model)], y)
+                except Exception as exc:  # noqa: BLE001 - a failed estimate ranks last
+                    logger.info("%s failed on %s/%s: %s", method.name, t, model, exc)
+                    S[i, j] = np.nan
+                T[i] += time.perf_counter() - t0 + fp["seconds"][(t, model)]
+        methods[method.name], secs[method.name] = S, float(T.mean())
+    return methods, secs
+
+
+def metadata_scores(data: BenchData, task_ids, *, label_blind: bool) -> dict[str, np.ndarray]:
+    """The rankings that run no model: random, popularity, size, label names, the card's datasets."""
+    meta = {mid: data.zoo.models[mid] for mid in data.models}
+    pop = popularity_scores({k: {"downloads": v.get("downloads", 0), "likes": v.get("likes", 0)}
+                             for k, v in meta.items()})
+    sizes = size_scores({mid: param_count_from_safetensors(data.zoo.root / mid / "model.safetensors")
+                         for mid in data.models})
+    cards = {mid: read_card_metadata(data.zoo.root / mid / "README.md").get("datasets") or [] for mid in data.models}
+    rows = {"random": [], "popularity": [], "size": [], "label_match": [], "card_dataset": []}
+    for i, t in enumerate(task_ids):
+        by_model = {"random": random_scores(data.models, data.seed + i), "popularity": pop, "size": sizes,
+                    "label_match": label_match_scores(data.class_names(t, label_blind=label_blind), data.labels),
+                    "card_dataset": card_dataset_scores(f"{data.zoo.org}/{data.zoo.task(t)['source']}", cards)}
+        for name, d in by_model.items():
+            rows[name].append([d[mid] for mid in data.models])
+    return {name: np.asarray(r, dtype=np.float64) for name, r in rows.items()}
+
+
+def label_scores(data: BenchData, task_ids, *, label_blind: bool) -> np.ndarray:
+    """Label-name overlap ``[tasks, models]`` (zero everywhere in label-blind mode)."""
+    out = []
+    for t in task_ids:
+        d = label_match_scores(data.class_names(t, label_blind=label_blind), data.labels)
+        out.append([d[m] for m in data.models])
+    return np.asarray(out)
+
+
+def know2vec_scores(retriever, graphs: dict, data: BenchData, task_ids) -> tuple[np.ndarray, float]:
+    """Cosine scores ``[tasks, models]`` and the mean seconds per task (encode + search)."""
+    M = retriever.embed_models([graphs[m] for m in data.models])
+    t0 = time.perf_counter()
+    T = np.stack([retriever.embed_task(data.means[t]) for t in task_ids]) if task_ids else np.zeros((0, M.shape[1]))
+    S = T @ M.T
+    return S, (time.perf_counter() - t0) / max(1, len(task_ids))
+
+
+def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, task_ids, *,
+                  label_blind: bool = False) -> tuple[dict, dict, np.ndarray]:
+    """The baselines and each Know2Vec retriever (``retrievers``: by method name) on ``task_ids``: score
+    matrices, seconds per task, and the label-name overlap the hybrids need."""
+    meths, secs = baseline_scores(data, fp, task_ids, label_blind=label_blind)
+    for name, retriever in retrievers.items():
+        meths[name], secs[name] = know2vec_scores(retriever, graphs, data, task_ids)
+    return meths, secs, label_scores(data, task_ids, label_blind=label_blind)
+
+
+def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """Re-rank ``k`` candidates of ``first`` by ``second``; the rest keep their first-stage order below them.
+
+    With ``labels`` (label-name overlap ``[tasks, models]``) the candidates are those `find_model` takes: vectors
+    and label names interleaved (:func:`k2v_hub.find.first_stage_order`); without, the top-k of ``first``.
+    """
+    out = np.full_like(first, -1e6, dtype=np.float64)
+    for i in range(len(first)):
+        order = first_stage_candidates(first, labels, i)
+        top = order[:k]
+        rest = order[k:]
+        sec = np.nan_to_num(second[i][top], nan=-1e5)
+        out[i, top] = 1e3 + (sec - sec.min()) / (np.ptp(sec) + 1e-12)
+        out[i, rest] = -np.arange(len(rest), dtype=np.float64)
+    return out
+
+
+def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=(3,)) -> tuple[dict, dict]:
+    """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape).
+
+    The LEEP hybrids (``know2vec+leep@k``: vector candidates; ``two-stage-leep@k``: `find_model`'s candidates) need
+    a ``leep`` matrix; each is charged ``k`` of the ``n_models`` forward passes.
+    """
+    meths, secs = dict(meths), dict(secs)
+    meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
+    secs["know2vec+labels"] = secs["know2vec"]
+    for k in ks if "leep" in meths else ():
+        meths[f"know2vec+leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k)
+        meths[f"two-stage-leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k, labels=lab)
+        for name in (f"know2vec+leep@{k}", f"two-stage-leep@{k}"):
+            secs[name] = secs["know2vec"] + secs["leep"] * k / n_models
+    return meths, secs
