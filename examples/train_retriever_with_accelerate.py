@@ -24,10 +24,11 @@ from accelerate import Accelerator
 
 from k2v_hub.features import FeatureExtractor
 from k2v_hub.knowledge import load_probe_set
-from k2v_hub.pipeline import make_indexer, new_retriever, save_retriever, zoo_training_data
+from k2v_hub.pipeline import make_indexer, new_retriever, save_retriever
 from k2v_hub.train import TrainingArguments, train_retriever
 from k2v_hub.utils import seed_everything
 from k2v_hub.zoo.data import ZooData
+from k2v_hub.zoo.training import zoo_training_data
 
 
 def main(argv=None) -> None:

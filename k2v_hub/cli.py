@@ -235,15 +235,16 @@ def train(zoo_dir, index, retriever, out_dir, steps, batch_tasks, lr, seed, mode
     out = Output(fmt, as_json, quiet, verbose)
     from . import pipeline
     from .train import TrainingArguments
+    from .zoo.training import train_from_zoo
 
     if bool(zoo_dir) == bool(index):
         raise click.UsageError("Give exactly one of --zoo (supervised) or --index (self-supervised).")
     args = TrainingArguments(steps=steps, batch_tasks=batch_tasks, lr=lr, seed=seed, sal=sal, use_mkc=not no_mkc)
     if zoo_dir:
-        _, metrics = pipeline.train_from_zoo(zoo_dir, out_dir, args=args, backbone=backbone, probe=probe,
-                                             oracle_view=oracle_view, model_encoder=model_encoder,
-                                             query_encoder=query_encoder, show_progress=out.progress,
-                                             push_to_hub=push_to, token=_token(token))
+        _, metrics = train_from_zoo(zoo_dir, out_dir, args=args, backbone=backbone, probe=probe,
+                                    oracle_view=oracle_view, model_encoder=model_encoder,
+                                    query_encoder=query_encoder, show_progress=out.progress,
+                                    push_to_hub=push_to, token=_token(token))
     else:
         _, metrics = pipeline.train_from_index(index, out_dir, retriever=retriever, args=args,
                                                show_progress=out.progress, token=_token(token), push_to_hub=push_to)
@@ -299,14 +300,14 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
     out = Output(fmt, as_json, quiet, verbose, no_truncate)
     from . import pipeline
     from .hub import HubSource, LocalSource, upload_folder
-    from .index import CARD_FILE, DATA_FILE, META_FILE, build_index, read_rows, write_index
+    from .index import CARD_FILE, DATA_FILE, META_FILE, build_index, load_retriever, read_rows, write_index
 
     token = _token(token)
     if (push_to or push_cards) and not yes and out.fmt == "human" and sys.stdin.isatty():
         what = " and ".join(x for x in (f"the index to {push_to}" if push_to else "",
                                         "a card section to each indexed model repo" if push_cards else "") if x)
         click.confirm(f"Push {what} ({'pull requests' if create_pr else 'commits'})?", abort=True)
-    model, retriever_id, retriever_rev = pipeline.load_retriever_for_index(retriever, token)
+    model, retriever_id, retriever_rev = load_retriever(retriever, token)
     source = LocalSource(zoo_dir) if zoo_dir else HubSource(token=token)
     out_dir = Path(out_dir or pipeline.k2v_home() / "indexes" / org)
     indexer = pipeline.make_indexer(model, retriever_id=retriever_id, retriever_revision=retriever_rev, probe=probe,

@@ -8,12 +8,13 @@ from pathlib import Path
 from .find import find_model
 from .hub import LocalSource
 from .index import build_index, load_index
-from .pipeline import make_indexer, train_from_zoo
+from .pipeline import make_indexer
 from .plots import plot_embedding_space
 from .retriever import Retriever
 from .train import TrainingArguments
 from .zoo.build import build_zoo
 from .zoo.data import ZooData
+from .zoo.training import train_from_zoo
 
 
 def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:

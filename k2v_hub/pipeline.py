@@ -18,15 +18,13 @@ from . import __version__
 from .errors import K2VError
 from .features import FeatureExtractor, k2v_home
 from .find import retriever_for_index
-from .hub import LocalSource, commit_files, read_text_file, upload_folder, validate_repo_id
+from .hub import commit_files, read_text_file, upload_folder, validate_repo_id
 from .index import IndexSettings, Indexer, load_index
-from .index import load_retriever as load_retriever_for_index  # noqa: F401 - cli.py's name for it, kept for cli.py
 from .knowledge import KnowledgeRecord, load_probe_set
 from .modelcards import render_model_section, upsert_section
 from .retriever import Retriever
-from .train import TrainingArguments, self_supervised_data, supervised_data, train_retriever
+from .train import TrainingArguments, self_supervised_data, train_retriever
 from .utils import logger, progress, seed_everything
-from .zoo.data import ZooData
 
 
 def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "local", probe=None,
@@ -51,19 +49,6 @@ def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "loc
                    cache_dir=cache_dir or k2v_home() / "knowledge")
 
 
-def zoo_training_data(zoo, indexer, *, model_ids=None, task_ids=None, metric=None, show_progress=True):
-    """Supervised training data from a zoo: graphs of ``model_ids``, means of ``task_ids``, best-model targets."""
-    source = LocalSource(zoo.root)
-    model_ids = model_ids or [m for m in zoo.model_ids if zoo.models[m].get("role", "seen") == "seen"]
-    task_ids = task_ids or zoo.task_ids(split="train")
-    graphs = model_graphs(source, model_ids, indexer, show_progress=show_progress)
-    means = zoo.task_means(task_ids, indexer.extractor, show_progress=show_progress)
-    rows = []
-    for t in task_ids:
-        rows.append(zoo.scores([t], model_ids, metric or zoo.truth_metric(t))[0])
-    return supervised_data([graphs[m] for m in model_ids], model_ids, [means[t] for t in task_ids], rows)
-
-
 def model_graphs(source, model_ids, indexer, *, show_progress=True) -> dict:
     """Knowledge graph sets ``{model_id: [K, K, D]}`` (queries go through the indexer's knowledge cache)."""
     out = {}
@@ -82,27 +67,6 @@ def new_retriever(extractor, *, probe_spec, probe_fingerprint, oracle_view="full
                          embed_dim=embed_dim, model_encoder=model_encoder, query_encoder=query_encoder,
                          max_classes=max_classes, probe_fingerprint=probe_fingerprint, probe_spec=probe_spec,
                          oracle_view=oracle_view, k2v_hub_version=__version__)
-
-
-def train_from_zoo(zoo_dir, out_dir, *, args=None, backbone=None, probe=None, oracle_view="full",
-                   model_encoder="lstm", query_encoder="lstm", max_classes=16, show_progress=True,
-                   push_to_hub: str | None = None, token: str | None = None):
-    """Supervised training on a zoo's ``train`` tasks of its ``seen`` models; saves to ``out_dir``."""
-    args = args or TrainingArguments()
-    seed_everything(args.seed)
-    zoo = ZooData(zoo_dir)
-    extractor = FeatureExtractor.from_pretrained(backbone)
-    _, fingerprint, spec = load_probe_set(probe)
-    retriever = new_retriever(extractor, probe_spec=spec, probe_fingerprint=fingerprint, oracle_view=oracle_view,
-                              model_encoder=model_encoder, query_encoder=query_encoder, max_classes=max_classes,
-                              seed=args.seed)
-    indexer = make_indexer(retriever, retriever_id="untrained", probe=spec, oracle_view=oracle_view,
-                           extractor=extractor)
-    data = zoo_training_data(zoo, indexer, show_progress=show_progress)
-    metrics = train_retriever(retriever, data, args, show_progress=show_progress)
-    metrics["zoo"] = str(zoo_dir)
-    save_retriever(retriever, out_dir, push_to_hub=push_to_hub, token=token)
-    return retriever, metrics
 
 
 def train_from_index(index, out_dir, *, retriever=None, args=None, show_progress=True, token=None,

@@ -67,7 +67,7 @@ def tiny_zoo(tmp_path_factory, k2v_home) -> Path:
 @pytest.fixture(scope="session")
 def tiny_retriever(tiny_zoo, tmp_path_factory) -> Path:
     """A retriever trained for a few steps on the tiny zoo, saved to a folder."""
-    from k2v_hub.pipeline import train_from_zoo
+    from k2v_hub.zoo.training import train_from_zoo
     from k2v_hub.train import TrainingArguments
 
     out = tmp_path_factory.mktemp("retriever")
