@@ -434,9 +434,14 @@ def push_card_cmd(model_id, index, create_pr, revision, token, fmt, as_json, qui
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Also retrain the main retriever with seeds SEED..SEED+N-1 and report the spread of its recall.")
+@click.option("--zoo-seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also build zoos with seeds SEED+1..SEED+N-1 (another draw of classes, roles, tasks and weights; "
+              "each costs a zoo build) and report the main retriever's recall on each.")
+@click.option("--folds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Unseen domains: hold the zoo's domains out in this many folds (each domain once).")
 @common_options
-def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, steps, seed, seeds, token, fmt, as_json,
-          quiet, verbose):
+def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, steps, seed, seeds, zoo_seeds, folds, token,
+          fmt, as_json, quiet, verbose):
     """Benchmark."""
     out = Output(fmt, as_json, quiet, verbose)
     from .bench import run_bench, run_probe_bench, run_scale_bench
@@ -457,7 +462,7 @@ def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, step
 
     results, paths = run_bench(profile, out_dir=out_dir, work_dir=work_dir, label_blind=label_blind, steps=steps,
                                ablation=ablation, seeds=seeds, seed=seed, show_progress=out.progress,
-                               command=command)
+                               command=command, zoo_seeds=zoo_seeds, folds=folds)
     out.result(results, f"{paths['markdown'].read_text()}\nResults: {paths['json']}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from . import baselines
 
@@ -32,6 +33,8 @@ class Method:
         inputs: what ``estimator`` reads from a model on the dataset's images: ``"probs"`` ``[N, Z]`` (the
             predictions a black box returns) or ``"features"`` ``[N, F]`` (penultimate features).
         rerank: ``"black-box"`` or ``"grey-box"`` if `find_model` can re-rank its candidates with it, else ``None``.
+        needs_n_above_d: its estimate only means something with more images than feature dimensions (N > D):
+            H-score's ``tr(cov(f)^-1 cov(E[f|y]))`` is ``C - 1`` for every model whenever ``N <= D``.
     """
 
     name: str
@@ -39,6 +42,7 @@ class Method:
     estimator: Callable[..., float] | None = None
     inputs: str | None = None
     rerank: str | None = None
+    needs_n_above_d: bool = False
 
     @property
     def option(self) -> str:
@@ -48,9 +52,11 @@ class Method:
 
 #: Every method, in the order the bench runs and reports them.
 METHODS: tuple[Method, ...] = (
-    Method("logme", FEATURES, baselines.logme, "features", rerank="grey-box"),
-    Method("h_score", FEATURES, baselines.h_score, "features"),
-    Method("h_score_reg", FEATURES, baselines.h_score_reg, "features"),
+    # LogME as thuml's reference code computes it (fixed-point iteration); `logme_exact`: the paper's exact evidence
+    Method("logme", FEATURES, partial(baselines.logme, thuml_compat=True), "features", rerank="grey-box"),
+    Method("logme_exact", FEATURES, baselines.logme, "features"),
+    Method("h_score", FEATURES, baselines.h_score, "features", needs_n_above_d=True),
+    Method("h_score_reg", FEATURES, baselines.h_score_reg, "features", needs_n_above_d=True),
     Method("nleep", FEATURES, baselines.nleep, "features"),
     Method("leep", PREDICTIONS, baselines.leep, "probs", rerank="black-box"),
     Method("nce", PREDICTIONS, baselines.nce_from_probs, "probs", rerank="black-box"),

@@ -1,8 +1,16 @@
-"""How `k2v-hub bench` scores a ranking: recall with ties, the two-stage hybrid."""
+"""How `k2v-hub bench` scores a ranking: recall with ties, the two-stage hybrid, the random row, intervals, folds and
+the leakage check."""
+
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from k2v_hub.bench import score_method, with_hybrids
+from k2v_hub.bench.folds import domain_folds
+from k2v_hub.bench.leakage import disjoint_images
+from k2v_hub.bench.uncertainty import bootstrap_interval, paired_difference, random_expectation
+from k2v_hub.zoo.data import ZooData
 
 
 def _score(S, truth):
@@ -33,3 +41,45 @@ def test_two_stage_reranks_the_vector_candidates_by_leep_and_keeps_the_rest_belo
     m, _ = with_hybrids({"know2vec": vector, "leep": leep}, {"know2vec": 0.0, "leep": 0.0}, lab, n_models=4)
     assert int(np.argmax(m["two-stage-leep@3"][0])) == 3
 
+
+
+def test_random_row_is_the_exact_expectation_of_a_random_ranking():
+    """What `random` reports is the mean over all orderings, not one lucky draw."""
+    rng = np.random.default_rng(1)
+    truth = rng.random((6, 9))
+    truth[0, :3] = truth[0].max()  # a three-way tie for best counts each of the three as a hit
+    v, ft = rng.random((6, 9)), rng.random((6, 9))
+    exact = {k: float(np.mean(x)) for k, x in random_expectation(truth, v, ft).items()}
+    assert exact["r@1"] == pytest.approx(np.mean([3 / 9] + [1 / 9] * 5))
+    assert exact["tau_w"] == 0.0
+    draws = [score_method(rng.random((6, 9)), truth, v, ft, seed=s) for s in range(2000)]
+    for key in ("r@1", "r@3", "rel@1", "rel@3", "v_acc"):
+        assert np.mean([d[key] for d in draws]) == pytest.approx(exact[key], abs=0.015), key
+
+
+def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_tasks():
+    few = bootstrap_interval([1, 0, 1, 1, 0, 1, 0, 1], seed=0)
+    many = bootstrap_interval([1, 0, 1, 1, 0, 1, 0, 1] * 20, seed=0)
+    assert few[0] <= 0.625 <= few[1] and many[0] <= 0.625 <= many[1]
+    assert many[1] - many[0] < few[1] - few[0]
+    d = paired_difference([1, 1, 1, 0, 1, 1], [0, 1, 0, 0, 1, 0])
+    assert d["mean"] == 0.5 and d["ci95"][0] > 0 and d["p_a_better"] > 0.95
+    with pytest.raises(ValueError, match="same tasks"):
+        paired_difference([1, 0], [1])
+
+
+def test_domain_folds_hold_out_every_domain_once_with_balanced_model_counts():
+    models = {f"m{i}": {"domain": d} for i, d in enumerate(["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d"] * 2 + ["e"])}
+    data = SimpleNamespace(models=list(models), zoo=SimpleNamespace(models=models))
+    folds = domain_folds(data, 3)
+    assert sorted(d for f in folds for d in f) == ["a", "b", "c", "d", "e"]
+    sizes = sorted(sum(1 for m in models.values() if m["domain"] in f) for f in folds)
+    assert sizes == [5, 5, 5]
+    assert len(domain_folds(data, 10)) == 5  # never more folds than domains
+
+
+def test_the_built_zoo_keeps_training_and_evaluation_images_apart(tiny_zoo):
+    """The bench's `disjoint_images`, read from the task folders a zoo build wrote."""
+    report = disjoint_images(ZooData(tiny_zoo))
+    assert report["train_vs_eval"] and report["train_vs_val"] and report["val_vs_eval"]
+    assert min(report["images"].values()) > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,6 +56,13 @@ class Splits:
     eval_seen: list[str]  # NNR eval tasks of seen models
     eval_inductive: list[str]  # NNR tasks of the models the retriever never sees
     transfer: list[str]  # the transfer tasks scored: those outside training (all of them if none is)
+    val_seen: list[str] = field(default_factory=list)  # validation tasks of seen models
+    val_unseen: list[str] = field(default_factory=list)  # tasks of the validation-unseen models
+
+    @property
+    def val(self) -> list[str]:
+        """Every validation task: where the run's choices are made."""
+        return self.val_seen + self.val_unseen
 
     @property
     def eval_all(self) -> list[str]:
@@ -66,10 +73,13 @@ class Splits:
     def of(cls, zoo: ZooData) -> Splits:
         """A zoo's splits (the manifest's model roles and task splits)."""
         transfer = zoo.task_ids(kind="transfer")
-        return cls(seen=[m for m in zoo.model_ids if zoo.models[m].get("role", "seen") == "seen"],
-                   train=zoo.task_ids(split="train"), eval_seen=zoo.task_ids(split="eval", kind="nnr"),
+        seen = [m for m in zoo.model_ids if zoo.models[m].get("role", "seen") == "seen"]
+        val = zoo.task_ids(split="val", kind="nnr")
+        return cls(seen=seen, train=zoo.task_ids(split="train"), eval_seen=zoo.task_ids(split="eval", kind="nnr"),
                    eval_inductive=zoo.task_ids(split="inductive", kind="nnr"),
-                   transfer=[t for t in transfer if zoo.task(t)["split"] != "train"] or transfer)
+                   transfer=[t for t in transfer if zoo.task(t)["split"] != "train"] or transfer,
+                   val_seen=[t for t in val if zoo.task(t)["origin_model"] in seen],
+                   val_unseen=[t for t in val if zoo.task(t)["origin_model"] not in seen])
 
 
 class BenchData:
@@ -93,6 +103,11 @@ class BenchData:
                        for m in self.models}
         #: the estimators' score matrices and seconds per task, by task ids (they run once per set of tasks)
         self.estimates: dict[tuple, tuple[dict, dict]] = {}
+        #: estimators left out of the tables, and why (e.g. H-score where N <= D)
+        self.dropped: dict[str, str] = {}
+        #: seconds of the backbone pass over a user's images (measured through `find_model`), charged to every
+        #: Know2Vec search
+        self.feature_pass_s = 0.0
 
     def truth(self, task_ids) -> np.ndarray:
         """Per task, the accuracy that defines its best model (V.Acc for NNR, Ft.Acc for transfer)."""

@@ -26,6 +26,8 @@ ACCESS = {
     "know2vec-adapted": "black-box", "know2vec+leep@3": "black-box (predictions on 3 models)",
     "two-stage-leep@3": "black-box (predictions on 3 models)",
     **{m.name: m.access for m in METHODS},
+    # the offline zoo has no downloads: its "popularity" is seeded random numbers, not a signal
+    "popularity": "metadata (offline zoo: seeded random downloads)",
 }
 
 
@@ -52,6 +54,8 @@ def estimator_scores(data: BenchData, fp: dict, task_ids) -> tuple[dict, dict]:
     methods, secs = {}, {}
     n, m = len(task_ids), len(data.models)
     for method in ESTIMATORS:
+        if method.needs_n_above_d and not _n_above_d(fp, task_ids, data.models, method.name, data.dropped):
+            continue
         S, T = np.zeros((n, m)), np.zeros(n)
         for i, t in enumerate(progress(task_ids, desc=method.name, disable=not data.show or None)):
             y = fp["labels"][t]
@@ -65,6 +69,17 @@ def estimator_scores(data: BenchData, fp: dict, task_ids) -> tuple[dict, dict]:
                 T[i] += time.perf_counter() - t0 + fp["seconds"][(t, model)]
         methods[method.name], secs[method.name] = S, float(T.mean())
     return methods, secs
+
+
+def _n_above_d(fp: dict, task_ids, models, name: str, dropped: dict) -> bool:
+    """Whether every task has more images than every model has feature dimensions; if not, say so in ``dropped``."""
+    n = [len(fp["labels"][t]) for t in task_ids]
+    d = [fp["features"][(t, m)].shape[1] for t in task_ids for m in models]
+    if min(n) > max(d):
+        return True
+    dropped[name] = (f"N <= D: {min(n)}-{max(n)} images per task, {min(d)}-{max(d)} feature dimensions per model "
+                     "(its score is then C-1 or noise for every model)")
+    return False
 
 
 def metadata_scores(data: BenchData, task_ids, *, label_blind: bool) -> dict[str, np.ndarray]:
@@ -110,6 +125,7 @@ def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, tas
     meths, secs = baseline_scores(data, fp, task_ids, label_blind=label_blind)
     for name, retriever in retrievers.items():
         meths[name], secs[name] = know2vec_scores(retriever, graphs, data, task_ids)
+        secs[name] += data.feature_pass_s  # a search also pays the backbone pass over the user's images
     return meths, secs, label_scores(data, task_ids, label_blind=label_blind)
 
 
@@ -130,14 +146,17 @@ def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray 
     return out
 
 
-def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=(3,)) -> tuple[dict, dict]:
+def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=(3,),
+                 label_weight: float | None = None) -> tuple[dict, dict]:
     """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape).
 
-    The LEEP hybrids (``know2vec+leep@k``: vector candidates; ``two-stage-leep@k``: `find_model`'s candidates) need
-    a ``leep`` matrix; each is charged ``k`` of the ``n_models`` forward passes.
+    ``know2vec+labels`` adds ``label_weight`` (default: `find_model`'s) times the label overlap. The LEEP hybrids
+    (``know2vec+leep@k``: vector candidates; ``two-stage-leep@k``: `find_model`'s candidates) need a ``leep``
+    matrix; each is charged ``k`` of the ``n_models`` forward passes.
     """
     meths, secs = dict(meths), dict(secs)
-    meths["know2vec+labels"] = meths["know2vec"] + LABEL_WEIGHT * lab
+    weight = LABEL_WEIGHT if label_weight is None else label_weight
+    meths["know2vec+labels"] = meths["know2vec"] + weight * lab
     secs["know2vec+labels"] = secs["know2vec"]
     for k in ks if "leep" in meths else ():
         meths[f"know2vec+leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k)

@@ -20,9 +20,62 @@ def rows_table(first: str, rows: dict, columns) -> list[str]:
             + [f"| {name} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for name, row in rows.items()])
 
 
+def _with_interval(row: dict) -> dict:
+    """A row whose metrics with a ``ci95`` interval read ``value [lo, hi]``."""
+    ci = row.get("ci95") or {}
+    return {**row, **{k: f"{row[k]} [{lo}, {hi}]" for k, (lo, hi) in ((k, v) for k, v in ci.items() if v)}}
+
+
 def methods_table(methods: dict, columns) -> list[str]:
-    """A Markdown table of methods, best R@1 first."""
-    return rows_table("method", dict(sorted(methods.items(), key=lambda kv: -(kv[1].get("r@1") or 0))), columns)
+    """A Markdown table of methods, best R@1 first (with 95 % intervals where the rows have them)."""
+    ordered = sorted(methods.items(), key=lambda kv: -(kv[1].get("r@1") or 0))
+    return rows_table("method", {name: _with_interval(row) for name, row in ordered}, columns)
+
+
+def _comparisons(compared: dict) -> list[str]:
+    lines = ["| setting | difference | R@1 mean [95 % CI] | P(better) | rel@1 mean [95 % CI] |", "|---|---|---|---|---|"]
+    for setting, pairs in compared.items():
+        for pair, d in pairs.items():
+            r, rel = d["r@1"], d["rel@1"]
+            if r and rel:
+                lines.append(f"| {setting} | {pair} | {r['mean']} {r['ci95']} | {r['p_a_better']} | "
+                             f"{rel['mean']} {rel['ci95']} |")
+    return lines
+
+
+def _header_sections(r: dict) -> list[str]:
+    """Leakage check, validation choices and dropped rows: what the tables below rest on."""
+    out = []
+    if "disjoint_images" in r:
+        d = r["disjoint_images"]
+        out += ["## Splits", "", f"Task images per pool part: {d['images']}. Shared between parts: {d['shared']} "
+                f"(training vs evaluation disjoint: **{d['train_vs_eval']}**, training vs validation: "
+                f"{d['train_vs_val']}, validation vs evaluation: {d['val_vs_eval']}).", ""]
+    if "validation" in r:
+        v = r["validation"]
+        out += ["## Validation (every choice is made here; evaluation tasks are scored once)", "",
+                f"{v['val_tasks_seen_models']} tasks of seen models, {v['val_tasks_unseen_models']} of the "
+                f"validation-unseen models ({', '.join(v['val_unseen_models']) or 'none'}). Criterion: "
+                f"{v['criterion']}. Chosen: {v['chosen']}.", ""]
+        out += rows_table("training setting", v["training"]["grid"],
+                          ["val_r@1", "val_seen_r@1", "val_unseen_r@1"]) + [""]
+        out += rows_table("label weight", v["label_weight"]["grid"], ["val_r@1"]) + [""]
+        out += rows_table("rerank_k", v["rerank_k"]["grid"], ["val_r@1"]) + [""]
+    for name, why in r.get("dropped_methods", {}).items():
+        out += [f"`{name}` is not in the tables: {why}.", ""]
+    return out
+
+
+def _folds(u: dict) -> list[str]:
+    if not u.get("folds"):
+        return []
+    cols = ["domains", "tasks", "train_models", "know2vec r@1", "know2vec recall@10", "two-stage-leep@3 r@1",
+            "two-stage-leep@3 label-blind r@1", "leep r@1"]
+    rows = {str(i): {**f, "domains": ", ".join(f["domains"])} for i, f in enumerate(u["folds"])}
+    return (["", "### Folds (each fold's domains out of training and probes; candidates: every model)", ""]
+            + rows_table("fold", rows, cols)
+            + ["| mean ± std | | | | " + " | ".join(f"{u['summary'][k]['mean']} ± {u['summary'][k]['std']}"
+                                                   for k in cols[3:]) + " |"])
 
 
 def to_markdown(r: dict) -> str:
@@ -33,10 +86,13 @@ def to_markdown(r: dict) -> str:
            f"{r['machine']})", "", f"{c['models']} models ({c['seen_models']} seen, {c['unseen_models']} unseen), "
            f"{c['eval_tasks_seen']} + {c['eval_tasks_inductive']} NNR eval tasks (seen + inductive), "
            f"{c['transfer_tasks']} transfer tasks.", "", "## Table 1: NNR evaluation tasks", ""]
+    out[-2:-2] = _header_sections(r)
     out += methods_table(r["methods"], cols)
     for name, methods in r.get("settings", {}).items():
         out += ["", f"### Setting: {name}{SETTING_NOTES.get(name, '')}", ""]
         out += methods_table(methods, ["r@1", "r@3", "rel@1", "tau_w"])
+    if r.get("comparisons"):
+        out += ["", "### Paired differences (bootstrap over the same tasks)", ""] + _comparisons(r["comparisons"])
     out += ["", "## Table 2: transfer tasks (correlation with Ft.Acc)", "", "| method | pearson | spearman | tau_w |",
             "|---|---|---|---|"]
     for name, row in sorted(r["transfer"].items(), key=lambda kv: -kv[1]["tau_w"]):
@@ -44,6 +100,9 @@ def to_markdown(r: dict) -> str:
     if "label_blind" in r:
         out += ["", "## Label-blind (task label names replaced by class_0..)", ""]
         out += methods_table(r["label_blind"]["methods"], ["r@1", "r@3", "rel@1", "rel@3", "tau_w"])
+        for name, methods in r["label_blind"].get("settings", {}).items():
+            out += ["", f"### Label-blind, setting: {name}{SETTING_NOTES.get(name, '')}", ""]
+            out += methods_table(methods, ["r@1", "r@3", "rel@1", "tau_w"])
     out += ["", "## Oracle views (one retriever, knowledge rebuilt from each view)", "", "| view | r@1 | queries/model |",
             "|---|---|---|"]
     for view, row in r["oracle_views"].items():
@@ -55,6 +114,7 @@ def to_markdown(r: dict) -> str:
                 f"(the candidates `find_model` re-ranks): {u.get('first_stage_with_labels')}", ""]
         out += methods_table(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search",
                                             "queries_per_search", "seconds_per_search"])
+        out += _folds(u)
     if r.get("ablation"):
         out += ["", "## Ablation (NNR eval tasks: all candidates; seen_pool: seen tasks, trained models as candidates)",
                 ""] + rows_table("variant", r["ablation"], ["r@1", "r@3", "seen_pool_r@1", "seen_pool_r@3"])
@@ -64,6 +124,11 @@ def to_markdown(r: dict) -> str:
         out += rows_table("seed", r["seed_spread"]["per_seed"], keys)
         out.append("| mean ± std | " + " | ".join(f"{v['mean']} ± {v['std']}"
                                                   for v in r["seed_spread"]["summary"].values()) + " |")
+    if r.get("zoo_seed_spread"):
+        z = r["zoo_seed_spread"]
+        out += ["", "## Zoo seed spread (another zoo drawn and built per seed; the main retriever's recipe)", ""]
+        out += rows_table("zoo seed", z["per_seed"], list(z["summary"]))
+        out.append("| mean ± std | " + " | ".join(f"{v['mean']} ± {v['std']}" for v in z["summary"].values()) + " |")
     out += ["", "## Timing", "", "| what | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in r["timing"].items()]
     return "\n".join(out) + "\n"

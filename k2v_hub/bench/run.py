@@ -23,28 +23,16 @@ from ..train import (TrainingArguments, TrainingData, combine_training_data, sel
                      train_retriever)
 from ..zoo.build import build_zoo
 from .data import BenchData, Knowledge, ProbeSet, Splits
+from .folds import N_FOLDS, unseen_domains
+from .leakage import disjoint_images
 from .report import embedding_picture, probes_markdown, to_markdown
-from .studies import held_out_split, oracle_views, probe_ablation, run_ablation, seed_spread, unseen_domains
+from .studies import held_out_split, oracle_views, probe_ablation, retriever_recall, run_ablation, seed_spread
 from .tables import label_blind_table, nnr_tables, transfer_table
+from .validation import choose_search, choose_training
+from .zoo_seeds import zoo_seed_spread
 
 PROFILE_STEPS = {"tiny": 200, "bench": 800}
 ADAPT_STEPS = {"tiny": 60, "bench": 200}
-
-
-@dataclass
-class Retrievers:
-    """The run's three Know2Vec retrievers and how the main one was trained."""
-
-    main: Retriever  # supervised, on the seen models' train tasks: the method the bench is about
-    ssl: Retriever  # self-supervised, from the index alone
-    adapted: Retriever  # the main one, then trained on supervised + self-supervised data
-    supervised: TrainingData  # the main one's training data (the ablation and the seed spread train on it too)
-    train_info: dict  # train_retriever's report on the main one
-    train_s: float
-
-    def by_method(self) -> dict[str, Retriever]:
-        """The retrievers by the name of the method they are in the tables."""
-        return {"know2vec": self.main, "know2vec-ssl": self.ssl, "know2vec-adapted": self.adapted}
 
 
 @dataclass
@@ -57,14 +45,9 @@ class ProductPath:
     features_s: list[float]
 
 
-def train_retrievers(data: BenchData, splits: Splits, knowledge: Knowledge, probe: ProbeSet, args: TrainingArguments,
-                     adapt_steps: int, show_progress: bool) -> Retrievers:
-    """Train the supervised retriever, a self-supervised one, and the supervised one adapted with both."""
-    supervised = data.supervised(knowledge.graphs, splits.seen, splits.train)
-    main = data.new_retriever(probe, seed=args.seed)
-    t0 = time.perf_counter()
-    train_info = train_retriever(main, supervised, args, show_progress=show_progress)
-    train_s = time.perf_counter() - t0
+def train_retrievers(data: BenchData, main: Retriever, supervised: TrainingData, knowledge: Knowledge,
+                     probe: ProbeSet, args: TrainingArguments, adapt_steps: int, show_progress: bool):
+    """Beside the supervised retriever ``main``: a self-supervised one, and ``main`` adapted with both data."""
     probe_feats = data.extractor([Image.fromarray(p) for p in knowledge.indexer.probes], show_progress=False)
     models = data.models
     ssl_data = self_supervised_data([knowledge.graphs[m] for m in models], models,
@@ -75,7 +58,7 @@ def train_retrievers(data: BenchData, splits: Splits, knowledge: Knowledge, prob
     adapted.load_state_dict(main.state_dict())
     train_retriever(adapted, combine_training_data(supervised, ssl_data), replace(args, steps=adapt_steps, lr=5e-4),
                     show_progress=show_progress)
-    return Retrievers(main, ssl, adapted, supervised, train_info, train_s)
+    return ssl, adapted
 
 
 def time_product_path(data: BenchData, retriever: Retriever, eval_tasks, work: Path,
@@ -106,11 +89,14 @@ def run_header(profile: str, command: str, seed: int, data: BenchData, splits: S
             "counts": {"models": len(models), "seen_models": len(splits.seen),
                        "unseen_models": len(models) - len(splits.seen), "train_tasks": len(splits.train),
                        "eval_tasks_seen": len(splits.eval_seen), "eval_tasks_inductive": len(splits.eval_inductive),
-                       "transfer_tasks": len(splits.transfer), "sources": len(zoo.manifest.get("sources", []))}}
+                       "transfer_tasks": len(splits.transfer), "sources": len(zoo.manifest.get("sources", [])),
+                       "val_tasks": len(splits.val),
+                       "val_unseen_models": len({zoo.task(t)["origin_model"] for t in splits.val_unseen}),
+                       "inductive_models": len({zoo.task(t)["origin_model"] for t in splits.eval_inductive})}}
 
 
 def timing_table(secs: dict, fp: dict, product: ProductPath, n_models: int, zoo_s: float, train_s: float,
-                 queries: dict, t_start: float) -> dict:
+                 queries: dict, t_start: float, feature_pass_s: float = 0.0) -> dict:
     """Seconds per search of `find_model` against brute-force LogME, and how long each step of the run took."""
     logme_per_task = secs["logme"]
     load_s = sum(fp["load_s"].values())
@@ -125,7 +111,7 @@ def timing_table(secs: dict, fp: dict, product: ProductPath, n_models: int, zoo_
         "speedup_vs_logme_models_in_memory": round((logme_per_task - load_s) / find_s, 2) if find_s else None,
         "models_for_100x": int(np.ceil(100 * find_s / (logme_per_task / n_models))) if find_s else None,
         "ratio_vs_feature_pass": round(find_s / features_s, 3) if product.features_s else None,
-        "vector_search_s": round(secs["know2vec"], 6),
+        "vector_search_s": round(secs["know2vec"] - feature_pass_s, 6),  # encode + search, without the backbone
         "zoo_build_s": round(zoo_s, 1), "train_s": round(train_s, 1), "index_s": round(product.index_s, 1),
         "queries_per_model_mean": round(float(np.mean(list(queries.values()))), 1),
         "queries_per_model_max": int(max(queries.values())),
@@ -144,8 +130,12 @@ def _folders(profile: str, work_dir, out_dir) -> tuple[Path, Path]:
 
 def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=None, label_blind: bool = True,
               steps: int | None = None, seed: int = 0, show_progress: bool = True, command: str = "",
-              ablation: bool = False, seeds: int = 1) -> tuple:
-    """Run the benchmark; return ``(results, {"json": path, "markdown": path, "picture": path})``."""
+              ablation: bool = False, seeds: int = 1, zoo_seeds: int = 1, folds: int = N_FOLDS) -> tuple:
+    """Run the benchmark; return ``(results, {"json": path, "markdown": path, "picture": path})``.
+
+    Choices (training length and augmentation, label weight, ``rerank_k``) are made on the validation split; the
+    evaluation tasks are scored once, with the chosen settings.
+    """
     t_start = time.perf_counter()
     work, out_dir = _folders(profile, work_dir, out_dir)
     t0 = time.perf_counter()
@@ -157,37 +147,72 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     # the models' knowledge depends on a retriever's probe set and settings, not on its weights: an untrained one
     knowledge = data.knowledge(data.new_retriever(probe, seed=0))
     args = TrainingArguments(steps=steps or PROFILE_STEPS[profile], seed=seed)
-    retrievers = train_retrievers(data, splits, knowledge, probe, args, ADAPT_STEPS[profile], show_progress)
-    product = time_product_path(data, retrievers.main, splits.eval_all, work, show_progress)
-    fp = data.forward_passes(list(dict.fromkeys(splits.eval_all + splits.transfer)))
+    t0 = time.perf_counter()
+    main, args, supervised, train_info, training_grid = choose_training(data, splits, knowledge, probe, args,
+                                                                        show_progress)
+    train_s = time.perf_counter() - t0
+    ssl, adapted = train_retrievers(data, main, supervised, knowledge, probe, args, ADAPT_STEPS[profile],
+                                    show_progress)
+    product = time_product_path(data, main, splits.eval_all, work, show_progress)
+    data.feature_pass_s = float(np.median(product.features_s)) if product.features_s else 0.0
+    fp = data.forward_passes(list(dict.fromkeys(splits.eval_all + splits.transfer + splits.val)))
+    search = choose_search(data, splits, fp, main, knowledge, seed)
+    k, weight = search["rerank_k"]["chosen"], search["label_weight"]["chosen"]
+    ks = tuple(sorted({3, k}))
 
-    by_method, graphs = retrievers.by_method(), knowledge.graphs
+    by_method, graphs = {"know2vec": main, "know2vec-ssl": ssl, "know2vec-adapted": adapted}, knowledge.graphs
     results = run_header(profile, command, seed, data, splits)
-    results["methods"], results["settings"], secs = nnr_tables(data, fp, by_method, graphs, splits, seed)
-    results["transfer"] = transfer_table(data, fp, by_method, graphs, splits.transfer)
+    results["disjoint_images"] = disjoint_images(data.zoo, show_progress=show_progress)
+    results["validation"] = validation_report(splits, data, training_grid, search, args)
+    tables = nnr_tables(data, fp, by_method, graphs, splits, seed, ks=ks, label_weight=weight)
+    results["methods"], results["settings"] = tables["methods"], tables["settings"]
+    results["comparisons"] = tables["comparisons"]
+    results["transfer"] = transfer_table(data, fp, by_method, graphs, splits.transfer, label_weight=weight)
     if label_blind:
-        results["label_blind"] = label_blind_table(data, fp, by_method, graphs, splits.eval_all, seed)
-    results["oracle_views"] = oracle_views(data, retrievers.main, knowledge, splits.eval_all, seed)
-    results["unseen_domains"] = unseen_domains(data, profile, fp, args, seed, show_progress)
+        results["label_blind"] = label_blind_table(data, fp, by_method, graphs, splits, seed, ks=ks,
+                                                   label_weight=weight)
+    results["dropped_methods"] = dict(data.dropped)
+    results["oracle_views"] = oracle_views(data, main, knowledge, splits.eval_all, seed)
+    results["unseen_domains"] = unseen_domains(data, fp, args, seed, show_progress, n_folds=folds)
     if ablation:
-        results["ablation"] = run_ablation(data, graphs, splits.seen, retrievers.supervised, splits.eval_all, probe,
+        results["ablation"] = run_ablation(data, graphs, splits.seen, supervised, splits.eval_all, probe,
                                            args, show_progress, seen_tasks=splits.eval_seen)
     if seeds > 1:
-        results["seed_spread"] = seed_spread(data, graphs, splits.seen, retrievers.supervised, splits.eval_all,
+        results["seed_spread"] = seed_spread(data, graphs, splits.seen, supervised, splits.eval_all,
                                              splits.eval_seen, splits.eval_inductive, probe, args,
                                              list(range(seed, seed + seeds)), show_progress,
-                                             trained={seed: retrievers.main})
-    results["timing"] = timing_table(secs, fp, product, len(data.models), zoo_s, retrievers.train_s,
-                                     knowledge.queries, t_start)
-    results["training"] = {k: v for k, v in retrievers.train_info.items() if k != "args"}
+                                             trained={seed: main})
+    if zoo_seeds > 1:
+        first = retriever_recall(main, graphs, data, splits.eval_all, splits.seen, splits.eval_seen,
+                                 splits.eval_inductive)
+        results["zoo_seed_spread"] = zoo_seed_spread(profile, work, list(range(seed, seed + zoo_seeds)), args,
+                                                     first, show_progress)
+    results["timing"] = timing_table(tables["secs"], fp, product, len(data.models), zoo_s, train_s,
+                                     knowledge.queries, t_start, data.feature_pass_s)
+    results["training"] = {k: v for k, v in train_info.items() if k != "args"}
     results["index_report"] = {k: (len(v) if isinstance(v, (list, dict)) else v)
                                for k, v in product.report.to_dict().items() if k != "path"}
-    picture = embedding_picture(retrievers.main, graphs, data, out_dir / f"{profile}-embedding-space.png", profile)
+    picture = embedding_picture(main, graphs, data, out_dir / f"{profile}-embedding-space.png", profile)
     paths = {"json": out_dir / f"{profile}.json", "markdown": out_dir / f"{profile}.md", "picture": picture}
     results["picture"] = str(picture)
     paths["json"].write_text(json.dumps(results, indent=2))
     paths["markdown"].write_text(to_markdown(results))
     return results, paths
+
+
+def validation_report(splits: Splits, data: BenchData, training: dict, search: dict,
+                      args: TrainingArguments) -> dict:
+    """What the validation split is and what it chose (``chosen``), with the grids it chose from."""
+    return {"split": "validation", "val_tasks_seen_models": len(splits.val_seen),
+            "val_tasks_unseen_models": len(splits.val_unseen),
+            "val_unseen_models": sorted({data.zoo.task(t)["origin_model"] for t in splits.val_unseen}),
+            "chosen": {"steps": args.steps, "task_class_dropout": args.task_class_dropout,
+                       "task_noise": args.task_noise, "label_weight": search["label_weight"]["chosen"],
+                       "rerank_k": search["rerank_k"]["chosen"]},
+            "chosen_on": {"steps": "validation", "task_class_dropout": "validation", "task_noise": "validation",
+                          "label_weight": "validation", "rerank_k": "validation"},
+            "training": training, "label_weight": search["label_weight"], "rerank_k": search["rerank_k"],
+            "criterion": "R@1 on the validation tasks, every model a candidate; ties: the first listed"}
 
 
 def run_probe_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=None, steps: int | None = None,

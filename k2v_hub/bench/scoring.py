@@ -11,6 +11,7 @@ import numpy as np
 from ..baselines import pearson, spearman, weighted_kendall_tau
 from ..find import first_stage_order
 from .data import BenchData
+from .uncertainty import bootstrap_interval, random_expectation
 
 
 def best_first(scores: np.ndarray, rng_seed: int) -> np.ndarray:
@@ -20,9 +21,16 @@ def best_first(scores: np.ndarray, rng_seed: int) -> np.ndarray:
     return perm[np.argsort(-s, kind="stable")]
 
 
-def score_method(S: np.ndarray, truth: np.ndarray, v_acc: np.ndarray, ft_acc: np.ndarray, seed: int = 0) -> dict:
-    """Metrics of one method over tasks: ``S``, ``truth``, ``v_acc``, ``ft_acc`` are ``[tasks, models]``."""
-    out = {k: [] for k in ("r@1", "r@3", "rel@1", "rel@3", "v_acc", "ft_acc", "tau_w")}
+METRICS = ("r@1", "r@3", "rel@1", "rel@3", "v_acc", "ft_acc", "tau_w")
+#: The headline metrics that get a 95 % bootstrap interval over tasks.
+INTERVAL_METRICS = ("r@1", "rel@1", "tau_w")
+
+
+def task_metrics(S: np.ndarray, truth: np.ndarray, v_acc: np.ndarray, ft_acc: np.ndarray,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Per task, each metric of :data:`METRICS` of one method: ``S``, ``truth``, ``v_acc``, ``ft_acc`` are
+    ``[tasks, models]``."""
+    out = {k: [] for k in METRICS}
     for i in range(len(S)):
         order = best_first(S[i], seed + i)
         best = truth[i].max()
@@ -36,16 +44,45 @@ def score_method(S: np.ndarray, truth: np.ndarray, v_acc: np.ndarray, ft_acc: np
         out["ft_acc"].append(float(ft_acc[i][order[0]]))
         s = np.nan_to_num(S[i], nan=-1e9) + 1e-9 * np.random.default_rng(seed + i).random(len(S[i]))
         out["tau_w"].append(float(weighted_kendall_tau(s, truth[i])))
-    return {k: round(float(np.mean(v)), 4) if v else None for k, v in out.items()}
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def summarise(per_task: dict[str, np.ndarray], *, intervals: bool = False, seed: int = 0) -> dict:
+    """Means over tasks (rounded), and with ``intervals`` a ``ci95`` entry: the 95 % bootstrap interval over tasks
+    of each :data:`INTERVAL_METRICS`."""
+    out = {k: round(float(np.mean(v)), 4) if len(v) else None for k, v in per_task.items()}
+    if intervals:
+        out["ci95"] = {k: bootstrap_interval(per_task[k], seed=seed) for k in INTERVAL_METRICS}
+    return out
+
+
+def score_method(S: np.ndarray, truth: np.ndarray, v_acc: np.ndarray, ft_acc: np.ndarray, seed: int = 0) -> dict:
+    """Metrics of one method over tasks (means of :func:`task_metrics`)."""
+    return summarise(task_metrics(S, truth, v_acc, ft_acc, seed))
+
+
+def pool_truth(data: BenchData, task_ids, columns=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(truth, v_acc, ft_acc)`` of ``task_ids``, restricted to the candidate model ``columns`` (default all)."""
+    truth, v, ft = data.truth(task_ids), data.rows(task_ids, data.v), data.rows(task_ids, data.ft)
+    if columns is not None:
+        truth, v, ft = truth[:, columns], v[:, columns], ft[:, columns]
+    return truth, v, ft
+
+
+def pool_task_metrics(data: BenchData, name: str, S: np.ndarray, task_ids, columns=None,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """:func:`task_metrics` of method ``name`` against ``task_ids``' truth; ``random`` gets the exact expectation
+    of a uniformly random ranking instead of one draw."""
+    truth, v, ft = pool_truth(data, task_ids, columns)
+    if name == "random":
+        return random_expectation(truth, v, ft)
+    return task_metrics(S, truth, v, ft, seed)
 
 
 def score_pool(data: BenchData, S: np.ndarray, task_ids, columns=None, seed: int = 0) -> dict:
     """:func:`score_method` of ``S [tasks, models]`` against ``task_ids``' truth, the candidates being the model
     ``columns`` (default: every model)."""
-    truth, v, ft = data.truth(task_ids), data.rows(task_ids, data.v), data.rows(task_ids, data.ft)
-    if columns is not None:
-        truth, v, ft = truth[:, columns], v[:, columns], ft[:, columns]
-    return score_method(S, truth, v, ft, seed)
+    return score_method(S, *pool_truth(data, task_ids, columns), seed)
 
 
 def correlations(S: np.ndarray, truth: np.ndarray) -> dict:

@@ -1,6 +1,5 @@
-"""The bench's studies beyond Tables 1 and 2: oracle views, encoder/loss ablation, seed spread, unseen domains and
-probe sets.
-"""
+"""The bench's studies beyond Tables 1 and 2: oracle views, encoder/loss ablation, seed spread and probe sets
+(unseen domains: :mod:`k2v_hub.bench.folds`)."""
 
 from __future__ import annotations
 
@@ -9,15 +8,14 @@ from dataclasses import replace
 import numpy as np
 
 from ..baselines import leep
-from ..methods import ESTIMATORS
 from ..oracle import ORACLE_VIEWS
 from ..train import train_retriever
 from ..utils import progress
 from .data import BenchData, Knowledge, ProbeSet
-from .methods import baseline_scores, know2vec_scores, label_scores, two_stage, with_hybrids
+from .methods import know2vec_scores, label_scores, two_stage
 from .scoring import first_stage_recall, score_method, score_pool
 
-#: Source domains kept out of retriever training and out of the probe set (``unseen_domains``), per profile.
+#: Source domains kept out of retriever training and out of the probe set in the probe ablation, per profile.
 HELD_OUT_DOMAINS = {"tiny": ("textures",), "bench": ("emoji", "textures")}
 #: The probe sets of the probe ablation, per profile (``kinds`` not given: every kind).
 PROBE_ABLATION = {
@@ -132,42 +130,6 @@ def train_on_probes(data: BenchData, split: dict, probe: dict, args, show_progre
     models, tasks = split["train_models"], split["train_tasks"]
     train_retriever(r, data.supervised(knowledge.graphs, models, tasks), args, show_progress=show_progress)
     return r, knowledge.graphs, knowledge.queries, probe_set.fingerprint
-
-
-def unseen_domains(data: BenchData, profile: str, fp: dict, args, seed: int, show_progress: bool) -> dict:
-    """Domains held out of retriever training and probes; every method on their NNR tasks."""
-    split = held_out_split(data, profile)
-    if split is None:
-        return {"held_out_domains": [], "methods": {}}
-    models, tasks, held, held_sources = data.models, split["tasks"], split["domains"], split["sources"]
-    spec = {"source": "builtin", "n": 256, "size": 32, "seed": 0, "kinds": None, "exclude_sources": held_sources}
-    r, graphs, queries, fingerprint = train_on_probes(data, split, spec, args, show_progress)
-    meths, secs = baseline_scores(data, fp, tasks) if all((t, models[0]) in fp["probs"] for t in tasks) else ({}, {})
-    meths["know2vec"], secs["know2vec"] = know2vec_scores(r, graphs, data, tasks)
-    lab = label_scores(data, tasks, label_blind=False)
-    n_models = len(models)
-    meths, secs = with_hybrids(meths, secs, lab, n_models=n_models, ks=(3, 5, 10))
-    truth = data.truth(tasks)
-    first_recall, with_labels = {}, {}
-    for k in (3, 5, 10):
-        for out, lab_i in ((first_recall, None), (with_labels, lab)):
-            out[f"recall@{k}"] = first_stage_recall(meths["know2vec"], truth, k, lab_i)
-    images = float(np.mean([len(fp["labels"][t]) for t in tasks])) if fp.get("labels") and tasks[0] in fp["labels"] \
-        else 0.0
-    v, ft = data.rows(tasks, data.v), data.rows(tasks, data.ft)
-    brute_force = {m.name for m in ESTIMATORS}  # they run every model
-    table = {}
-    for name, S in meths.items():
-        s = score_method(S, truth, v, ft, seed)
-        k = int(name.split("@")[1]) if "@" in name else None
-        run = n_models if name in brute_force else (k or 0)
-        table[name] = {"r@1": s["r@1"], "r@3": s["r@3"], "rel@1": s["rel@1"], "tau_w": s["tau_w"],
-                       "models_run_per_search": run, "queries_per_search": int(round(run * images)),
-                       "seconds_per_search": round(float(secs.get(name, 0.0)), 4)}
-    return {"held_out_domains": held, "held_out_sources": held_sources, "tasks": len(tasks),
-            "images_per_task": round(images, 1), "probe_fingerprint": fingerprint, "first_stage": first_recall,
-            "first_stage_with_labels": with_labels,
-            "queries_per_model": round(float(np.mean(list(queries.values()))), 1), "methods": table}
 
 
 def probe_ablation(data: BenchData, profile: str, fp: dict, args, seed: int, show_progress: bool) -> dict:

@@ -229,10 +229,15 @@ def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: 
     return markers
 
 
+def source_pool(source: str, prof: ZooProfile, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out pool of a source that every task of it draws from: uint8 images [N, 32, 32, 3] and labels."""
+    images, labels = _build_source_arrays(source, prof.n_pool, seed, _pool_offset(prof))
+    return np.stack([np.asarray(im) for im in images]), labels
+
+
 def _unit_tasks_source(out: Path, prof: ZooProfile, seed: int, specs: list[TaskSpec]) -> int:
     """Build one source's held-out pool and write its tasks. Returns the number of tasks written."""
-    images, labels = _build_source_arrays(specs[0].source, prof.n_pool, seed, _pool_offset(prof))
-    pool = np.stack([np.asarray(im) for im in images])
+    pool, labels = source_pool(specs[0].source, prof, seed)
     for t in specs:
         dsd, _ = make_task_dataset(t, pool, labels)
         save_task(dsd, out / TASKS_DIR, t.task_id)

@@ -48,6 +48,7 @@ class ZooData:
         self.manifest = load_manifest(self.root)
         self.org = self.manifest.get("org", "k2v-zoo")
         self.tasks = pq.read_table(self.root / "tasks.parquet").to_pylist()
+        self._task_by_id = {t["task_id"]: t for t in self.tasks}
         gt = pq.read_table(self.root / "ground_truth.parquet").to_pylist()
         self._gt = {(r["task_id"], r["model_id"]): r for r in gt}
         self.models = {m["model_id"]: m for m in self.manifest["models"]}
@@ -58,16 +59,14 @@ class ZooData:
         return sorted(self.models)
 
     def task_ids(self, *, split: str | None = None, kind: str | None = None) -> list[str]:
-        """Task ids filtered by retriever split (``train``/``eval``/``inductive``) and kind (``nnr``/``transfer``)."""
+        """Task ids filtered by retriever split (``train``/``val``/``eval``/``inductive``) and kind
+        (``nnr``/``transfer``)."""
         return [t["task_id"] for t in self.tasks
                 if (split is None or t["split"] == split) and (kind is None or t["kind"] == kind)]
 
     def task(self, task_id: str) -> dict:
         """One task's metadata row."""
-        for t in self.tasks:
-            if t["task_id"] == task_id:
-                return t
-        raise KeyError(task_id)
+        return self._task_by_id[task_id]
 
     def task_path(self, task_id: str) -> Path:
         """The task's ``save_to_disk`` folder (a DatasetDict with ``support`` and ``query``)."""

@@ -46,13 +46,20 @@ class ZooProfile:
         extra_seed_models: extra models that repeat a (source, subset) with another seed and architecture.
         epochs: training epochs per architecture.
         n_train / n_val: images per class for training and validation (split offset 0 of the source).
-        n_pool: held-out images per class for tasks (another split offset of the source).
+        n_pool: held-out images per class for tasks (another split offset of the source), cut into disjoint parts
+            (`k2v_hub.zoo.tasks.POOL_PARTS`): training tasks draw from the first, validation tasks from the
+            second, every evaluation task from the third, so no image of a training task is in a validation or
+            evaluation task. Each part must hold `n_support + n_query` images.
         n_support / n_query: images per class in a task's splits.
-        nnr_tasks_per_model: NNR tasks per model (seen models: the first half train the retriever, the rest
-            evaluate it; unseen models: all inductive).
+        nnr_tasks_per_model: NNR tasks per model (seen models: half train the retriever, the rest evaluate it;
+            unseen models: all inductive; validation-unseen models: all validation).
         extra_train_tasks_per_model: up to this many more NNR *training* tasks per seen model (fewer when the
-            model has few distinct class subsets), drawn after those: the evaluation tasks stay the same.
-        task_classes: (min, max) classes per task.
+            model has few distinct class subsets), drawn after the others: the evaluation tasks stay the same.
+        val_tasks_per_model: NNR validation tasks per seen model (split "val").
+        val_unseen_models: models held out of retriever training and evaluation whose tasks are all validation
+            tasks (role "val-unseen"): where choices about models the retriever never saw are made.
+        task_classes: (min, max) classes per task. No validation or evaluation task has the class set of a
+            training task of its source.
         unseen_frac: fraction of models whose tasks are kept for inductive evaluation (role "unseen").
         transfer_train_frac: fraction of held-out-class transfer tasks used for retriever training.
     """
@@ -81,6 +88,8 @@ class ZooProfile:
     unseen_frac: float = 0.25
     transfer_train_frac: float = 0.0
     batch_size: int = 64
+    val_tasks_per_model: int = 0
+    val_unseen_models: int = 0
 
     def settings(self) -> dict[str, Any]:
         """Every field but the name and the description (the manifest's ``settings``)."""
@@ -105,8 +114,8 @@ PROFILES: dict[str, ZooProfile] = {
         epochs={"resnet": 15, "convnext": 25, "vit": 15, "mobilenet_v2": 20},
         n_train=60,
         n_val=20,
-        n_pool=30,
-        n_support=10,
+        n_pool=48,
+        n_support=6,
         n_query=10,
         nnr_tasks_per_model=4,
         transfer_tasks_per_held_out_source=2,
@@ -114,10 +123,11 @@ PROFILES: dict[str, ZooProfile] = {
         task_classes=(3, 4),
         unseen_frac=0.25,
         transfer_train_frac=0.0,
+        val_tasks_per_model=1,
     ),
     "bench": ZooProfile(
         name="bench",
-        description="48 models, 4 architectures, 22 trained + 5 held-out sources; under 40 min on 2 CPU cores.",
+        description="52 models, 4 architectures, 22 trained + 5 held-out sources; under 45 min on 2 CPU cores.",
         source_profile="bench",
         trained_sources=None,
         held_out_sources=("mpl-greek", "armenian", "katakana", "emoji-sport", "emoji-food-prepared"),
@@ -125,20 +135,22 @@ PROFILES: dict[str, ZooProfile] = {
         max_subset_classes=8,
         subsets_per_source=2,
         archs=("resnet", "convnext", "resnet", "vit", "resnet", "mobilenet_v2"),
-        extra_seed_models=4,
+        extra_seed_models=8,
         epochs={"resnet": 15, "convnext": 30, "vit": 30, "mobilenet_v2": 25},
-        n_train=100,
+        n_train=96,
         n_val=20,
-        n_pool=40,
-        n_support=10,
-        n_query=15,
+        n_pool=58,  # 3 parts of 19 from originals 116..173: sklearn digits (>= 174 a class) never wraps
+        n_support=8,
+        n_query=11,
         nnr_tasks_per_model=4,
         transfer_tasks_per_held_out_source=4,
         transfer_tasks_per_source=1,
         task_classes=(3, 6),
         extra_train_tasks_per_model=8,
-        unseen_frac=0.25,
+        unseen_frac=0.23,  # 12 of 52 models
         transfer_train_frac=0.3,
+        val_tasks_per_model=1,
+        val_unseen_models=4,
     ),
 }
 
@@ -319,6 +331,13 @@ def plan_zoo(profile: str | ZooProfile = "tiny", *, seed: int = 0, org: str = "k
         by_domain.setdefault(m.domain, []).append(k)
     for k in _spread_pick(by_domain, n_unseen, keyed_rng(seed, "roles")):
         models[k].role = "unseen"
+    # ... and a few of the others held out for validation (choices about models the retriever never saw).
+    by_domain = {}
+    for k, m in enumerate(models):
+        if m.role == "seen":
+            by_domain.setdefault(m.domain, []).append(k)
+    for k in _round_robin(by_domain, prof.val_unseen_models, keyed_rng(seed, "val-roles")):
+        models[k].role = "val-unseen"
 
     plan = ZooPlan(prof, int(seed), org, source_rows, models)
     plan.tasks = _plan_tasks(plan, trained_names)
@@ -358,14 +377,16 @@ def _spread_pick(groups: dict[str, list[int]], n: int, rng: np.random.Generator)
 
 
 def _sample_class_sets(
-    rng: np.random.Generator, pool: list[int], n_tasks: int, kmin: int, kmax: int
+    rng: np.random.Generator, pool: list[int], n_tasks: int, kmin: int, kmax: int, *,
+    exclude: set[tuple[int, ...]] = frozenset(),
 ) -> list[list[int]]:
-    """Up to `n_tasks` distinct class subsets of `pool`, each of kmin..kmax classes (at least 2)."""
+    """Up to `n_tasks` distinct class subsets of `pool`, each of kmin..kmax classes (at least 2), none in
+    `exclude` (sorted index tuples)."""
     if len(pool) < 2:
         return []
     kmax = min(kmax, len(pool))
     kmin = max(2, min(kmin, kmax))
-    seen: set[tuple[int, ...]] = set()
+    seen: set[tuple[int, ...]] = set(exclude)
     out: list[list[int]] = []
     for _ in range(50 * n_tasks):
         if len(out) == n_tasks:
@@ -376,6 +397,9 @@ def _sample_class_sets(
             seen.add(subset)
             out.append(list(subset))
     return out
+
+
+_ROLE_SPLIT = {"unseen": "inductive", "val-unseen": "val"}
 
 
 def _plan_tasks(plan: ZooPlan, trained_names: set[str]) -> list[TaskSpec]:
@@ -400,15 +424,26 @@ def _plan_tasks(plan: ZooPlan, trained_names: set[str]) -> list[TaskSpec]:
             pool_class_index=tuple(idx),
         )
 
-    # NNR tasks: classes of one model; seen models: half train, half eval; unseen: inductive.
+    # NNR tasks: classes of one model. Validation and evaluation class sets first (their own draw, so extra
+    # training tasks never change them), then training sets, never equal to a held-back set of the same source.
+    held_back: dict[str, set[tuple[int, ...]]] = {}
+    planned: list[tuple[ModelSpec, list[list[int]], list[str]]] = []
+    n_eval = prof.nnr_tasks_per_model - prof.nnr_tasks_per_model // 2
     for m in plan.models:
-        rng = keyed_rng(plan.seed, "nnr", m.name)
-        extra = prof.extra_train_tasks_per_model if m.role == "seen" else 0
-        sets = _sample_class_sets(rng, list(m.class_index), prof.nnr_tasks_per_model + extra, kmin, kmax)
-        n_train = min(len(sets), prof.nnr_tasks_per_model) // 2
-        for j, idx in enumerate(sets):
-            train = j < n_train or j >= prof.nnr_tasks_per_model
-            split = "inductive" if m.role == "unseen" else ("train" if train else "eval")
+        if m.role == "seen":
+            splits = ["eval"] * n_eval + ["val"] * prof.val_tasks_per_model
+        else:
+            splits = [_ROLE_SPLIT[m.role]] * prof.nnr_tasks_per_model
+        sets = _sample_class_sets(keyed_rng(plan.seed, "nnr", m.name), list(m.class_index), len(splits), kmin, kmax)
+        held_back.setdefault(m.source, set()).update(tuple(s) for s in sets)
+        planned.append((m, sets, splits[: len(sets)]))
+    for m, sets, splits in planned:
+        if m.role == "seen":
+            n_train = prof.nnr_tasks_per_model // 2 + prof.extra_train_tasks_per_model
+            train = _sample_class_sets(keyed_rng(plan.seed, "nnr-train", m.name), list(m.class_index), n_train,
+                                       kmin, kmax, exclude=held_back[m.source])
+            sets, splits = sets + train, splits + ["train"] * len(train)
+        for j, (idx, split) in enumerate(zip(sets, splits)):
             tasks.append(make(f"nnr-{m.name}-{j}", "nnr", m.source, idx, m.model_id, split))
 
     # Transfer tasks: held-out classes of trained sources, and classes of held-out sources no model knows.

@@ -48,6 +48,8 @@ __all__ = [
     "TaskSpec",
     "TaskData",
     "label_key",
+    "POOL_PARTS",
+    "task_pool_indices",
     "make_task_dataset",
     "save_task",
     "task_exists",
@@ -75,7 +77,10 @@ GROUND_TRUTH_COLUMNS = ("task_id", "model_id", "v_acc", "ft_acc")
 PROBE_C = 1.0
 PROBE_MAX_ITER = 100
 TASK_KINDS = ("nnr", "transfer")
-TASK_SPLITS = ("train", "eval", "inductive")
+TASK_SPLITS = ("train", "val", "eval", "inductive")
+# Each class's held-out pool is cut into these disjoint parts, in this order: training tasks draw from the first,
+# validation tasks from the second, evaluation tasks (eval, inductive, transfer, unseen domains) from the third.
+POOL_PARTS = ("train", "val", "eval")
 
 
 def label_key(name: str) -> str:
@@ -96,7 +101,8 @@ class TaskSpec:
         source / domain: the image source the classes come from and its domain.
         class_names: the task's label names, in the source's class order.
         origin_model: the model whose classes an NNR task took (``None`` for transfer tasks).
-        split: retriever split: ``"train"``, ``"eval"`` or ``"inductive"`` (tasks of unseen models).
+        split: retriever split: ``"train"``, ``"val"`` (where choices are made: tasks of seen models and of
+            validation-unseen models), ``"eval"`` or ``"inductive"`` (tasks of unseen models).
         n_support / n_query: images per class in each split (the parquet stores totals).
         seed: seed of the image sampling.
     """
@@ -138,10 +144,16 @@ class TaskSpec:
             "n_query": self.n_query * k,
         }
 
+    @property
+    def pool_part(self) -> str:
+        """The part of the held-out pool this task draws its images from (one of `POOL_PARTS`)."""
+        return self.split if self.split in ("train", "val") else "eval"
+
     def fingerprint(self) -> str:
-        """Hash of everything that determines the task's images (not its retriever split)."""
+        """Hash of everything that determines the task's images: not its split, only the pool part it draws from."""
         d = asdict(self)
         d.pop("split")
+        d["pool_part"] = self.pool_part
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -156,21 +168,25 @@ class TaskData:
     query_labels: np.ndarray
 
 
-def make_task_dataset(spec: TaskSpec, pool_images: np.ndarray, pool_labels: np.ndarray):
-    """Sample a task from a held-out pool: `pool_images` uint8 [N, H, W, 3], `pool_labels` source class indices.
+def task_pool_indices(spec: TaskSpec, pool_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                           np.ndarray]:
+    """Which pool images a task takes: ``(support_idx, support_labels, query_idx, query_labels)``, each shuffled.
 
-    Per class, `n_support + n_query` distinct pool images are drawn with `spec.seed` (support first), then each
-    split is shuffled. Returns `(DatasetDict, TaskData)`.
+    Per class, the pool's images (in pool order) are cut into ``len(POOL_PARTS)`` equal disjoint parts; the task
+    draws ``n_support + n_query`` distinct images of its part (``spec.pool_part``) with ``spec.seed``, support first.
     """
     rng = np.random.default_rng([spec.seed, 0x7A5C])
     per_class = spec.n_support + spec.n_query
+    part = POOL_PARTS.index(spec.pool_part)
     sup_idx, sup_lab, qry_idx, qry_lab = [], [], [], []
     for j, c in enumerate(spec.pool_class_index):
         idx = np.flatnonzero(pool_labels == c)
+        size = len(idx) // len(POOL_PARTS)
+        idx = idx[part * size : (part + 1) * size]
         if len(idx) < per_class:
             raise K2VError(
-                f"Task {spec.task_id}: the held-out pool has {len(idx)} images of class "
-                f"{spec.class_names[j]!r}, {per_class} needed."
+                f"Task {spec.task_id}: the {spec.pool_part!r} part of the held-out pool has {len(idx)} images of "
+                f"class {spec.class_names[j]!r}, {per_class} needed."
             )
         pick = rng.choice(idx, per_class, replace=False)
         sup_idx.extend(pick[: spec.n_support])
@@ -179,10 +195,16 @@ def make_task_dataset(spec: TaskSpec, pool_images: np.ndarray, pool_labels: np.n
         qry_lab.extend([j] * spec.n_query)
     sup_order = rng.permutation(len(sup_idx))
     qry_order = rng.permutation(len(qry_idx))
-    sup_idx = np.asarray(sup_idx)[sup_order]
-    sup_lab = np.asarray(sup_lab, dtype=np.int64)[sup_order]
-    qry_idx = np.asarray(qry_idx)[qry_order]
-    qry_lab = np.asarray(qry_lab, dtype=np.int64)[qry_order]
+    return (np.asarray(sup_idx, dtype=np.int64)[sup_order], np.asarray(sup_lab, dtype=np.int64)[sup_order],
+            np.asarray(qry_idx, dtype=np.int64)[qry_order], np.asarray(qry_lab, dtype=np.int64)[qry_order])
+
+
+def make_task_dataset(spec: TaskSpec, pool_images: np.ndarray, pool_labels: np.ndarray):
+    """Sample a task from a held-out pool: `pool_images` uint8 [N, H, W, 3], `pool_labels` source class indices.
+
+    The images are those of :func:`task_pool_indices`. Returns `(DatasetDict, TaskData)`.
+    """
+    sup_idx, sup_lab, qry_idx, qry_lab = task_pool_indices(spec, pool_labels)
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(spec.class_names))}
     )

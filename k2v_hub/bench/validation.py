@@ -1,0 +1,82 @@
+"""Where the bench makes its choices: on the validation split, never on the evaluation tasks.
+
+The validation split is the zoo's ``val`` tasks: one per seen model (new class sets, images from the pool's
+validation part) and every task of the validation-unseen models (models the retriever never trains on). The bench
+chooses, by R@1 there (candidates: every model):
+
+- the retriever's training length and task augmentation (the encoders and losses stay the paper's);
+- the weight of the label-name evidence in ``know2vec+labels``;
+- ``rerank_k``, how many first-stage candidates the two-stage search re-ranks with LEEP.
+
+Ties go to the first candidate in the order listed (the configuration the bench used before it had a validation
+split, then the cheaper one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..baselines import leep
+from ..train import TrainingArguments, train_retriever
+from ..utils import progress
+from .data import BenchData, Knowledge, ProbeSet, Splits
+from .methods import know2vec_scores, label_scores, two_stage
+from .scoring import pool_task_metrics
+
+#: Task augmentation settings tried, by name (the first is `TrainingArguments`' default).
+AUGMENTATION = {"class subsets + noise": {}, "none": {"task_class_dropout": 0.0, "task_noise": 0.0}}
+STEP_FRACTIONS = (1.0, 0.5)
+LABEL_WEIGHTS = (0.5, 0.0, 0.25, 1.0)
+RERANK_KS = (3, 5, 10)
+
+
+def _r1(data: BenchData, S: np.ndarray, task_ids, seed: int) -> float:
+    return round(float(np.mean(pool_task_metrics(data, "", S, task_ids, None, seed)["r@1"])), 4)
+
+
+def _pick(grid: dict, key: str = "val_r@1"):
+    """The first grid entry with the best value of ``key``."""
+    best = max(row[key] for row in grid.values())
+    return next(name for name, row in grid.items() if row[key] == best)
+
+
+def choose_training(data: BenchData, splits: Splits, knowledge: Knowledge, probe: ProbeSet, args: TrainingArguments,
+                    show_progress: bool):
+    """Train one retriever per training setting of the grid on the seen models' training tasks and keep the one
+    with the best validation R@1. Returns ``(retriever, its TrainingArguments, training report, grid report)``."""
+    supervised = data.supervised(knowledge.graphs, splits.seen, splits.train)
+    grid, trained = {}, {}
+    settings = [(f"steps={max(1, int(args.steps * f))}, augmentation={aug}", replace(args, steps=max(1, int(
+        args.steps * f)), **kw)) for aug, kw in AUGMENTATION.items() for f in STEP_FRACTIONS]
+    for name, a in progress(settings, desc="Validation: training settings", disable=not show_progress or None):
+        r = data.new_retriever(probe, seed=a.seed)
+        info = train_retriever(r, supervised, a, show_progress=False)
+        S, _ = know2vec_scores(r, knowledge.graphs, data, splits.val)
+        row = {"val_r@1": _r1(data, S, splits.val, data.seed), "steps": a.steps,
+               "task_class_dropout": a.task_class_dropout, "task_noise": a.task_noise}
+        for part, ids in (("val_seen_r@1", splits.val_seen), ("val_unseen_r@1", splits.val_unseen)):
+            if ids:
+                row[part] = _r1(data, S[[splits.val.index(t) for t in ids]], ids, data.seed)
+        grid[name] = row
+        trained[name] = (r, a, info)
+    chosen = _pick(grid)
+    retriever, chosen_args, info = trained[chosen]
+    return retriever, chosen_args, supervised, info, {"grid": grid, "chosen": chosen}
+
+
+def choose_search(data: BenchData, splits: Splits, fp: dict, retriever, knowledge: Knowledge, seed: int) -> dict:
+    """The label weight and ``rerank_k`` with the best validation R@1 for the chosen retriever (``fp``: forward
+    passes of at least the validation tasks, for LEEP)."""
+    tasks = splits.val
+    vector, _ = know2vec_scores(retriever, knowledge.graphs, data, tasks)
+    lab = label_scores(data, tasks, label_blind=False)
+    weights = {str(w): {"val_r@1": _r1(data, vector + w * lab, tasks, seed), "label_weight": w}
+               for w in LABEL_WEIGHTS}
+    leep_scores = np.asarray([[leep(fp["probs"][(t, m)], fp["labels"][t]) for m in data.models] for t in tasks])
+    ks = {str(k): {"val_r@1": _r1(data, two_stage(vector, leep_scores, k, labels=lab), tasks, seed), "rerank_k": k}
+          for k in RERANK_KS}
+    return {"label_weight": {"grid": weights, "chosen": weights[_pick(weights)]["label_weight"]},
+            "rerank_k": {"grid": ks, "chosen": ks[_pick(ks)]["rerank_k"]}}
+

@@ -1,0 +1,41 @@
+"""The zoo is a random draw too: the main retriever's recall on zoos built with other seeds (other class subsets,
+roles, task draws and trained weights), beside the run's own zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..train import TrainingArguments, train_retriever
+from ..zoo.build import build_zoo
+from .data import BenchData, ProbeSet, Splits
+from .studies import retriever_recall
+
+SPREAD_KEYS = ("seen_pool_r@1", "seen_r@1", "inductive_r@1", "r@1")
+
+
+def zoo_seed_spread(profile: str, work: Path, seeds: list[int], args: TrainingArguments, first: dict,
+                    show_progress: bool) -> dict:
+    """Per zoo seed, the vector recall of a retriever trained with ``args`` on that zoo (``first``: the run's own
+    zoo, ``seeds[0]``, already measured), and the mean/std/min/max over zoos."""
+    per_seed = {str(seeds[0]): first}
+    for s in seeds[1:]:
+        zoo_dir = work / f"zoo-seed{s}"
+        build_zoo(zoo_dir, profile, seed=s, show_progress=show_progress)
+        data = BenchData(zoo_dir, work / f"zoo-seed{s}-work", seed=s, show_progress=show_progress)
+        splits = Splits.of(data.zoo)
+        probe = ProbeSet.load()
+        knowledge = data.knowledge(data.new_retriever(probe, seed=0))
+        retriever = data.new_retriever(probe, seed=args.seed)
+        train_retriever(retriever, data.supervised(knowledge.graphs, splits.seen, splits.train), args,
+                        show_progress=False)
+        per_seed[str(s)] = retriever_recall(retriever, knowledge.graphs, data, splits.eval_all, splits.seen,
+                                            splits.eval_seen, splits.eval_inductive)
+    summary = {}
+    for key in SPREAD_KEYS:
+        vals = [row[key] for row in per_seed.values() if key in row]
+        if vals:
+            summary[key] = {"mean": round(float(np.mean(vals)), 4), "std": round(float(np.std(vals)), 4),
+                            "min": min(vals), "max": max(vals)}
+    return {"per_seed": per_seed, "summary": summary}
