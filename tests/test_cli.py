@@ -1,5 +1,6 @@
 """The command line's habits, as a user sees them: help with examples, output formats, one-line errors, exit
-codes, quiet progress in machine formats, NO_COLOR. Every check runs the installed `k2v-hub` console script."""
+codes, quiet progress in machine formats, NO_COLOR. Every check runs the installed `k2v-hub` console script (the
+one next to the interpreter running the tests: no activated venv needed)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import sys
 
 import pytest
 
+from fakes import console_script  # noqa: E402
+
+K2V = console_script("k2v-hub")
 COMMANDS = ["index", "find", "train", "push-card", "zoo", "bench", "demo"]
 _ENV_DROP = ("HF_DEBUG", "NO_COLOR", "FORCE_COLOR", "K2V_HUB_VERBOSE", "HF_HUB_DISABLE_PROGRESS_BARS")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -25,7 +29,7 @@ def env(**extra) -> dict:
 
 
 def k2v(*args, check=True, **extra_env) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["k2v-hub", *map(str, args)], capture_output=True, text=True, env=env(**extra_env),
+    proc = subprocess.run([*K2V, *map(str, args)], capture_output=True, text=True, env=env(**extra_env),
                           timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
@@ -37,7 +41,7 @@ def run_on_terminal(args, **extra_env) -> str:
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen(["k2v-hub", *map(str, args)], stdout=slave, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([*K2V, *map(str, args)], stdout=slave, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=env(COLUMNS="200", **extra_env))
     os.close(slave)
     chunks = []
@@ -183,7 +187,7 @@ def test_error_colour_on_a_terminal_unless_no_color(tmp_path, no_color):
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.run(["k2v-hub", "find", "--dataset", str(tmp_path / "missing"), "--index", str(tmp_path)],
+    proc = subprocess.run([*K2V, "find", "--dataset", str(tmp_path / "missing"), "--index", str(tmp_path)],
                           stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
                           env=env(**({"NO_COLOR": "1"} if no_color else {})), timeout=300)
     os.close(slave)
@@ -200,7 +204,7 @@ def test_push_asks_first_on_a_terminal_unless_yes(tiny_zoo, tiny_retriever, tmp_
 
     from k2v_hub.zoo.data import ZooData
 
-    args = ["k2v-hub", "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "ix"),
+    args = [*K2V, "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "ix"),
             "--push", "someone/k2v-index"]
     master, slave = pty.openpty()
     proc = subprocess.Popen(args + ["--retriever", str(tiny_retriever)], stdin=slave, stdout=slave, stderr=slave,
@@ -264,3 +268,16 @@ def test_every_api_uses_the_k2v_hub_library_name():
 
     for api in (get_api(None), HubSource().api):
         assert api.library_name == "k2v-hub" and api.library_version == __version__
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    """`.ci/run` runs the README's test command byte for byte, with no venv activated (the tests start the console
+    scripts installed next to the interpreter, so a fresh clone needs nothing on PATH)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = re.search(r"^(\.venv/bin/python -m pytest.*?)\s+# run the tests$", (root / "README.md").read_text(),
+                        flags=re.M).group(1)
+    ci = (root / ".ci" / "run").read_text()
+    assert ci.rstrip().splitlines()[-1] == command
+    assert "bin/activate" not in ci
