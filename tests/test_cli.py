@@ -262,6 +262,51 @@ def test_bad_index_and_usage_errors_have_their_exit_codes(tiny_task, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# `k2v-hub demo` builds a zoo and trains a retriever unless its folder already holds them (as on a second run): it
+# starts here from a folder holding copies of the session's tiny zoo and retriever, so it only indexes and answers.
+@pytest.fixture(scope="module")
+def demo_dir(tiny_zoo, tiny_retriever, tmp_path_factory):
+    import shutil
+
+    out = tmp_path_factory.mktemp("demo")
+    shutil.copytree(tiny_zoo, out / "zoo", symlinks=True)
+    shutil.copytree(tiny_retriever, out / "retriever")
+    return out
+
+
+def test_demo_piped_prints_its_json_result_and_progress_on_stderr(demo_dir, tiny_zoo):
+    """`k2v-hub demo > demo.log`: stdout is not a terminal, so the format is json and the JSON result is printed."""
+    from k2v_hub.zoo.data import ZooData
+
+    proc = k2v("demo", "--out", demo_dir)  # stdout is a pipe: --format auto is json
+    result = json.loads(proc.stdout)
+    rows = result["matches"]
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
+    assert {r["model_id"] for r in rows} <= set(ZooData(tiny_zoo).model_ids)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert result["task"] and result["best_by_ground_truth"] in ZooData(tiny_zoo).model_ids
+    assert os.path.isfile(result["picture"])
+    assert "4/4 Which model fits" in proc.stderr and not TQDM.search(proc.stderr)
+
+
+def test_demo_human_prints_a_table_and_quiet_the_ids(demo_dir):
+    flags = [["--format", "human"], ["-q"]]
+    proc = subprocess.run([sys.executable, "-c", HARNESS, json.dumps([["demo", "--out", str(demo_dir), *f]
+                                                                      for f in flags])],
+                          capture_output=True, text=True, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    human, quiet = json.loads(proc.stdout)
+    assert human["code"] == 0 and quiet["code"] == 0, (human["stderr"][-2000:], quiet["stderr"][-2000:])
+    lines = human["stdout"].splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("RANK"))
+    assert "MODEL_ID" in lines[header] and "MEASURED_V_ACC" in lines[header]
+    assert "Ground truth best:" in human["stdout"] and "4/4 Which model fits" in human["stderr"]
+    ids = quiet["stdout"].splitlines()
+    assert ids == [line.split()[1] for line in lines[header + 1:header + 1 + len(ids)]] and ids
+    assert "4/4" not in quiet["stderr"] and not TQDM.search(quiet["stderr"])
+
+
 def test_every_api_uses_the_k2v_hub_library_name():
     from k2v_hub import __version__
     from k2v_hub.hub import HubSource, get_api
