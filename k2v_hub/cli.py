@@ -477,7 +477,20 @@ def demo(out_dir, steps, token, fmt, as_json, quiet, verbose):
     out = Output(fmt, as_json, quiet, verbose)
     from .demo import run_demo
 
-    run_demo(out_dir, steps=steps, out=out)
+    def say(line: str) -> None:  # the four step lines: to stderr in every format but quiet
+        if out.fmt != "quiet":
+            click.echo(line, err=True)
+
+    result = run_demo(out_dir, steps=steps, say=say, show_progress=out.progress)
+    if out.fmt == "json":
+        out.result(result, "")
+        return
+    out.table(result["matches"], ["rank", "model_id", "score", "what_it_is", "measured_v_acc"], "model_id",
+              title=f"Best models for {result['task']}")
+    found = "found at rank 1" if result["hit@1"] else "not at rank 1"
+    out.result(result, f"Ground truth best: {result['best_by_ground_truth']} ({found}).\n"
+                       f"Done in {result['seconds']} s. Outputs in {result['out']}/: zoo/, retriever/, index/, "
+                       "embedding-space.png")
 
 
 def main(argv=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -17,14 +18,18 @@ from .zoo.data import ZooData
 from .zoo.training import train_from_zoo
 
 
-def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:
-    """Build the tiny zoo, train (or reuse) a retriever, index the zoo, and answer for an unseen dataset."""
-    say = out.info if out is not None else print
-    show = out.progress if out is not None else True
+def run_demo(out_dir: str | Path, *, steps: int = 200, say=None, show_progress: bool = True) -> dict:
+    """Build the tiny zoo, train (or reuse) a retriever, index the zoo, and answer for an unseen dataset.
+
+    ``say`` receives one line per step (default: printed to stderr); the result is returned, not printed: its
+    ``matches`` are the ranked rows (rank, model_id, score, what_it_is, measured_v_acc). A zoo or retriever already
+    in ``out_dir`` is reused.
+    """
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     say("1/4 Building (or reusing) the tiny offline zoo of real transformers classifiers...")
-    build_zoo(out_dir / "zoo", "tiny", show_progress=show)
+    build_zoo(out_dir / "zoo", "tiny", show_progress=show_progress)
     zoo = ZooData(out_dir / "zoo")
     say("2/4 Training (or reusing) a Know2Vec retriever...")
     retriever_dir = out_dir / "retriever"
@@ -32,15 +37,15 @@ def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:
         retriever = Retriever.from_pretrained(retriever_dir)
     else:
         retriever, _ = train_from_zoo(zoo.root, retriever_dir, args=TrainingArguments(steps=steps),
-                                      show_progress=show)
+                                      show_progress=show_progress)
     say("3/4 Indexing the zoo's models as black boxes...")
     indexer = make_indexer(retriever, retriever_id=str(retriever_dir.resolve()))
-    report = build_index(LocalSource(zoo.root), zoo.org, out_dir / "index", indexer, show_progress=show)
+    report = build_index(LocalSource(zoo.root), zoo.org, out_dir / "index", indexer, show_progress=show_progress)
     candidates = zoo.task_ids(split="eval", kind="nnr") or zoo.task_ids(kind="nnr")
     task_id = candidates[0]
     task = zoo.task(task_id)
     say(f"4/4 Which model fits '{task_id}' ({', '.join(task['class_names'])}; held-out images no model saw)?")
-    matches = find_model(zoo.task_path(task_id), out_dir / "index", top_k=5, show_progress=show)
+    matches = find_model(zoo.task_path(task_id), out_dir / "index", top_k=5, show_progress=show_progress)
     truth = dict(zip(zoo.model_ids, zoo.scores([task_id], zoo.model_ids, "v_acc")[0]))
     rows = []
     for m in matches:
@@ -55,14 +60,7 @@ def run_demo(out_dir: str | Path, *, steps: int = 200, out=None) -> dict:
     picture = plot_embedding_space(idx.embeddings, domains, out_dir / "embedding-space.png",
                                    names=[r.model_id for r in idx.rows], highlight=query_vec,
                                    title="k2v-hub model vectors (colour = source domain)")
-    result = {"task": task_id, "matches": rows, "best_by_ground_truth": best,
-              "hit@1": bool(matches and matches[0].model_id == best), "index_report": report.to_dict(),
-              "picture": str(picture), "out": str(out_dir), "seconds": round(time.perf_counter() - t0, 1),
-              "timings": matches.timings}
-    if out is not None and out.fmt != "json":
-        out.table(rows, ["rank", "model_id", "score", "what_it_is", "measured_v_acc"], "model_id",
-                  title=f"Best models for {task_id}")
-        out.result(result, f"Ground truth best: {best} ({'found at rank 1' if result['hit@1'] else 'not at rank 1'}).\n"
-                           f"Done in {result['seconds']} s. Outputs in {out_dir}/: zoo/, retriever/, index/, "
-                           f"embedding-space.png")
-    return result
+    return {"task": task_id, "matches": rows, "best_by_ground_truth": best,
+            "hit@1": bool(matches and matches[0].model_id == best), "index_report": report.to_dict(),
+            "picture": str(picture), "out": str(out_dir), "seconds": round(time.perf_counter() - t0, 1),
+            "timings": matches.timings}

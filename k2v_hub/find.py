@@ -17,6 +17,12 @@ Optional extras, each reported as its own stage:
   LEEP re-rank when its models can be fetched (``models_root=`` given, or a Hub index); otherwise the vector
   ranking. Each match says which stage produced its score (``stage``).
 
+**One score along the list.** ``score`` never rises with rank, so sorting by it gives the ranking: a first-stage
+match scores its cosine (plus ``LABEL_WEIGHT`` x the label overlap with ``use_label_names``), at most 1.5; a
+re-ranked one scores its estimator's value mapped into the band (2, 3), order kept (:func:`rerank_band_score`), so
+every re-ranked candidate sits above every match that was not re-ranked. Each stage's raw value stays in its own
+field (``knowledge_score``, ``label_score``, ``rerank_score``) and ``score_meaning`` says which formula applies.
+
 What is accepted and what is refused (every refusal is a :class:`~k2v_hub.errors.K2VError` subclass whose one-line
 message says what to do): for the dataset, see :mod:`k2v_hub.query_data` and ``tests/test_bad_inputs.py``; for the
 index, ``tests/test_bad_indexes.py``:
@@ -29,6 +35,7 @@ index, ``tests/test_bad_indexes.py``:
 
 from __future__ import annotations
 
+import math
 import numbers
 import time
 from dataclasses import asdict, dataclass, field
@@ -54,6 +61,8 @@ from .utils import logger
 RerankMethod = Literal[("auto", *RERANK_METHODS)]
 AUTO_RERANK = "leep"
 LABEL_WEIGHT = 0.5
+#: Re-ranked scores lie in (RERANK_BAND, RERANK_BAND + 1): above every first-stage score (at most 1 + LABEL_WEIGHT).
+RERANK_BAND = 2.0
 
 
 @dataclass
@@ -63,7 +72,9 @@ class Match:
     Attributes:
         model_id: the model repo id.
         revision: the commit the index describes.
-        score: the final score (higher is better).
+        score: the final score, on one scale along the whole list: it never rises with rank. A cosine (plus
+            ``LABEL_WEIGHT`` x ``label_score`` with label evidence) for a first-stage match, at most 1.5; for a
+            re-ranked one, ``rerank_score`` mapped into (2, 3) with its order kept (:func:`rerank_band_score`).
         rank: 1-based rank.
         url: the model page.
         labels: the model's labels.
@@ -71,6 +82,7 @@ class Match:
         knowledge_score: cosine between the task vector and the model vector.
         label_score: label-name overlap in [0, 1] (``None`` unless label evidence was used).
         rerank_score: the re-ranking estimator's value (``None`` unless re-ranked).
+        score_meaning: how ``score`` was computed from the fields above (for readers of the JSON output).
     """
 
     model_id: str
@@ -83,6 +95,7 @@ class Match:
     knowledge_score: float = 0.0
     label_score: float | None = None
     rerank_score: float | None = None
+    score_meaning: str = "cosine"
 
     def to_dict(self) -> dict:
         """JSON-able dict."""
@@ -94,6 +107,12 @@ class Matches(list):
 
     timings: dict
     queries: int = 0
+
+
+def rerank_band_score(value: float) -> float:
+    """A re-ranking estimator's value (any real, e.g. LEEP <= 0) mapped into ``(RERANK_BAND, RERANK_BAND + 1)``,
+    order kept: ``RERANK_BAND + 0.5 + atan(value) / pi``. Above every first-stage score, and strictly increasing."""
+    return RERANK_BAND + 0.5 + math.atan(value) / math.pi
 
 
 def check_index_version(meta: dict, rows=()) -> None:
@@ -347,6 +366,7 @@ def find_model(
     order_models, knowledge = idx.search(query, n_ranked, boost=boost)
     final = knowledge if boost is None else knowledge + boost
     stage = "vector+labels" if use_label_names else "vector"
+    meaning = f"cosine + {LABEL_WEIGHT} * label_score" if use_label_names else "cosine"
     if not np.isfinite(final).all():
         raise IndexError_(f"Index {index} gave non-finite scores.", "Rebuild the index.")
     if rerank:
@@ -362,6 +382,7 @@ def find_model(
             url=f"{constants.ENDPOINT}/{row.model_id}", labels=list(row.labels), stage=stage,
             knowledge_score=float(knowledge[i]),
             label_score=None if label_scores is None else float(label_scores[row.model_id]),
+            score_meaning=meaning,
         ))
     if rerank:
         t3 = time.perf_counter()
@@ -370,6 +391,10 @@ def find_model(
         matches.queries = rerank_matches(matches[:rerank_k], used, image_column, label_column, method=rerank,
                                          n_images=rerank_images, token=token, models_root=models_root,
                                          endpoint=rerank_endpoint, seed=seed)
+        for m in matches[:rerank_k]:
+            m.score = rerank_band_score(m.rerank_score)
+            m.score_meaning = (f"{RERANK_BAND + 0.5:g} + atan(rerank_score) / pi: re-ranked by "
+                               f"{m.stage.split(':', 1)[1]}, above every match that was not")
         head = sorted(matches[:rerank_k], key=lambda m: -m.score)
         rest = matches[rerank_k:]
         matches[:] = head + rest

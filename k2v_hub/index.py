@@ -49,7 +49,7 @@ from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
 from .oracle import TransformersOracle
 from .retriever import Retriever
-from .utils import logger, progress
+from .utils import give_usual_mode, logger, progress
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
 META_FILE = "k2v_index.json"
@@ -58,15 +58,6 @@ CARD_FILE = "README.md"
 
 TMP_SUFFIX = ".tmp"
 STALE_TMP_SECONDS = 3600
-
-
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _default_file_mode()  # mkstemp makes 0600 files; published files get the usual 0644
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -95,7 +86,7 @@ def _publish(tmp: str, path: Path) -> None:
     """fsync ``tmp``, give it the usual permissions and rename it over ``path``."""
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    os.chmod(tmp, _FILE_MODE)
+    give_usual_mode(tmp)  # mkstemp makes 0600 files
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 

@@ -38,7 +38,8 @@ def _sample(ds, label_column: str, n_images: int, seed: int):
 def rerank_matches(matches, ds, image_column: str, label_column: str, *, method: str, n_images: int = 64,
                    token: str | None = None, models_root: str | None = None, endpoint: str | None = None,
                    seed: int = 0) -> int:
-    """Re-score ``matches`` in place (``score``, ``rerank_score``, ``stage``); return black-box queries spent.
+    """Set each match's ``rerank_score`` (the estimator's raw value) and ``stage`` in place; return black-box
+    queries spent. (`find_model` maps ``rerank_score`` onto its one ``score`` scale.)
 
     Each candidate is asked through an :class:`~k2v_hub.oracle.Oracle`: a remote endpoint when ``endpoint`` (a URL
     template with ``{model_id}``) is given, and no weights are downloaded; otherwise a local pipeline on the
@@ -66,7 +67,6 @@ def rerank_matches(matches, ds, image_column: str, label_column: str, *, method:
             queries += oracle.n_queries
         value = float(chosen.estimator(inputs, labels))
         match.rerank_score = value
-        match.score = value
         match.stage = f"rerank:{chosen.option}"
         logger.info("rerank %s %s = %.4f", chosen.option, match.model_id, value)
     return queries

@@ -23,6 +23,7 @@ from . import __version__
 from .encoders import ModelEncoder, TaskEncoder
 from .errors import K2VError
 from .hub import download_file
+from .utils import give_usual_mode
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -138,6 +139,11 @@ class Retriever(
                                            "k2v_hub_version")},
             **kwargs,
         )
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Save the weights as ``model.safetensors``, with the usual file mode (`safetensors` makes 0600 files)."""
+        super()._save_pretrained(save_directory)
+        give_usual_mode(Path(save_directory) / WEIGHTS_NAME)
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,

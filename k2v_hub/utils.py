@@ -1,4 +1,4 @@
-"""Small shared helpers: progress bars, logging, seeding, fingerprints."""
+"""Small shared helpers: progress bars, logging, seeding, the usual file modes, atomic folders."""
 
 from __future__ import annotations
 
@@ -33,6 +33,33 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``) where the system says it.
+
+    Elsewhere it is read by setting it for an instant (to 0o077: a file another thread creates meanwhile is at
+    most more private than it should be) and restoring it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def give_usual_mode(path: str | Path) -> None:
+    """Give a file the mode a plain ``open`` would (0o666 minus the umask), a folder that of ``mkdir`` (0o777).
+
+    For what is written under a temporary name and renamed into place: ``mkstemp`` and `safetensors` make 0600
+    files and ``mkdtemp`` 0700 folders, which other users could not read.
+    """
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_directory(final: str | Path):
     """Write a folder under a hidden temporary name next to ``final``; move it into place only when complete.
@@ -45,11 +72,8 @@ def atomic_directory(final: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        for f in tmp.rglob("*"):
-            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
+        for f in [tmp, *tmp.rglob("*")]:
+            give_usual_mode(f)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

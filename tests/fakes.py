@@ -1,5 +1,6 @@
 """Fast fakes shared by the bad-input and bad-index tests (real index files, black boxes faked), and small helpers
-shared by several test modules (index rows, one torch thread, a fresh k2v-hub cache, ranking comparison).
+shared by several test modules (console scripts, index rows, one torch thread, a fresh k2v-hub cache, ranking
+comparison).
 
 The black boxes are linear classifiers over pixels, so an index of a few models builds in well under a second.
 """
@@ -7,6 +8,7 @@ The black boxes are linear classifiers over pixels, so an index of a few models 
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,19 @@ from k2v_hub.index import DATA_FILE
 from k2v_hub.oracle import Oracle
 
 FEATURE_SPACE = "pixels-8"
+
+BIN = Path(sys.executable).parent
+SCRIPT_MODULES = {"k2v-hub": "k2v_hub.cli", "hf-k2v": "k2v_hub.cli", "torchrun": "torch.distributed.run"}
+
+
+def console_script(name: str) -> list[str]:
+    """The command that starts console script ``name`` of the interpreter running the tests.
+
+    The script installed next to ``sys.executable`` (``.venv/bin/k2v-hub``), so the tests need no activated venv
+    and no PATH; if it is not there, the same entry point through ``python -m``.
+    """
+    path = BIN / name
+    return [str(path)] if path.is_file() else [sys.executable, "-m", SCRIPT_MODULES[name]]
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The command line's habits, as a user sees them: help with examples, output formats, one-line errors, exit
-codes, quiet progress in machine formats, NO_COLOR. Every check runs the installed `k2v-hub` console script."""
+codes, quiet progress in machine formats, NO_COLOR. Every check runs the installed `k2v-hub` console script (the
+one next to the interpreter running the tests: no activated venv needed)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import sys
 
 import pytest
 
+from fakes import console_script  # noqa: E402
+
+K2V = console_script("k2v-hub")
 COMMANDS = ["index", "find", "train", "push-card", "zoo", "bench", "demo"]
 _ENV_DROP = ("HF_DEBUG", "NO_COLOR", "FORCE_COLOR", "K2V_HUB_VERBOSE", "HF_HUB_DISABLE_PROGRESS_BARS")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -25,7 +29,7 @@ def env(**extra) -> dict:
 
 
 def k2v(*args, check=True, **extra_env) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["k2v-hub", *map(str, args)], capture_output=True, text=True, env=env(**extra_env),
+    proc = subprocess.run([*K2V, *map(str, args)], capture_output=True, text=True, env=env(**extra_env),
                           timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
@@ -37,7 +41,7 @@ def run_on_terminal(args, **extra_env) -> str:
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen(["k2v-hub", *map(str, args)], stdout=slave, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([*K2V, *map(str, args)], stdout=slave, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=env(COLUMNS="200", **extra_env))
     os.close(slave)
     chunks = []
@@ -183,7 +187,7 @@ def test_error_colour_on_a_terminal_unless_no_color(tmp_path, no_color):
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.run(["k2v-hub", "find", "--dataset", str(tmp_path / "missing"), "--index", str(tmp_path)],
+    proc = subprocess.run([*K2V, "find", "--dataset", str(tmp_path / "missing"), "--index", str(tmp_path)],
                           stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
                           env=env(**({"NO_COLOR": "1"} if no_color else {})), timeout=300)
     os.close(slave)
@@ -200,7 +204,7 @@ def test_push_asks_first_on_a_terminal_unless_yes(tiny_zoo, tiny_retriever, tmp_
 
     from k2v_hub.zoo.data import ZooData
 
-    args = ["k2v-hub", "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "ix"),
+    args = [*K2V, "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "ix"),
             "--push", "someone/k2v-index"]
     master, slave = pty.openpty()
     proc = subprocess.Popen(args + ["--retriever", str(tiny_retriever)], stdin=slave, stdout=slave, stderr=slave,
@@ -258,9 +262,67 @@ def test_bad_index_and_usage_errors_have_their_exit_codes(tiny_task, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# `k2v-hub demo` builds a zoo and trains a retriever unless its folder already holds them (as on a second run): it
+# starts here from a folder holding copies of the session's tiny zoo and retriever, so it only indexes and answers.
+@pytest.fixture(scope="module")
+def demo_dir(tiny_zoo, tiny_retriever, tmp_path_factory):
+    import shutil
+
+    out = tmp_path_factory.mktemp("demo")
+    shutil.copytree(tiny_zoo, out / "zoo", symlinks=True)
+    shutil.copytree(tiny_retriever, out / "retriever")
+    return out
+
+
+def test_demo_piped_prints_its_json_result_and_progress_on_stderr(demo_dir, tiny_zoo):
+    """`k2v-hub demo > demo.log`: stdout is not a terminal, so the format is json and the JSON result is printed."""
+    from k2v_hub.zoo.data import ZooData
+
+    proc = k2v("demo", "--out", demo_dir)  # stdout is a pipe: --format auto is json
+    result = json.loads(proc.stdout)
+    rows = result["matches"]
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
+    assert {r["model_id"] for r in rows} <= set(ZooData(tiny_zoo).model_ids)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert result["task"] and result["best_by_ground_truth"] in ZooData(tiny_zoo).model_ids
+    assert os.path.isfile(result["picture"])
+    assert "4/4 Which model fits" in proc.stderr and not TQDM.search(proc.stderr)
+
+
+def test_demo_human_prints_a_table_and_quiet_the_ids(demo_dir):
+    flags = [["--format", "human"], ["-q"]]
+    proc = subprocess.run([sys.executable, "-c", HARNESS, json.dumps([["demo", "--out", str(demo_dir), *f]
+                                                                      for f in flags])],
+                          capture_output=True, text=True, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    human, quiet = json.loads(proc.stdout)
+    assert human["code"] == 0 and quiet["code"] == 0, (human["stderr"][-2000:], quiet["stderr"][-2000:])
+    lines = human["stdout"].splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("RANK"))
+    assert "MODEL_ID" in lines[header] and "MEASURED_V_ACC" in lines[header]
+    assert "Ground truth best:" in human["stdout"] and "4/4 Which model fits" in human["stderr"]
+    ids = quiet["stdout"].splitlines()
+    assert ids == [line.split()[1] for line in lines[header + 1:header + 1 + len(ids)]] and ids
+    assert "4/4" not in quiet["stderr"] and not TQDM.search(quiet["stderr"])
+
+
 def test_every_api_uses_the_k2v_hub_library_name():
     from k2v_hub import __version__
     from k2v_hub.hub import HubSource, get_api
 
     for api in (get_api(None), HubSource().api):
         assert api.library_name == "k2v-hub" and api.library_version == __version__
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    """`.ci/run` runs the README's test command byte for byte, with no venv activated (the tests start the console
+    scripts installed next to the interpreter, so a fresh clone needs nothing on PATH)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = re.search(r"^(\.venv/bin/python -m pytest.*?)\s+# run the tests$", (root / "README.md").read_text(),
+                        flags=re.M).group(1)
+    ci = (root / ".ci" / "run").read_text()
+    assert ci.rstrip().splitlines()[-1] == command
+    assert "bin/activate" not in ci

@@ -3,7 +3,8 @@
 - choose_model_for_my_dataset.py: a task folder against the tiny index (table), and --json in-process;
 - index_my_org_and_push_cards.py: the tiny zoo (--zoo: models read locally) indexed, then the index and a card
   section per model pushed to a local Hub server;
-- train_retriever_with_accelerate.py: two processes under torchrun (plain python when torchrun is missing).
+- train_retriever_with_accelerate.py: two processes under torchrun (the one next to the interpreter, or
+  ``python -m torch.distributed.run``).
 
 The selected examples are started side by side when the first of these tests runs (each process is
 single-threaded), then each test checks its own. They share the session's K2V_HUB_HOME, so knowledge already
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -25,6 +25,8 @@ import pytest
 
 from k2v_hub.index import CARD_FILE, DATA_FILE, META_FILE, load_index
 from k2v_hub.zoo.data import ZooData
+
+from fakes import console_script  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TIMEOUT = 420
@@ -108,12 +110,8 @@ def examples(request, k2v_home, tiny_zoo, tmp_path_factory):
             running.paths["retriever_out"] = work / "retriever"
             script = [EXAMPLES / "train_retriever_with_accelerate.py", "--zoo", tiny_zoo, "--out",
                       running.paths["retriever_out"], "--steps", "5", "--batch-tasks", "4"]
-            if shutil.which("torchrun"):
-                running.processes = 2
-                cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", *script]
-            else:
-                running.processes = 1
-                cmd = [sys.executable, *script]
+            running.processes = 2
+            cmd = [*console_script("torchrun"), "--standalone", "--nproc_per_node", "2", *script]
             running.start("train", cmd, example_env(k2v_home))
         yield running
 

@@ -16,7 +16,7 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
-from fakes import assert_same_ranking, fresh_k2v_home  # noqa: E402
+from fakes import assert_same_ranking, console_script, fresh_k2v_home  # noqa: E402
 
 TOKEN = "hf_faultsToken_abcdef0123456789"
 SECTION_START = "<!-- k2v-hub:start -->"
@@ -34,7 +34,7 @@ def k2v_env(server, hf_home: Path, k2v_home: Path) -> dict:
 
 
 def k2v(*args, env) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["k2v-hub", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([*console_script("k2v-hub"), *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, (f"k2v-hub {' '.join(map(str, args))} exited {proc.returncode}\n"
                                   f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}")
     return proc

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from fakes import BIN  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
-def console_script(name: str) -> Path:
+def installed_script(name: str) -> Path:
+    """The console script ``name`` installed next to the interpreter running the tests (the `hf` extension needs a
+    file to point at)."""
     path = BIN / name
     if not path.is_file():  # the editable install predates the script: reinstall (no dependency is touched)
         subprocess.run([sys.executable, "-m", "pip", "install", "-e", str(REPO_ROOT), "--no-deps", "-q"],
@@ -48,7 +51,7 @@ def hf_home_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     ext_dir = home / EXTENSIONS_ROOT.relative_to("~") / "hf-k2v"
     ExtensionManifest(owner="k2v-hub", repo="hf-k2v", repo_id="k2v-hub/hf-k2v", short_name="k2v",
-                      executable_path=str(console_script("hf-k2v")), type="python",
+                      executable_path=str(installed_script("hf-k2v")), type="python",
                       installed_at=datetime.now(timezone.utc), description=pyproject_description(),
                       commit_sha=None).save(ext_dir)
     assert (ext_dir / MANIFEST_FILENAME).is_file()
@@ -73,11 +76,11 @@ def commands(help_text: str) -> list[str]:
 
 def test_console_scripts_exist():
     assert shutil.which("hf-k2v") or (BIN / "hf-k2v").is_file()
-    assert console_script("hf-k2v").is_file() and console_script("k2v-hub").is_file()
+    assert installed_script("hf-k2v").is_file() and installed_script("k2v-hub").is_file()
 
 
 def test_hf_lists_the_extension_with_its_description(hf_home_env):
-    hf = console_script("hf")
+    hf = installed_script("hf")
     out = run([hf, "--help"], hf_home_env).stdout
     line = next((l for l in out.splitlines() if re.match(r"^\s+k2v\s", l)), None)
     assert line is not None, out
@@ -89,8 +92,8 @@ def test_hf_lists_the_extension_with_its_description(hf_home_env):
 
 
 def test_hf_k2v_help_lists_the_same_commands(hf_home_env):
-    hf_help = run([console_script("hf"), "k2v", "--help"], hf_home_env).stdout
-    own_help = run([console_script("k2v-hub"), "--help"], hf_home_env).stdout
+    hf_help = run([installed_script("hf"), "k2v", "--help"], hf_home_env).stdout
+    own_help = run([installed_script("k2v-hub"), "--help"], hf_home_env).stdout
     assert commands(hf_help) == commands(own_help)
     assert {"index", "find", "train", "push-card", "zoo", "bench", "demo"} <= set(commands(hf_help))
     assert hf_help.startswith("Usage: hf k2v ")
@@ -99,11 +102,11 @@ def test_hf_k2v_help_lists_the_same_commands(hf_home_env):
 def test_hf_k2v_find_answers_like_k2v_hub_find(hf_home_env, tiny_index, tiny_task):
     args = ["find", "--dataset", tiny_task, "--index", tiny_index, "--format", "json", "--top-k", "5",
             "--max-images-per-class", "8"]
-    via_hf = json.loads(run([console_script("hf"), "k2v", *args], hf_home_env).stdout)
-    direct = json.loads(run([console_script("k2v-hub"), *args], hf_home_env).stdout)
+    via_hf = json.loads(run([installed_script("hf"), "k2v", *args], hf_home_env).stdout)
+    direct = json.loads(run([installed_script("k2v-hub"), *args], hf_home_env).stdout)
     assert via_hf == direct
     assert [m["rank"] for m in via_hf] == list(range(1, len(via_hf) + 1)) and via_hf[0]["model_id"]
     # errors keep their exit code through `hf`
-    bad = run([console_script("hf"), "k2v", "find", "--dataset", tiny_task, "--index", Path(tiny_task) / "nope"],
+    bad = run([installed_script("hf"), "k2v", "find", "--dataset", tiny_task, "--index", Path(tiny_task) / "nope"],
               hf_home_env, check=False)
     assert bad.returncode == 4 and "Traceback" not in bad.stderr

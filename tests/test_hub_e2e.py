@@ -18,7 +18,7 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
-from fakes import assert_same_ranking, fresh_k2v_home  # noqa: E402
+from fakes import assert_same_ranking, console_script, fresh_k2v_home  # noqa: E402
 
 TOKEN = "hf_e2eSecretToken_0123456789abcdef"
 INDEX_REPO_NAME = "k2v-index"
@@ -47,7 +47,7 @@ def k2v_env(server: HubServer, hf_home: Path, k2v_home: Path, **extra) -> dict:
 
 
 def k2v(*args, env: dict, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["k2v-hub", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run([*console_script("k2v-hub"), *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"k2v-hub {' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}")

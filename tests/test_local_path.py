@@ -61,6 +61,7 @@ def test_find_model_python_api_matches_cli(tiny_index, tiny_task):
 
 def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_index, tiny_task):
     """The whole tiny org fits in rerank_k: with its models at hand (--zoo), every score comes from LEEP."""
+    from k2v_hub.find import rerank_band_score
     from k2v_hub.zoo.data import ZooData
 
     zoo = ZooData(tiny_zoo)
@@ -70,7 +71,8 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     assert len(answer) == len(zoo.model_ids)
     assert {m["stage"] for m in answer} == {"rerank:leep"}
     assert [m["score"] for m in answer] == sorted((m["score"] for m in answer), reverse=True)
-    assert all(m["score"] == m["rerank_score"] <= 0 for m in answer)  # LEEP is a mean log-likelihood
+    assert all(m["rerank_score"] <= 0 for m in answer)  # LEEP is a mean log-likelihood
+    assert all(m["score"] == pytest.approx(rerank_band_score(m["rerank_score"]), abs=1e-12) for m in answer)
     # the top score is LEEP of that model's black-box answers on the 20 images drawn from the query rows
     import datasets
     import numpy as np
@@ -86,11 +88,35 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())
     sub, labels = _sample(used, label_column, 20, 0)
     probs = TransformersOracle(tiny_zoo / answer[0]["model_id"]).predict_proba([to_rgb(im) for im in sub[image_column]])
-    assert answer[0]["score"] == pytest.approx(leep(probs, labels), abs=1e-5)
+    assert answer[0]["rerank_score"] == pytest.approx(leep(probs, labels), abs=1e-5)
     # without the models at hand the same call stays on the vectors (nothing is downloaded)
     vector = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
                                 "--top-k", "10").stdout)
     assert {m["stage"] for m in vector} == {"vector"}
+
+
+def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_task):
+    """LEEP re-ranks 2 of the org's 5 models: the list holds re-ranked and first-stage matches, and `score` falls
+    along all of it (raw, LEEP values are negative and cosines positive: the scores would jump up after the head).
+    Each stage's raw value stays in its own field; the JSON says what `score` is."""
+    from k2v_hub import find_model
+
+    matches = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank="leep", rerank_k=2, rerank_images=12,
+                         models_root=str(tiny_zoo), show_progress=False)
+    scores = [m.score for m in matches]
+    assert len(matches) == 5 and scores == sorted(scores, reverse=True)
+    head, rest = matches[:2], matches[2:]
+    assert [m.stage for m in head] == ["rerank:leep"] * 2 and {m.stage for m in rest} == {"vector"}
+    assert head[0].rerank_score >= head[1].rerank_score and all(m.rerank_score <= 0 for m in head)
+    assert all(m.rerank_score is None and m.score == m.knowledge_score for m in rest)
+    assert min(m.score for m in head) > max(m.score for m in rest)
+    assert all("re-ranked by leep" in m.score_meaning for m in head) and {m.score_meaning for m in rest} == {"cosine"}
+
+    cli = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
+                             "--rerank", "leep", "--rerank-k", "2", "--rerank-images", "12", "--format", "json").stdout)
+    assert [m["score"] for m in cli] == sorted((m["score"] for m in cli), reverse=True)
+    assert [m["model_id"] for m in cli] == [m.model_id for m in matches]
+    assert all({"score", "score_meaning", "knowledge_score", "rerank_score", "stage"} <= set(m) for m in cli)
 
 
 def test_rerank_counts_queries_and_takes_candidates_from_labels_too(tiny_zoo, tiny_index, tiny_task):

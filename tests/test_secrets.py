@@ -15,6 +15,8 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
+from fakes import console_script  # noqa: E402
+
 TOKEN = "hf_" + secrets.token_hex(16)
 _ENV_DROP = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
              "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_ENDPOINT", "HF_HOME", "HF_DEBUG")
@@ -52,7 +54,7 @@ def session(tmp_path_factory, tiny_zoo, tiny_retriever, k2v_home):
             if token_env:
                 env["HF_TOKEN"] = TOKEN
             env.update(extra_env or {})
-            proc = subprocess.run(["k2v-hub", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+            proc = subprocess.run([*console_script("k2v-hub"), *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
             outputs.append((args, proc.stdout, proc.stderr))
             if check:
                 assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}"

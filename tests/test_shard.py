@@ -20,7 +20,7 @@ from k2v_hub.hub import LocalSource
 from k2v_hub.index import META_FILE, ROWS_DIR, build_index, load_index
 from k2v_hub.zoo.data import ZooData
 
-from fakes import one_torch_thread, rows_of  # noqa: E402
+from fakes import console_script, one_torch_thread, rows_of  # noqa: E402
 
 TIMEOUT = 420
 
@@ -42,8 +42,6 @@ def assert_same_index(got_dir: Path, ref_dir: Path):
 
 def test_torchrun_two_processes_gather_the_single_process_index(tiny_zoo, tiny_retriever, tiny_index, k2v_home,
                                                                  tmp_path):
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun is not installed")
     ids = ZooData(tiny_zoo).model_ids
     home = tmp_path / "home"  # no knowledge cache: both processes query their share
     home.mkdir()
@@ -52,7 +50,7 @@ def test_torchrun_two_processes_gather_the_single_process_index(tiny_zoo, tiny_r
     out, logs = tmp_path / "index", tmp_path / "logs"
     env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DISABLE_SAFETENSORS_CONVERSION": "1"}
-    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "--log-dir", str(logs), "--redirects", "3",
+    cmd = [*console_script("torchrun"), "--standalone", "--nproc_per_node", "2", "--log-dir", str(logs), "--redirects", "3",
            "-m", "k2v_hub.cli", "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(out),
            "--retriever", str(tiny_retriever), "--format", "json"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
