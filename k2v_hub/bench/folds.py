@@ -14,7 +14,7 @@ import numpy as np
 from ..methods import ESTIMATORS
 from ..utils import progress
 from .data import BenchData
-from .methods import baseline_scores, label_scores, with_hybrids
+from .methods import baseline_scores, know2vec_scores, label_scores, with_hybrids
 from .scoring import first_stage_recall, pool_task_metrics, score_method, summarise
 from .studies import train_on_probes
 
@@ -64,8 +64,7 @@ def unseen_domains(data: BenchData, fp: dict, args, seed: int, show_progress: bo
         spec = {"source": "builtin", "n": 256, "size": 32, "seed": 0, "kinds": None,
                 "exclude_sources": split["sources"]}
         r, graphs, q, fingerprint = train_on_probes(data, split, spec, args, show_progress=False)
-        S = np.stack([r.embed_task(data.means[t]) for t in split["tasks"]]) @ \
-            r.embed_models([graphs[m] for m in data.models]).T
+        S, _ = know2vec_scores(r, graphs, data, split["tasks"])
         folds.append(_fold_row(data, fp, split, S, fingerprint, q, seed))
         vectors.append(S)
         tasks += split["tasks"]

@@ -94,13 +94,18 @@ def seed_spread(data: BenchData, graphs, seen, train, eval_tasks, seen_tasks, in
             r = data.new_retriever(probe, seed=s)
             train_retriever(r, train, replace(args, seed=s), show_progress=False)
         per_seed[str(s)] = retriever_recall(r, graphs, data, eval_tasks, seen, seen_tasks, ind_tasks)
+    return {"per_seed": per_seed, "summary": spread_summary(per_seed)}
+
+
+def spread_summary(per_seed: dict) -> dict:
+    """Mean, std, min and max over seeds of each recall in :func:`retriever_recall`'s rows."""
     summary = {}
     for key in ("seen_pool_r@1", "seen_r@1", "inductive_r@1", "r@1"):
         vals = [row[key] for row in per_seed.values() if key in row]
         if vals:
             summary[key] = {"mean": round(float(np.mean(vals)), 4), "std": round(float(np.std(vals)), 4),
                             "min": min(vals), "max": max(vals)}
-    return {"per_seed": per_seed, "summary": summary}
+    return summary
 
 
 def held_out_split(data: BenchData, profile: str) -> dict | None:

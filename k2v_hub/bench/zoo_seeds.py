@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..train import TrainingArguments, train_retriever
 from ..zoo.build import build_zoo
 from .data import BenchData, ProbeSet, Splits
-from .studies import retriever_recall
-
-SPREAD_KEYS = ("seen_pool_r@1", "seen_r@1", "inductive_r@1", "r@1")
-
+from .studies import retriever_recall, spread_summary
 
 def zoo_seed_spread(profile: str, work: Path, seeds: list[int], args: TrainingArguments, first: dict,
                     show_progress: bool) -> dict:
@@ -32,10 +27,4 @@ def zoo_seed_spread(profile: str, work: Path, seeds: list[int], args: TrainingAr
                         show_progress=False)
         per_seed[str(s)] = retriever_recall(retriever, knowledge.graphs, data, splits.eval_all, splits.seen,
                                             splits.eval_seen, splits.eval_inductive)
-    summary = {}
-    for key in SPREAD_KEYS:
-        vals = [row[key] for row in per_seed.values() if key in row]
-        if vals:
-            summary[key] = {"mean": round(float(np.mean(vals)), 4), "std": round(float(np.std(vals)), 4),
-                            "min": min(vals), "max": max(vals)}
-    return {"per_seed": per_seed, "summary": summary}
+    return {"per_seed": per_seed, "summary": spread_summary(per_seed)}
