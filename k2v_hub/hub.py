@@ -48,7 +48,8 @@ except ImportError:  # pragma: no cover
     import httpx as _httpx
 
 from . import __version__
-from .errors import HubError
+from .errors import HubError, ModelRefused, one_line
+from .limits import MAX_CARD_BYTES, MAX_CONFIG_BYTES, check_file_sizes, read_json_object
 from .utils import logger
 
 __all__ = [
@@ -315,10 +316,12 @@ class HubSource(RepoSource):
         return RepoRef(info.id, sha, card, int(info.downloads or 0), int(info.likes or 0))
 
     def snapshot(self, ref, *, allow_pickle=False):
-        """Download only config, preprocessor config, safetensors weights and card (pickle only if allowed)."""
+        """Download only config, preprocessor config, safetensors weights and card (pickle only if allowed), once
+        their sizes in the file listing are within :mod:`k2v_hub.limits` (else ``ModelRefused``, nothing fetched)."""
         patterns = MODEL_FILES + (PICKLE_FILES if allow_pickle else [])
         return download_repo(ref.model_id, repo_type="model", revision=ref.revision, token=self.token,
-                             allow_patterns=patterns, endpoint=self.endpoint)
+                             allow_patterns=patterns, endpoint=self.endpoint,
+                             check_sizes=lambda sizes: check_file_sizes(sizes, ref.model_id))
 
 
 def folder_revision(path: Path) -> str:
@@ -326,13 +329,22 @@ def folder_revision(path: Path) -> str:
     h = hashlib.sha1()
     for f in sorted(p for p in path.rglob("*") if p.is_file() and ".git" not in p.parts):
         h.update(f.relative_to(path).as_posix().encode())
-        h.update(hashlib.sha256(f.read_bytes()).digest())
+        h.update(_file_sha256(f))
     return h.hexdigest()
 
 
+def _file_sha256(path: Path, chunk: int = 2**20) -> bytes:
+    """sha256 of a file read in chunks: a repo file's size never sizes a read."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.digest()
+
+
 def read_card_metadata(readme: Path) -> dict:
-    """The YAML front matter of a README.md (``{}`` if none or unreadable)."""
-    if not readme.is_file():
+    """The YAML front matter of a README.md (``{}`` if none, unreadable or over ``MAX_CARD_BYTES``)."""
+    if not readme.is_file() or readme.stat().st_size > MAX_CARD_BYTES:
         return {}
     from huggingface_hub import ModelCard
 
@@ -366,22 +378,32 @@ class LocalSource(RepoSource):
                            f"Available: {', '.join(sorted(p.name for p in self.root.iterdir() if p.is_dir()))}.")
         refs = []
         for repo in sorted(p for p in org_dir.iterdir() if p.is_dir()):
-            card = read_card_metadata(repo / "README.md")
-            tag = card.get("pipeline_tag")
-            if tag is None and (repo / "config.json").is_file():
-                try:
-                    tag = "image-classification" if json.loads((repo / "config.json").read_text()).get("id2label") else None
-                except json.JSONDecodeError:
-                    tag = None
-            if tag != "image-classification":
+            try:
+                ref = self._listed(org, repo)
+            except OSError as exc:  # an unreadable folder must not stop the org
+                logger.warning("Left out %s/%s: %s", org, repo.name, one_line(exc))
                 continue
-            model_id = f"{org}/{repo.name}"
-            pop = self._popularity.get(model_id, {})
-            refs.append(RepoRef(model_id, folder_revision(repo), card, int(pop.get("downloads", 0)),
-                                int(pop.get("likes", 0))))
+            if ref is not None:
+                refs.append(ref)
             if limit and len(refs) >= limit:
                 break
         return refs
+
+    def _listed(self, org: str, repo: Path) -> RepoRef | None:
+        """A folder's ref if its card says image classification (or its config has ``id2label``), else ``None``."""
+        card = read_card_metadata(repo / "README.md")
+        tag = card.get("pipeline_tag")
+        if tag is None and (repo / "config.json").is_file():
+            try:
+                config = read_json_object(repo / "config.json", "config.json", MAX_CONFIG_BYTES)
+                tag = "image-classification" if config.get("id2label") else None
+            except ModelRefused:
+                tag = None
+        if tag != "image-classification":
+            return None
+        model_id = f"{org}/{repo.name}"
+        pop = self._popularity.get(model_id, {})
+        return RepoRef(model_id, folder_revision(repo), card, int(pop.get("downloads", 0)), int(pop.get("likes", 0)))
 
     def model_ref(self, model_id: str, revision: str | None = None) -> RepoRef:
         """One local model's revision and metadata."""
@@ -406,8 +428,12 @@ def _matches(path: str, patterns) -> bool:
 
 
 def download_repo(repo_id: str, *, repo_type: str = "dataset", revision: str | None = None,
-                  token: str | None = None, allow_patterns=None, endpoint: str | None = None) -> Path:
+                  token: str | None = None, allow_patterns=None, endpoint: str | None = None,
+                  check_sizes=None) -> Path:
     """Download a repo's files (those matching ``allow_patterns``) into the Hub cache; return the snapshot folder.
+
+    ``check_sizes``, if given, is called with ``{path: bytes}`` of those files before any is downloaded (and may
+    raise to refuse the repo).
 
     Done in retried steps rather than one ``snapshot_download``: resolve the revision to a commit (``repo_info``),
     list the files at that commit, download each file (``hf_hub_download`` at the commit: cached files cost no
@@ -427,11 +453,14 @@ def download_repo(repo_id: str, *, repo_type: str = "dataset", revision: str | N
     if sha is None:
         sha = hub_call(api.repo_info, repo_id, repo_type=repo_type, revision=revision,
                         what=(repo_id, repo_type)).sha
-    files = hub_call(lambda: [f.path for f in api.list_repo_tree(repo_id, repo_type=repo_type, revision=sha,
-                                                                   recursive=True) if isinstance(f, RepoFile)],
-                      what=(repo_id, repo_type))
+    tree = hub_call(lambda: list(api.list_repo_tree(repo_id, repo_type=repo_type, revision=sha, recursive=True)),
+                     what=(repo_id, repo_type))
+    files = {f.path: f.size or 0 for f in tree if isinstance(f, RepoFile)}
+    wanted = {name: size for name, size in files.items() if _matches(name, allow_patterns)}
+    if check_sizes is not None:
+        check_sizes(wanted)
     first = None
-    for name in sorted(f for f in files if _matches(f, allow_patterns)):
+    for name in sorted(wanted):
         path = Path(hub_call(hf_hub_download, repo_id, name, revision=sha, endpoint=endpoint,
                              what=(repo_id, repo_type), **common))
         first = first or (name, path)

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .errors import IndexError_, K2VError
+from .errors import IndexError_, K2VError, one_line
 from .hub import RepoRef, RepoSource, download_repo, get_api, hub_call, split_revision, validate_repo_id
 from .index_row import SHARED_KEYS, IndexRow, index_features
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
@@ -58,6 +58,9 @@ CARD_FILE = "README.md"
 
 TMP_SUFFIX = ".tmp"
 STALE_TMP_SECONDS = 3600
+# A card's `datasets` entries kept per row: Hub ids are at most 96 + 1 + 96 characters.
+MAX_CARD_DATASETS = 64
+MAX_DATASET_ID = 193
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -236,8 +239,11 @@ def _now() -> str:
 
 
 def _card_datasets(card: dict) -> list[str]:
+    """The card's ``datasets`` as strings; nested values and ids longer than a Hub id are dropped."""
     value = card.get("datasets") or []
-    return [str(v) for v in (value if isinstance(value, list) else [value])]
+    values = [str(v) for v in (value if isinstance(value, list) else [value])[:MAX_CARD_DATASETS]
+              if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    return [v for v in values if len(v) <= MAX_DATASET_ID]
 
 
 class Indexer:
@@ -391,13 +397,9 @@ def build_index(
                 row = indexer.make_row(ref, record, time.perf_counter() - t0).to_dict()
                 report.indexed.append(ref.model_id)
                 report.queries += 0 if from_cache else record.n_queries
-        except K2VError as exc:
-            logger.warning("Skipped %s: %s", ref.model_id, exc)
-            report.skipped[ref.model_id] = str(exc)
-            continue
-        except Exception as exc:  # noqa: BLE001 - one broken model must not stop an org
-            logger.warning("Skipped %s: %s: %s", ref.model_id, type(exc).__name__, exc)
-            report.skipped[ref.model_id] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one broken model, out of memory included, must not stop an org
+            report.skipped[ref.model_id] = skip_reason(exc)
+            logger.warning("Skipped %s: %s", ref.model_id, report.skipped[ref.model_id])
             continue
         _journal(out, row)
         written.append(row)
@@ -423,6 +425,16 @@ def build_index(
         state.wait_for_everyone()
     report.seconds = round(time.perf_counter() - start, 2)
     return report
+
+
+def skip_reason(exc: Exception) -> str:
+    """Why a model was skipped, on one line: a k2v-hub refusal as it is worded, anything else with its type."""
+    if isinstance(exc, K2VError):
+        return one_line(exc, limit=1000)  # message and hint, each already cut where they quote the repo
+    if isinstance(exc, MemoryError):
+        return one_line(f"out of memory while loading or querying it (MemoryError{': ' + str(exc) if str(exc) else ''}"
+                        "). It was skipped; index it on a machine with more memory.")
+    return one_line(f"{type(exc).__name__}: {exc}")
 
 
 def _journal(out: Path, row: dict, *, only_if_changed: bool = False) -> None:

@@ -20,8 +20,8 @@ Implementations: :class:`TransformersOracle` (a local folder or a Hub repo, load
 from __future__ import annotations
 
 import io
-import json
 import logging
+import math
 import numbers
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,17 +31,31 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import safe_open
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from torch.nn.modules import module as torch_module
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.utils import logging as hf_logging
 
 from .errors import ModelRefused, QueryBudgetExceeded, UsageError, one_line
 from .hub import inference_client
+from .limits import (
+    MAX_CONFIG_BYTES,
+    MAX_LABELS,
+    MAX_MODULES,
+    MAX_PREPROCESSOR_BYTES,
+    MODEL_ELEMENTS_PER_WEIGHT,
+    MODEL_ELEMENTS_SLACK,
+    batch_for,
+    check_config,
+    check_file_sizes,
+    folder_file_sizes,
+    image_side,
+    read_json_object,
+)
 
 logger = logging.getLogger(__name__)
 
 OracleView = Literal["full", "top5", "label"]
 ORACLE_VIEWS: tuple[str, ...] = get_args(OracleView)
-MAX_LABELS = 10_000
 
 
 def apply_view(probs: np.ndarray, view: str) -> np.ndarray:
@@ -154,7 +168,8 @@ class TransformersOracle(Oracle):
 
     The folder must hold ``config.json`` (with ``id2label``), ``preprocessor_config.json`` and weights in
     safetensors. Remote code (``auto_map``) is refused unless ``trust_remote_code=True``; pickle weights
-    (``pytorch_model.bin``) are refused unless ``allow_pickle=True``.
+    (``pytorch_model.bin``) are refused unless ``allow_pickle=True``. Every size the repo states is checked first
+    (:mod:`k2v_hub.limits`); the model runs in float32 and a query batch holds at most ``PIXEL_BUDGET`` pixels.
     """
 
     def __init__(
@@ -180,12 +195,17 @@ class TransformersOracle(Oracle):
             self._processor = AutoImageProcessor.from_pretrained(
                 path, trust_remote_code=trust_remote_code, local_files_only=True
             )
+            self.batch_size = batch_for(image_side(self._processor.to_dict(), path.name), batch_size)
+            _check_model_size(path, _weight_elements(path), trust_remote_code)
             self._model = AutoModelForImageClassification.from_pretrained(
                 path,
                 trust_remote_code=trust_remote_code,
                 use_safetensors=has_safetensors or not allow_pickle,
                 local_files_only=True,
+                dtype=torch.float32,
             ).eval()
+        except (ModelRefused, MemoryError):
+            raise
         except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; one line with a hint instead
             raise ModelRefused(
                 one_line(f"{path.name}: transformers cannot load it as an image classifier "
@@ -214,15 +234,49 @@ class TransformersOracle(Oracle):
         return probs
 
 
-def _read_json_object(path: Path, what: str) -> dict:
+class _OverBudget(Exception):
+    """A model being built on the meta device grew past what its weights allow."""
+
+
+def _check_model_size(path: Path, weight_elements: int, trust_remote_code: bool) -> None:
+    """Build the model ``config.json`` describes on the meta device (no memory is allocated) and refuse it if it
+    holds more parameter and buffer elements than its weights allow, or more than ``MAX_MODULES`` modules: layers
+    missing from the weights would otherwise be allocated at the size the config asks for."""
+    budget = MODEL_ELEMENTS_PER_WEIGHT * weight_elements + MODEL_ELEMENTS_SLACK
+    seen = {"elements": 0, "modules": 0}
+
+    def on_tensor(module, name, tensor):
+        seen["elements"] += 0 if tensor is None else tensor.numel()
+        if seen["elements"] > budget:
+            raise _OverBudget(f"over {seen['elements']:,} parameter elements, its weights hold {weight_elements:,}")
+
+    def on_module(module, name, submodule):
+        seen["modules"] += 1
+        if seen["modules"] > MAX_MODULES:
+            raise _OverBudget(f"over {MAX_MODULES:,} modules")
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    hooks = [torch_module.register_module_parameter_registration_hook(on_tensor),
+             torch_module.register_module_buffer_registration_hook(on_tensor),
+             torch_module.register_module_module_registration_hook(on_module)]
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelRefused(one_line(f"{path.parent.name}: {what} is not valid JSON ({e})."),
-                           f"Fix {what} in the repo; it was skipped.") from None
-    if not isinstance(data, dict):
-        raise ModelRefused(f"{path.parent.name}: {what} is not a JSON object.", f"Fix {what}; it was skipped.")
-    return data
+        with torch.device("meta"):
+            AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
+    except _OverBudget as exc:
+        raise ModelRefused(f"{path.name}: config.json describes a model of {exc}.",
+                           "The config and the weights disagree; it was skipped.") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _weight_elements(path: Path) -> int:
+    """Tensor elements in a folder's weights: exact from safetensors headers; a pickle's bytes bound its count."""
+    total = 0
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), framework="np") as handle:
+            total += sum(math.prod(handle.get_slice(k).get_shape()) for k in handle.keys())
+    return total + sum(f.stat().st_size for f in path.glob("*.bin"))
 
 
 def _check_safetensors(path: Path) -> None:
@@ -239,17 +293,19 @@ def _check_safetensors(path: Path) -> None:
 def check_model_folder(path: Path, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> dict:
     """Validate a downloaded model repo before anything is loaded; return its parsed ``config.json``.
 
-    Nothing in the folder is imported or unpickled here: only JSON and safetensors headers are read.
+    Nothing in the folder is imported or unpickled here: only file sizes, JSON and safetensors headers are read,
+    and every size the repo states is checked against :mod:`k2v_hub.limits` before it is used.
 
     Raises:
         ModelRefused: not an image classifier, remote code (``auto_map`` in ``config.json`` or
             ``preprocessor_config.json``, ``custom_pipelines``) without opt-in, pickle-only weights without opt-in,
-            missing or corrupt files.
+            missing, corrupt or oversized files, too many labels, images larger than the oracle needs.
     """
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelRefused(f"{path.name}: no config.json.", "Only `transformers` image classifiers can be indexed.")
-    config = _read_json_object(config_file, "config.json")
+    check_file_sizes(folder_file_sizes(path), path.name)
+    config = read_json_object(config_file, "config.json", MAX_CONFIG_BYTES)
     if (config.get("auto_map") or config.get("custom_pipelines")) and not trust_remote_code:
         raise ModelRefused(
             f"{path.name}: config.json has `auto_map` (the model needs remote code).",
@@ -258,25 +314,25 @@ def check_model_folder(path: Path, *, trust_remote_code: bool = False, allow_pic
     id2label = config.get("id2label")
     if not isinstance(id2label, dict) or not id2label:
         raise ModelRefused(f"{path.name}: config.json has no `id2label`.", "Is this an image-classification model?")
-    if not all(str(k).lstrip("-").isdigit() for k in id2label):
+    check_config(config, path.name)
+    if not all(str(k).lstrip("-").isdigit() and len(str(k)) <= len(str(MAX_LABELS)) for k in id2label):
         raise ModelRefused(f"{path.name}: `id2label` keys are not integers.", "Fix config.json; it was skipped.")
     if sorted(int(k) for k in id2label) != list(range(len(id2label))):
         raise ModelRefused(f"{path.name}: `id2label` keys are not 0..{len(id2label) - 1}.",
                            "Fix config.json; it was skipped.")
-    if len(id2label) > MAX_LABELS:
-        raise ModelRefused(f"{path.name}: {len(id2label)} labels (limit {MAX_LABELS}).",
-                           "Models with that many labels are not indexed.")
     preprocessor = path / "preprocessor_config.json"
     if not preprocessor.is_file():
         raise ModelRefused(
             f"{path.name}: no preprocessor_config.json.",
             "The repo needs an image processor config to be queried like a Hub pipeline.",
         )
-    if _read_json_object(preprocessor, "preprocessor_config.json").get("auto_map") and not trust_remote_code:
+    processor = read_json_object(preprocessor, "preprocessor_config.json", MAX_PREPROCESSOR_BYTES)
+    if processor.get("auto_map") and not trust_remote_code:
         raise ModelRefused(
             f"{path.name}: preprocessor_config.json has `auto_map` (the image processor needs remote code).",
             "Refused: pass --trust-remote-code only if you trust this repo's code.",
         )
+    image_side(processor, path.name)
     if not any(path.glob("*.safetensors")):
         if any(path.glob("*.bin")) and not allow_pickle:
             raise ModelRefused(

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from k2v_hub.errors import ModelRefused
+from k2v_hub.limits import MAX_LABELS
 
 ORG = "k2v-bad"
 C, STEPS, N_PROBES = 4, 3, 48
@@ -175,11 +176,11 @@ def make_org(zoo: Path, root: Path, markers: Path) -> dict:
     skipped("labels-mismatch-weights", "transformers cannot load it", "AutoModelForImageClassification")
 
     def too_many(c):
-        c["id2label"] = {str(i): f"label-{i}" for i in range(10_001)}
+        c["id2label"] = {str(i): f"label-{i}" for i in range(MAX_LABELS + 1)}
         c.pop("label2id", None)
 
     edit_json(variant("too-many-labels") / "config.json", too_many)
-    skipped("too-many-labels", "10001 labels (limit 10000)", "not indexed")
+    skipped("too-many-labels", f"{MAX_LABELS + 1} labels (limit {MAX_LABELS})", "not indexed")
 
     # thousands of labels: works, top-C classes only, query cost bounded
     f = variant("many-labels")
