@@ -173,7 +173,7 @@ def _token(token: str | None) -> str | None:
 
 
 @click.group(context_settings=CONTEXT, help="Find the Hub image classifier that fits your dataset (Know2Vec)."
-             + _examples("k2v-hub demo", "k2v-hub index --org my-org --out ./index --retriever my-org/k2v-retriever",
+             + _examples("k2v-hub demo", "k2v-hub index --org my-org --out ./index",
                          "k2v-hub find --dataset ./my_dataset --index my-org/k2v-index --format json"))
 @click.version_option(__version__, prog_name="k2v-hub")
 def cli():
@@ -267,6 +267,7 @@ def _parse_shard(value):
 
 @cli.command(context_settings=CONTEXT, help="Index an org's image classifiers (black-box) into a dataset of "
              "knowledge vectors." + _examples(
+                 "k2v-hub index --org k2v-zoo --zoo ./zoo --out ./index",
                  "k2v-hub index --org k2v-zoo --zoo ./zoo --out ./index --retriever ./retriever",
                  "k2v-hub index --org my-org --out ./index --retriever my-org/k2v-retriever --push my-org/k2v-index",
                  "torchrun --nproc_per_node 2 -m k2v_hub.cli index --org my-org --out ./index --retriever R"))
@@ -275,7 +276,8 @@ def _parse_shard(value):
               help="A local folder laid out like Hub repos (DIR/<org>/<name>/) instead of the Hub.")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Index folder (default: $K2V_HUB_HOME/indexes/<org>).")
-@click.option("--retriever", default=None, help="Retriever folder or Hub id[@revision].")
+@click.option("--retriever", default=None, help="Retriever folder or Hub id[@revision] (default: the retriever "
+              "bundled with k2v-hub, recorded as k2v-hub/know2vec-retriever@bundled).")
 @click.option("--push", "push_to", default=None, help="Push the index to this Hub dataset repo (ORG/k2v-index).")
 @click.option("--push-cards", is_flag=True, help="Also push an embedding file + card section to each model repo.")
 @click.option("--create-pr", is_flag=True, help="Open pull requests instead of committing (repos you do not own).")
@@ -389,6 +391,8 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
     out.table(rows, ["rank", "model_id", "score", "stage", "knowledge_score", "n_labels", "revision"], "model_id",
               title=f"Best models for {dataset}")
     if out.fmt == "human":
+        for meaning in dict.fromkeys(m.score_meaning for m in matches):
+            click.echo(f"score: {meaning}")
         t = matches.timings
         click.echo(f"features {t.get('features_s', 0):.3f} s, encode {t.get('encode_s', 0) * 1000:.1f} ms, "
                    f"search {t.get('search_s', 0) * 1000:.2f} ms"
@@ -464,6 +468,52 @@ def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, step
                                ablation=ablation, seeds=seeds, seed=seed, show_progress=out.progress,
                                command=command, zoo_seeds=zoo_seeds, folds=folds)
     out.result(results, f"{paths['markdown'].read_text()}\nResults: {paths['json']}")
+
+
+@cli.command("build-retriever", context_settings=CONTEXT, help="Build the default retriever that ships with "
+             "k2v-hub: the bench's main retriever (paper configuration, leak-free training split, settings chosen "
+             "on the validation split), saved in float16 with its numbers in its card." + _examples(
+                 "k2v-hub build-retriever --profile bench --seed 0",
+                 "k2v-hub build-retriever --profile tiny --out ./retriever-tiny"))
+@click.option("--profile", type=click.Choice(["tiny", "bench"]), default="bench", show_default=True)
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Where to save it (default: the package's bundled folder, k2v_hub/default_retriever).")
+@click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
+              help="The zoo and caches (default: $K2V_HUB_HOME/bench-<profile>, shared with `k2v-hub bench`).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@common_options
+def build_retriever(profile, out_dir, work_dir, seed, token, fmt, as_json, quiet, verbose):
+    """Build the bundled retriever."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .bench.default_retriever import build_default_retriever
+    from .retriever import bundled_retriever_dir
+
+    info = build_default_retriever(profile, out_dir, work_dir=work_dir, seed=seed, show_progress=out.progress)
+    info["out"] = str(out_dir or bundled_retriever_dir())
+    out.result(info, f"Built the default retriever in {info['seconds']} s: R@1 {info['bench']['r@1']} on "
+                     f"{info['bench']['eval_tasks']} evaluation tasks; saved to {info['out']}")
+
+
+@cli.command("push-retriever", context_settings=CONTEXT, help="Publish a retriever folder (default: the bundled "
+             "one) as a Hub model repo." + _examples(
+                 "k2v-hub push-retriever", "k2v-hub push-retriever --retriever ./retriever --to my-org/k2v-retriever"))
+@click.option("--retriever", "folder", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Retriever folder (default: the one bundled with k2v-hub).")
+@click.option("--to", "repo_id", default="k2v-hub/know2vec-retriever", show_default=True, help="Hub model repo.")
+@click.option("--private", is_flag=True, help="Create the repo private.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+def push_retriever_cmd(folder, repo_id, private, yes, token, fmt, as_json, quiet, verbose):
+    """Push a retriever."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .pipeline import push_retriever
+
+    if not yes and out.fmt == "human" and sys.stdin.isatty():
+        click.confirm(f"Push {folder or 'the bundled retriever'} to {repo_id}?", abort=True)
+    url = push_retriever(folder, repo_id, token=_token(token), private=private or None)
+    out.result({"repo_id": repo_id, "url": url}, f"Pushed the retriever to {repo_id}: {url}")
+    if out.fmt == "quiet":
+        click.echo(repo_id)
 
 
 @cli.command(context_settings=CONTEXT, help="The whole path on the embedded default in a few minutes: tiny zoo, "

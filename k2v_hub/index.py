@@ -48,7 +48,7 @@ from .index_row import SHARED_KEYS, IndexRow, index_features
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
 from .oracle import TransformersOracle
-from .retriever import Retriever
+from .retriever import BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, Retriever, load_bundled_retriever
 from .utils import give_usual_mode, logger, progress
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
@@ -585,17 +585,21 @@ def load_retriever(retriever: str | None, token: str | None = None, *,
                    revision: str | None = None) -> tuple[Retriever, str, str]:
     """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``.
 
-    A folder is ``(its absolute path, "local")``. A Hub retriever is pinned to the commit its revision (the one in
-    the id, else ``revision``, else ``main``) resolves to now, and that commit is what an index records; it is
-    downloaded through :func:`~k2v_hub.hub.download_repo` (retried, cached, offline once cached).
+    ``None`` (or ``DEFAULT_RETRIEVER_ID@bundled``) is the retriever bundled with the package, returned as
+    ``(retriever, DEFAULT_RETRIEVER_ID, "bundled")``: no network. A folder is ``(its absolute path, "local")``. A
+    Hub retriever is pinned to the commit its revision (the one in the id, else ``revision``, else ``main``)
+    resolves to now, and that commit is what an index records; it is downloaded through
+    :func:`~k2v_hub.hub.download_repo` (retried, cached, offline once cached).
 
     Raises:
-        K2VError: no retriever given, or a folder without weights.
+        K2VError: a folder without weights, or an installation without the bundled retriever.
         HubError: not a valid Hub id, or the Hub could not give it.
     """
     if retriever is None:
-        raise K2VError("No retriever given.", "Pass --retriever DIR_OR_ID (train one with `k2v-hub train`).")
+        retriever, revision = DEFAULT_RETRIEVER_ID, BUNDLED_REVISION
     repo, pinned = split_revision(retriever)
+    if repo == DEFAULT_RETRIEVER_ID and (pinned or revision) == BUNDLED_REVISION:
+        return load_bundled_retriever(), DEFAULT_RETRIEVER_ID, BUNDLED_REVISION
     if Path(repo).is_dir():
         return Retriever.from_pretrained(repo), str(Path(repo).resolve()), "local"
     validate_repo_id(repo, "retriever id")

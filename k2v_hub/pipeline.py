@@ -22,7 +22,7 @@ from .hub import commit_files, read_text_file, upload_folder, validate_repo_id
 from .index import IndexSettings, Indexer, load_index
 from .knowledge import KnowledgeRecord, load_probe_set
 from .modelcards import render_model_section, upsert_section
-from .retriever import Retriever
+from .retriever import DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever, bundled_retriever_dir
 from .train import TrainingArguments, self_supervised_data, train_retriever
 from .utils import logger, progress, seed_everything
 
@@ -103,6 +103,22 @@ def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token:
     retriever.save_pretrained(out_dir, model_card_kwargs={"repo_id": push_to_hub})
     return upload_folder(out_dir, push_to_hub, repo_type="model", token=token, private=private,
                          commit_message="Upload k2v-hub retriever")
+
+
+def push_retriever(folder=None, repo_id: str | None = None, *, token: str | None = None,
+                   private: bool | None = None) -> str:
+    """Publish a retriever folder (default: the bundled one) as the Hub model repo ``repo_id`` (default:
+    ``DEFAULT_RETRIEVER_ID``): its safetensors weights, config and card, in one commit; returns the commit URL.
+
+    The folder is loaded first, so only a retriever that loads (safetensors, a valid config) is pushed.
+    """
+    folder = Path(folder or bundled_retriever_dir())
+    repo_id = repo_id or DEFAULT_RETRIEVER_ID
+    validate_repo_id(repo_id, "model id")
+    Retriever.from_pretrained(str(folder))
+    return upload_folder(folder, repo_id, repo_type="model", token=token, private=private,
+                         commit_message="Upload k2v-hub retriever",
+                         allow_patterns=["config.json", WEIGHTS_NAME, "README.md"])
 
 
 def safetensors_bytes(name: str, array: np.ndarray, metadata: dict[str, str]) -> bytes:

@@ -26,6 +26,11 @@ from .hub import download_file
 from .utils import give_usual_mode
 
 WEIGHTS_NAME = "model.safetensors"
+#: The Hub id of the default retriever. The package bundles the weights it was built as (``k2v_hub/default_retriever``,
+#: float16): with no ``--retriever``, that copy is used, online or offline, and an index records it as
+#: ``DEFAULT_RETRIEVER_ID`` at revision ``BUNDLED_REVISION`` with its weight fingerprint.
+DEFAULT_RETRIEVER_ID = "k2v-hub/know2vec-retriever"
+BUNDLED_REVISION = "bundled"
 
 
 class Retriever(
@@ -159,6 +164,24 @@ class Retriever(
                                     force_download=force_download, local_files_only=local_files_only, token=token)
         load_model(model, str(weights), strict=True, device=map_location)
         return model.eval()
+
+
+def bundled_retriever_dir() -> Path:
+    """The folder of the retriever that ships with the package (``config.json``, ``model.safetensors``, card)."""
+    return Path(str(files("k2v_hub").joinpath("default_retriever")))
+
+
+def load_bundled_retriever() -> Retriever:
+    """The bundled default retriever, upcast to float32 (no network).
+
+    Raises:
+        K2VError: the installation lacks the bundled weights.
+    """
+    folder = bundled_retriever_dir()
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise K2VError(f"The bundled retriever is missing from this installation ({folder}).",
+                       "Reinstall k2v-hub, or pass --retriever DIR_OR_ID.")
+    return Retriever.from_pretrained(str(folder)).float()
 
 
 def _training_summary(info: dict) -> str:

@@ -195,6 +195,14 @@ class ZooPlan:
         """The names of the plan's sources (trained, then held out)."""
         return [s["name"] for s in self.sources]
 
+    def fingerprint(self) -> str:
+        """sha256[:16] of everything that determines the zoo: profile settings, seed, org, sources, every model's
+        weights fingerprint and role, every task."""
+        d = {"profile": self.profile.name, "seed": self.seed, "org": self.org, "sources": self.sources,
+             "models": [[m.name, m.role, m.fingerprint(self.profile)] for m in self.models],
+             "tasks": [asdict(t) for t in self.tasks]}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
 
 def get_profile(profile: str | ZooProfile) -> ZooProfile:
     """The profile named `profile` (a `ZooProfile` is returned as is); `K2VError` for an unknown name."""
