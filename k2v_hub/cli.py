@@ -375,7 +375,7 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
          quiet, verbose):
     """Find models for a dataset."""
     out = Output(fmt, as_json, quiet, verbose, no_truncate)
-    from .find import find_model
+    from .find import find_model, match_rows, matches_json
 
     matches = find_model(dataset, index, retriever=retriever, top_k=top_k, split=split, revision=revision,
                          image_column=image_column, label_column=label_column, token=_token(token),
@@ -383,11 +383,11 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
                          rerank=None if rerank == "none" else rerank, rerank_k=rerank_k,
                          rerank_images=rerank_images, rerank_endpoint=rerank_endpoint, models_root=zoo_dir,
                          show_progress=out.progress)
-    rows = [m.to_dict() for m in matches]
-    for r in rows:
-        r["n_labels"] = len(r.pop("labels"))
-    out.table(rows, ["rank", "model_id", "score", "stage", "knowledge_score", "n_labels", "revision"], "model_id",
-              title=f"Best models for {dataset}")
+    if out.fmt == "json":  # the one serialisation of an answer, shared with the web app's JSON download
+        click.echo(matches_json(matches))
+        return
+    out.table(match_rows(matches), ["rank", "model_id", "score", "stage", "knowledge_score", "n_labels", "revision"],
+              "model_id", title=f"Best models for {dataset}")
     if out.fmt == "human":
         t = matches.timings
         click.echo(f"features {t.get('features_s', 0):.3f} s, encode {t.get('encode_s', 0) * 1000:.1f} ms, "
