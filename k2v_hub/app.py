@@ -11,9 +11,9 @@ too, and that folder and the uploaded files are removed once the answer is ready
 stay in the app's private folder for the visitor to download, at most :data:`ANSWER_TTL` seconds, and all of it
 is removed when the app stops. Nothing of a visitor's data is logged. A Hub dataset id is read without the app's
 token, so visitors reach public datasets only; its files land in the Hub cache as any ``load_dataset`` download
-does (``datasets`` fetches Hub files there whatever its ``cache_dir``), its prepared copy in the private folder. Gradio's telemetry and the browser's run history are off, there is
-no share link, the page uses the system's fonts (nothing is fetched from elsewhere), and the app listens on
-127.0.0.1 unless told otherwise.
+does (``datasets`` fetches Hub files there whatever its ``cache_dir``), its prepared copy in the private folder.
+Gradio's telemetry and the browser's run history are off, there is no share link, the page uses the system's fonts
+(nothing is fetched from elsewhere), and the app listens on 127.0.0.1 unless told otherwise.
 
 gradio is an optional extra (``pip install "k2v-hub[app]"``): it is imported inside :func:`build_app` and
 :func:`launch`, after its settings are in the environment, so the rest of k2v-hub neither needs nor loads it.
@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 from .errors import K2VError, UsageError, one_line
 from .find import Matches, check_index_version, find_model, matches_json, retriever_for_index
@@ -46,8 +45,10 @@ RERANK_CHOICES = ("auto", "none", *RERANK_METHODS)
 SOURCES = {"zip": "Zip of class folders", "folder": "Image folder", "hub": "Hub dataset id"}
 MAX_LABELS_SHOWN = 6
 
-# A folder upload keeps each file's folder in its name: the browser's relative path, URL-encoded (Gradio sends
-# only base names). Runs in the page before Gradio reads the chosen files.
+#: A folder upload keeps each file's folders in its name (Gradio sends base names only): the browser's relative
+#: path with this character (DIVISION SLASH, no path separator anywhere) for "/".
+FOLDER_SEPARATOR = "\u2215"
+# Renames the files of the folder box that way; runs in the page before Gradio reads the chosen files.
 FOLDER_JS = """
 () => {
   document.addEventListener("change", (event) => {
@@ -56,7 +57,8 @@ FOLDER_JS = """
     const named = new DataTransfer();
     for (const file of input.files) {
       const path = file.webkitRelativePath || file.name;
-      named.items.add(new File([file], encodeURIComponent(path), {type: file.type, lastModified: file.lastModified}));
+      const name = path.replaceAll("/", "\u2215");
+      named.items.add(new File([file], name, {type: file.type, lastModified: file.lastModified}));
     }
     input.files = named.files;
   }, true);
@@ -117,9 +119,9 @@ class Answerer:
                top_k: int = 5, rerank: str = "auto", progress=None) -> Answer:
         """Rank the index's models for the dataset given by ``source`` (``zip``, ``folder`` or ``hub``).
 
-        ``folder_files``: a folder upload's stored files, each named by its URL-encoded relative path
-        (:data:`FOLDER_JS`). ``progress(fraction, description)`` hears the steps. Never raises: an error is the
-        answer's ``status``.
+        ``folder_files``: a folder upload's stored files, each named by its relative path with
+        :data:`FOLDER_SEPARATOR` for ``/`` (:data:`FOLDER_JS`). ``progress(fraction, description)`` hears the
+        steps. Never raises: an error is the answer's ``status``.
         """
         say = progress or (lambda fraction, description: None)
         started = time.perf_counter()
@@ -158,7 +160,11 @@ class Answerer:
         if source == "folder":
             if not folder_files:
                 raise UsageError("No folder uploaded.", "Choose a folder of class folders, then press Find models.")
-            files = [(self._uploaded(f), unquote(Path(f).name)) for f in folder_files]
+            names = [Path(f).name for f in folder_files]
+            if not any(FOLDER_SEPARATOR in name for name in names):
+                raise UsageError("The folder's files arrived without their folders (dropped onto the page?).",
+                                 "Choose the folder with the upload box's file dialog, or upload a zip.")
+            files = [(self._uploaded(f), name.replace(FOLDER_SEPARATOR, "/")) for f, name in zip(folder_files, names)]
             return load_query_dataset(str(gather_folder(files, work / "data", self.limits)), cache_dir=cache)
         if source == "hub":
             if not hub_id:

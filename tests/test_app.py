@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from k2v_hub.app import Answerer
+from k2v_hub.app import FOLDER_SEPARATOR, Answerer
 from k2v_hub.errors import IndexError_, UsageError
 from k2v_hub.find import find_model, matches_json
 
@@ -112,8 +112,8 @@ def test_the_json_download_is_what_find_format_json_prints(answerer, index, tmp_
 def test_a_folder_upload_ranks_like_the_same_zip(answerer, tmp_path):
     by_zip = answerer.answer("zip", zip_file=uploaded(tmp_path, GOOD), top_k=3)
     stored = []
-    for i, (name, data) in enumerate(GOOD.items()):  # as the page sends them: flat, named by the encoded path
-        path = tmp_path / "gradio" / f"f{i}" / f"pets%2F{name.replace('/', '%2F')}"
+    for i, (name, data) in enumerate(GOOD.items()):  # as the page sends them: flat, named by their path
+        path = tmp_path / "gradio" / f"f{i}" / f"pets{FOLDER_SEPARATOR}{name.replace('/', FOLDER_SEPARATOR)}"
         path.parent.mkdir(parents=True)
         path.write_bytes(data)
         stored.append(str(path))
@@ -146,6 +146,10 @@ def test_bad_inputs_are_a_message_and_the_app_keeps_answering(answerer, tmp_path
     assert "Upload it again" in answerer.answer("zip", zip_file=once).status  # Find pressed twice: it is gone
     assert "No zip uploaded" in answerer.answer("zip").status
     assert "No folder uploaded" in answerer.answer("folder").status
+    dropped = tmp_path / "gradio" / "dropped" / "1.png"  # a folder dropped onto the page: base names only
+    dropped.parent.mkdir()
+    dropped.write_bytes(png(1))
+    assert "arrived without their folders" in answerer.answer("folder", folder_files=[str(dropped)]).status
     assert "No Hub dataset id given" in answerer.answer("hub", hub_id="  ").status
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
