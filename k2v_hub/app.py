@@ -25,6 +25,7 @@ import atexit
 import html
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -304,7 +305,7 @@ def build_app(index: str, *, retriever: str | None = None, zoo: str | None = Non
 
 def launch(demo, *, host: str | None = None, port: int | None = None, limits: UploadLimits = UploadLimits()) -> str:
     """Start serving ``demo`` (from :func:`build_app`) on ``host:port`` in the background; return its URL
-    (``demo.block_thread()`` then serves until Ctrl-C).
+    (:func:`serve_until_stopped` then serves until Ctrl-C or SIGTERM).
 
     ``None`` host/port: Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (a Space sets them), else
     127.0.0.1:7860. Never a share link; an upload over ``limits.max_upload_bytes`` is refused before it arrives.
@@ -331,4 +332,11 @@ def serve_from_environment() -> None:
     demo = build_app(index, retriever=os.environ.get("K2V_RETRIEVER") or None, zoo=os.environ.get("K2V_ZOO") or None,
                      token=os.environ.get("HF_TOKEN") or None)
     print(f"k2v-hub app on {launch(demo)} (Ctrl-C to stop)", flush=True)
+    serve_until_stopped(demo)
+
+
+def serve_until_stopped(demo) -> None:
+    """Serve until Ctrl-C or SIGTERM (``docker stop``, a Space restarting), then close the server and return, so
+    the private folder is removed at exit either way."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a KeyboardInterrupt, which block_thread handles
     demo.block_thread()

@@ -414,7 +414,7 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
 def app_cmd(index, retriever, zoo_dir, host, port, max_upload_mb, token, fmt, as_json, quiet, verbose):
     """Serve the web app."""
     out = Output(fmt, as_json, quiet, verbose)
-    from .app import build_app, launch
+    from .app import build_app, launch, serve_until_stopped
     from .uploads import UploadLimits
 
     limits = UploadLimits(max_upload_bytes=max_upload_mb * 2**20)
@@ -422,7 +422,7 @@ def app_cmd(index, retriever, zoo_dir, host, port, max_upload_mb, token, fmt, as
     url = launch(demo, host=host, port=port, limits=limits)
     out.result({"url": url}, f"k2v-hub app on {url} (Ctrl-C to stop)")
     sys.stdout.flush()
-    demo.block_thread()
+    serve_until_stopped(demo)
 
 
 # ---------------------------------------------------------------- push-card

@@ -178,8 +178,6 @@ def _free_port() -> int:
 
 def test_the_space_entry_point_serves_the_page_on_localhost(index, tmp_path, monkeypatch):
     pytest.importorskip("gradio", reason="the app extra is not installed (pip install -e '.[app]')")
-    import gradio
-
     monkeypatch.delenv("K2V_INDEX", raising=False)
     with pytest.raises(UsageError, match="K2V_INDEX is not set"):
         runpy.run_path(str(REPO / "app.py"), run_name="__main__")
@@ -194,7 +192,7 @@ def test_the_space_entry_point_serves_the_page_on_localhost(index, tmp_path, mon
         served["config"] = json.loads(urllib.request.urlopen(demo.local_url + "config", timeout=60).read())
         demo.close()
 
-    monkeypatch.setattr(gradio.Blocks, "block_thread", fetch_then_stop)
+    monkeypatch.setattr("k2v_hub.app.serve_until_stopped", fetch_then_stop)
     runpy.run_path(str(REPO / "app.py"), run_name="__main__")
     assert served["url"].startswith("http://127.0.0.1:")
     assert "k2v-hub: which model fits my images?" in served["page"]

@@ -187,6 +187,7 @@ def served(tiny_zoo, tiny_index, tiny_task, tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+    assert list((tmp_path / "app-tmp").iterdir()) == []  # stopped by SIGTERM, the app removed its private folder
 
 
 def _free_port() -> int:
