@@ -377,7 +377,7 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
          quiet, verbose):
     """Find models for a dataset."""
     out = Output(fmt, as_json, quiet, verbose, no_truncate)
-    from .find import find_model
+    from .find import find_model, match_rows, matches_json
 
     matches = find_model(dataset, index, retriever=retriever, top_k=top_k, split=split, revision=revision,
                          image_column=image_column, label_column=label_column, token=_token(token),
@@ -385,11 +385,11 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
                          rerank=None if rerank == "none" else rerank, rerank_k=rerank_k,
                          rerank_images=rerank_images, rerank_endpoint=rerank_endpoint, models_root=zoo_dir,
                          show_progress=out.progress)
-    rows = [m.to_dict() for m in matches]
-    for r in rows:
-        r["n_labels"] = len(r.pop("labels"))
-    out.table(rows, ["rank", "model_id", "score", "stage", "knowledge_score", "n_labels", "revision"], "model_id",
-              title=f"Best models for {dataset}")
+    if out.fmt == "json":  # the one serialisation of an answer, shared with the web app's JSON download
+        click.echo(matches_json(matches))
+        return
+    out.table(match_rows(matches), ["rank", "model_id", "score", "stage", "knowledge_score", "n_labels", "revision"],
+              "model_id", title=f"Best models for {dataset}")
     if out.fmt == "human":
         for meaning in dict.fromkeys(m.score_meaning for m in matches):
             click.echo(f"score: {meaning}")
@@ -397,6 +397,36 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
         click.echo(f"features {t.get('features_s', 0):.3f} s, encode {t.get('encode_s', 0) * 1000:.1f} ms, "
                    f"search {t.get('search_s', 0) * 1000:.2f} ms"
                    + (f", re-rank {t['rerank_s']:.2f} s ({matches.queries} queries)" if "rerank_s" in t else ""))
+
+
+# ---------------------------------------------------------------- app
+@cli.command("app", context_settings=CONTEXT, help="Serve the question as a web page: a Gradio app, as a Space runs "
+             "it (install the extra: pip install \"k2v-hub[app]\"). Uploads are read for their answer only."
+             + _examples("k2v-hub app --index ./k2v-out/index",
+                         "k2v-hub app --index my-org/k2v-index --port 8080",
+                         "k2v-hub app --index ./index --zoo ./zoo --max-upload-mb 50"))
+@click.option("--index", "index", required=True, help="Index folder or Hub dataset id[@revision].")
+@click.option("--retriever", default=None, help="Retriever folder or Hub id (default: the index's).")
+@click.option("--zoo", "zoo_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Local zoo to load re-rank candidates from (default: the Hub).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, for anyone who can reach this machine).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--max-upload-mb", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Largest upload (a zip, or a folder's files together).")
+@common_options
+def app_cmd(index, retriever, zoo_dir, host, port, max_upload_mb, token, fmt, as_json, quiet, verbose):
+    """Serve the web app."""
+    out = Output(fmt, as_json, quiet, verbose)
+    from .app import build_app, launch, serve_until_stopped
+    from .uploads import UploadLimits
+
+    limits = UploadLimits(max_upload_bytes=max_upload_mb * 2**20)
+    demo = build_app(index, retriever=retriever, zoo=zoo_dir, token=_token(token), limits=limits)
+    url = launch(demo, host=host, port=port, limits=limits)
+    out.result({"url": url}, f"k2v-hub app on {url} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    serve_until_stopped(demo)
 
 
 # ---------------------------------------------------------------- push-card

@@ -35,6 +35,7 @@ index, ``tests/test_bad_indexes.py``:
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import time
@@ -103,10 +104,25 @@ class Match:
 
 
 class Matches(list):
-    """A list of :class:`Match`, best first, with ``timings`` (seconds per stage) and ``queries`` (black-box)."""
+    """A list of :class:`Match`, best first, with ``timings`` (seconds per stage), ``queries`` (black-box) and
+    ``task_vector`` (the dataset as the retriever embeds it, in the space of the index's model vectors)."""
 
     timings: dict
     queries: int = 0
+    task_vector: np.ndarray | None = None
+
+
+def match_rows(matches) -> list[dict]:
+    """The rows `k2v-hub find` prints, best first: each match's fields, with ``n_labels`` instead of ``labels``."""
+    rows = [m.to_dict() for m in matches]
+    for r in rows:
+        r["n_labels"] = len(r.pop("labels"))
+    return rows
+
+
+def matches_json(matches) -> str:
+    """What `k2v-hub find --format json` prints (its last newline aside): :func:`match_rows` as a JSON array."""
+    return json.dumps(match_rows(matches), indent=2, default=str)
 
 
 def rerank_band_score(value: float) -> float:
@@ -312,7 +328,8 @@ def find_model(
 
     Returns:
         :class:`Matches`: a list of :class:`Match` with ``timings`` (``load_s``, ``features_s``, ``encode_s``,
-        ``search_s``, ``rerank_s``) and ``queries`` (black-box queries spent re-ranking). Every score is finite.
+        ``search_s``, ``rerank_s``), ``queries`` (black-box queries spent re-ranking) and ``task_vector``. Every
+        score is finite.
 
     Raises:
         DatasetError: the dataset cannot be a query (see the module docstring for what is accepted).
@@ -403,5 +420,6 @@ def find_model(
         timings["rerank_s"] = time.perf_counter() - t3
     del matches[top_k:]
     matches.timings = {k: round(v, 4) for k, v in timings.items()}
+    matches.task_vector = query
     logger.info("find_model timings: %s", matches.timings)
     return matches

@@ -50,12 +50,15 @@ FEATURE_CHUNK = 64
 _LABEL_NAMES = ("label", "labels")
 
 
-def load_query_dataset(dataset, *, split: str | None = None, revision: str | None = None, token: str | None = None):
+def load_query_dataset(dataset, *, split: str | None = None, revision: str | None = None,
+                       token: str | bool | None = None, cache_dir: str | None = None):
     """Resolve what the user handed us into one ``datasets.Dataset``.
 
     Accepts a Dataset, a DatasetDict (``split`` or ``support``/``train`` or the first split), an IterableDataset
     (materialised, at most :data:`MAX_STREAMING_ROWS` rows), a ``save_to_disk`` folder, an image folder
-    (``class/xxx.png``), or a Hub id (``org/name`` or ``org/name@revision``).
+    (``class/xxx.png``), or a Hub id (``org/name`` or ``org/name@revision``). ``cache_dir``: where ``datasets``
+    caches an image folder or a Hub dataset (default: its own cache; the web app passes a private temporary
+    folder, so nothing of a visitor's data stays behind).
 
     Raises:
         DatasetError: anything else, an empty stream, a missing split, an unreadable folder, an unreachable
@@ -107,7 +110,7 @@ def load_query_dataset(dataset, *, split: str | None = None, revision: str | Non
                                    "Save the dataset again with save_to_disk.") from None
             return load_query_dataset(loaded, split=split)
         try:
-            loaded = datasets.load_dataset("imagefolder", data_dir=str(path))
+            loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
         except Exception as exc:  # noqa: BLE001
             raise DatasetError(f"{path} is neither a save_to_disk folder nor an image folder ({type(exc).__name__}).",
                                "Lay images out as FOLDER/<class name>/<image>.png.") from None
@@ -119,7 +122,7 @@ def load_query_dataset(dataset, *, split: str | None = None, revision: str | Non
         raise DatasetError(f"{str(dataset)!r} is not a folder and not a valid Hub dataset id.",
                            "Pass an existing folder or ORG/NAME.") from None
     try:
-        loaded = datasets.load_dataset(repo_id, revision=revision or rev, token=token)
+        loaded = datasets.load_dataset(repo_id, revision=revision or rev, token=token, cache_dir=cache_dir)
     except HfHubHTTPError as exc:
         raise hub_error(exc, repo_id, "dataset") from None
     except FileNotFoundError:

@@ -13,7 +13,7 @@ import k2v_hub
 
 PACKAGE = Path(k2v_hub.__file__).parent
 # The benchmark wing and the entry points sit on top of the core: they may import it, never the reverse.
-WING = ("k2v_hub.zoo", "k2v_hub.bench", "k2v_hub.demo", "k2v_hub.cli", "k2v_hub.testing")
+WING = ("k2v_hub.zoo", "k2v_hub.bench", "k2v_hub.demo", "k2v_hub.cli", "k2v_hub.app", "k2v_hub.testing")
 MAX_LINES = 800
 MAX_BENCH_LINES = 320
 LONG_ON_PURPOSE = {"k2v_hub.testing.hub_server"}  # a whole Hub-compatible test server, not product code
