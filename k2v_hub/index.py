@@ -42,13 +42,14 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .errors import IndexError_, K2VError, one_line
+from .errors import HubError, IndexError_, K2VError, one_line
 from .hub import RepoRef, RepoSource, download_repo, get_api, hub_call, split_revision, validate_repo_id
 from .index_row import SHARED_KEYS, IndexRow, index_features
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
 from .oracle import TransformersOracle
-from .retriever import BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, Retriever, load_bundled_retriever
+from .retriever import (BUILD_HINT, BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, Retriever, has_bundled_retriever,
+                        load_bundled_retriever)
 from .utils import give_usual_mode, logger, progress
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
@@ -585,17 +586,24 @@ def load_retriever(retriever: str | None, token: str | None = None, *,
                    revision: str | None = None) -> tuple[Retriever, str, str]:
     """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``.
 
-    ``None`` (or ``DEFAULT_RETRIEVER_ID@bundled``) is the retriever bundled with the package, returned as
-    ``(retriever, DEFAULT_RETRIEVER_ID, "bundled")``: no network. A folder is ``(its absolute path, "local")``. A
+    ``None`` is the default retriever: the copy ``k2v-hub build-retriever`` built on this machine when there is one
+    (as ``DEFAULT_RETRIEVER_ID@bundled``, returned as ``(retriever, DEFAULT_RETRIEVER_ID, "bundled")``: no network),
+    else ``DEFAULT_RETRIEVER_ID`` from the Hub. A folder is ``(its absolute path, "local")``. A
     Hub retriever is pinned to the commit its revision (the one in the id, else ``revision``, else ``main``)
     resolves to now, and that commit is what an index records; it is downloaded through
     :func:`~k2v_hub.hub.download_repo` (retried, cached, offline once cached).
 
     Raises:
-        K2VError: a folder without weights, or an installation without the bundled retriever.
+        K2VError: a folder without weights, or no default retriever built here nor reachable on the Hub.
         HubError: not a valid Hub id, or the Hub could not give it.
     """
     if retriever is None:
+        if not has_bundled_retriever():
+            try:
+                return load_retriever(DEFAULT_RETRIEVER_ID, token)
+            except HubError as exc:
+                raise K2VError(f"No --retriever given, none built on this machine, and the Hub could not give "
+                               f"{DEFAULT_RETRIEVER_ID} ({one_line(exc, 200)}).", BUILD_HINT) from None
         retriever, revision = DEFAULT_RETRIEVER_ID, BUNDLED_REVISION
     repo, pinned = split_revision(retriever)
     if repo == DEFAULT_RETRIEVER_ID and (pinned or revision) == BUNDLED_REVISION:

@@ -22,13 +22,15 @@ from torch import nn
 from . import __version__
 from .encoders import ModelEncoder, TaskEncoder
 from .errors import K2VError
+from .features import k2v_home
 from .hub import download_file
 from .utils import give_usual_mode
 
 WEIGHTS_NAME = "model.safetensors"
-#: The Hub id of the default retriever. The package bundles the weights it was built as (``k2v_hub/default_retriever``,
-#: float16): with no ``--retriever``, that copy is used, online or offline, and an index records it as
-#: ``DEFAULT_RETRIEVER_ID`` at revision ``BUNDLED_REVISION`` with its weight fingerprint.
+#: The Hub id of the default retriever. ``k2v-hub build-retriever`` builds the same weights on this machine
+#: (``$K2V_HUB_HOME/default_retriever``, float16): with no ``--retriever``, that copy is used when it exists, online
+#: or offline, and an index records it as ``DEFAULT_RETRIEVER_ID`` at revision ``BUNDLED_REVISION`` with its weight
+#: fingerprint; without it, the Hub repo is used.
 DEFAULT_RETRIEVER_ID = "k2v-hub/know2vec-retriever"
 BUNDLED_REVISION = "bundled"
 
@@ -166,21 +168,31 @@ class Retriever(
         return model.eval()
 
 
+#: What to do when the default retriever is neither built here nor reachable on the Hub.
+BUILD_HINT = ("Build it once with `k2v-hub build-retriever` (about 90 minutes on 2 CPU cores), or pass "
+              "--retriever DIR_OR_ID.")
+
+
 def bundled_retriever_dir() -> Path:
-    """The folder of the retriever that ships with the package (``config.json``, ``model.safetensors``, card)."""
-    return Path(str(files("k2v_hub").joinpath("default_retriever")))
+    """Where ``k2v-hub build-retriever`` puts the default retriever (``config.json``, ``model.safetensors``, card):
+    ``$K2V_HUB_HOME/default_retriever``."""
+    return k2v_home() / "default_retriever"
+
+
+def has_bundled_retriever() -> bool:
+    """Whether the default retriever has been built on this machine."""
+    return (bundled_retriever_dir() / WEIGHTS_NAME).is_file()
 
 
 def load_bundled_retriever() -> Retriever:
-    """The bundled default retriever, upcast to float32 (no network).
+    """The default retriever built on this machine, upcast to float32 (no network).
 
     Raises:
-        K2VError: the installation lacks the bundled weights.
+        K2VError: it has not been built.
     """
     folder = bundled_retriever_dir()
-    if not (folder / WEIGHTS_NAME).is_file():
-        raise K2VError(f"The bundled retriever is missing from this installation ({folder}).",
-                       "Reinstall k2v-hub, or pass --retriever DIR_OR_ID.")
+    if not has_bundled_retriever():
+        raise K2VError(f"The default retriever has not been built on this machine ({folder}).", BUILD_HINT)
     return Retriever.from_pretrained(str(folder)).float()
 
 

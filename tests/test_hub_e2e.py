@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -262,12 +263,15 @@ def test_rerun_requeries_only_the_changed_model_and_a_pr_leaves_main(hub, org_on
     assert main_meta["revision"] == before[target]["revision"]
 
 
-def test_push_retriever_publishes_the_bundled_weights(hub, tmp_path, k2v_home):
-    from k2v_hub.retriever import DEFAULT_RETRIEVER_ID, bundled_retriever_dir
+def test_push_retriever_publishes_the_built_default(hub, tmp_path, k2v_home, tiny_retriever):
+    """With no --retriever, push-retriever publishes the copy `build-retriever` put in $K2V_HUB_HOME."""
+    from k2v_hub.retriever import DEFAULT_RETRIEVER_ID
 
-    env = k2v_env(hub, tmp_path / "hf_home", fresh_k2v_home(tmp_path / "k2v_home", k2v_home))
+    home = fresh_k2v_home(tmp_path / "k2v_home", k2v_home)
+    shutil.copytree(tiny_retriever, home / "default_retriever")
+    env = k2v_env(hub, tmp_path / "hf_home", home)
     result = json.loads(k2v("push-retriever", "--format", "json", env=env).stdout)
     assert result["repo_id"] == DEFAULT_RETRIEVER_ID
     assert set(api(hub).list_repo_files(DEFAULT_RETRIEVER_ID)) >= {"config.json", "model.safetensors", "README.md"}
     for name in ("model.safetensors", "config.json"):
-        assert read_hub_file(hub, DEFAULT_RETRIEVER_ID, name) == (bundled_retriever_dir() / name).read_bytes()
+        assert read_hub_file(hub, DEFAULT_RETRIEVER_ID, name) == (tiny_retriever / name).read_bytes()

@@ -1,10 +1,11 @@
-"""The retriever that ships with k2v-hub, built by one command: ``k2v-hub build-retriever``.
+"""The default retriever (``k2v-hub/know2vec-retriever``), built by one command: ``k2v-hub build-retriever``.
 
 It is the bench's main retriever: the paper's configuration trained on the widest offline zoo (the ``bench``
 profile) with the bench's leak-free splits (the seen models' training tasks only), its training length and task
-augmentation chosen on the validation split. It is measured once on the evaluation tasks and saved in float16 (the
-package carries at most 10 MB), and only if float16 leaves those numbers where float32 put them. Its config records
-the command, the zoo plan fingerprint and the code version; its card carries the numbers.
+augmentation chosen on the validation split. It is measured once on the evaluation tasks and saved in float16 (at
+most 10 MB, to publish and download), and only if float16 leaves those numbers where float32 put them. Its config
+records the command, the zoo plan fingerprint and the code version; its card carries the numbers. The weights are
+built, not committed; ``benchmarks/results/default-retriever.json`` records the build the README quotes.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from .scoring import first_stage_recall, pool_truth
 from .studies import retriever_recall
 from .validation import choose_training
 
-#: The command that builds the bundled retriever; recorded in its config (``training_info.command``).
+#: The command that builds the default retriever; recorded in its config (``training_info.command``).
 COMMAND = "k2v-hub build-retriever --profile {profile} --seed {seed}"
-#: The most the bundled weights may weigh.
+#: The most its weights may weigh.
 MAX_BYTES = 10 * 1024 * 1024
 
 
@@ -63,12 +64,12 @@ def _card_summary(info: dict) -> str:
             f"{info['task_class_dropout']}, noise {info['task_noise']}. Saved as {info['dtype']}.\n\n"
             f"Vector stage alone (task label names unused), on the {n['eval_tasks']} evaluation tasks of that "
             f"zoo (the bench's splits; `benchmarks/results/bench.md` has every method beside it):\n\n"
-            f"| | as shipped | float32 |\n|---|---|---|\n{table}\n")
+            f"| | as saved (float16) | float32 |\n|---|---|---|\n{table}\n")
 
 
 def build_default_retriever(profile: str = "bench", out_dir=None, *, work_dir=None, seed: int = 0,
                             show_progress: bool = True) -> dict:
-    """Build the default retriever into ``out_dir`` (default: the package's bundled folder); return its
+    """Build the default retriever into ``out_dir`` (default: ``$K2V_HUB_HOME/default_retriever``); return its
     ``training_info`` (command, zoo plan fingerprint, version, chosen settings, measured numbers)."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir or bundled_retriever_dir())
@@ -86,7 +87,7 @@ def build_default_retriever(profile: str = "bench", out_dir=None, *, work_dir=No
             "steps": args.steps, "task_class_dropout": args.task_class_dropout, "task_noise": args.task_noise,
             "chosen_on": "validation", "validation": grid,
             "bench_float32": bench_numbers(retriever, knowledge.graphs, data, splits)}
-    # float16 weights load as float16 values upcast: measured here as the shipped file will load
+    # float16 weights load as float16 values upcast: measured here as the saved file will load
     info["bench"] = bench_numbers(copy.deepcopy(retriever).half().float(), knowledge.graphs, data, splits)
     if info["bench"] != info["bench_float32"]:
         raise K2VError(f"float16 moves the bench numbers ({info['bench']} against {info['bench_float32']}).",
