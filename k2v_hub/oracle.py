@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import numbers
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch.nn.modules import module as torch_module
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.utils import logging as hf_logging
 
+from .baselines import param_count_from_safetensors
 from .errors import ModelRefused, QueryBudgetExceeded, UsageError, one_line
 from .hub import inference_client
 from .limits import (
@@ -272,11 +272,8 @@ def _check_model_size(path: Path, weight_elements: int, trust_remote_code: bool)
 
 def _weight_elements(path: Path) -> int:
     """Tensor elements in a folder's weights: exact from safetensors headers; a pickle's bytes bound its count."""
-    total = 0
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(str(f), framework="np") as handle:
-            total += sum(math.prod(handle.get_slice(k).get_shape()) for k in handle.keys())
-    return total + sum(f.stat().st_size for f in path.glob("*.bin"))
+    return (sum(param_count_from_safetensors(f) for f in sorted(path.glob("*.safetensors")))
+            + sum(f.stat().st_size for f in path.glob("*.bin")))
 
 
 def _check_safetensors(path: Path) -> None:

@@ -91,8 +91,8 @@ def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token:
                    private: bool | None = None) -> str | None:
     """Save a retriever (safetensors + config + card) and optionally push the folder as a Hub model.
 
-    The push goes through :func:`k2v_hub.hub.upload_folder` (create repo, pre-upload, commit: each step retried);
-    returns its commit URL, or ``None`` without ``push_to_hub``.
+    The push is :func:`push_retriever` of the saved folder; returns its commit URL, or ``None`` without
+    ``push_to_hub``.
     """
     out_dir = Path(out_dir)
     (out_dir / "README.md").unlink(missing_ok=True)
@@ -101,14 +101,14 @@ def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token:
         return None
     validate_repo_id(push_to_hub, "model id")
     retriever.save_pretrained(out_dir, model_card_kwargs={"repo_id": push_to_hub})
-    return upload_folder(out_dir, push_to_hub, repo_type="model", token=token, private=private,
-                         commit_message="Upload k2v-hub retriever")
+    return push_retriever(out_dir, push_to_hub, token=token, private=private)
 
 
 def push_retriever(folder=None, repo_id: str | None = None, *, token: str | None = None,
                    private: bool | None = None) -> str:
-    """Publish a retriever folder (default: the bundled one) as the Hub model repo ``repo_id`` (default:
-    ``DEFAULT_RETRIEVER_ID``): its safetensors weights, config and card, in one commit; returns the commit URL.
+    """Publish a retriever folder (default: the one ``k2v-hub build-retriever`` built) as the Hub model repo
+    ``repo_id`` (default: ``DEFAULT_RETRIEVER_ID``): its safetensors weights, config and card, in one commit through
+    :func:`k2v_hub.hub.upload_folder` (create repo, pre-upload, commit: each step retried); returns the commit URL.
 
     The folder is loaded first, so only a retriever that loads (safetensors, a valid config) is pushed.
     """
