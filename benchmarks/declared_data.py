@@ -1,17 +1,21 @@
-"""Study for the inductive retriever: rank models by the data they declare, label-blind, no model run.
+"""Where `find_model`'s declared-data first stage was chosen: rank models by the data their cards name, label-blind.
 
-    python benchmarks/declared_data.py [--work DIR] [--per-class 8] [--eval] [--out FILE]
+    python benchmarks/declared_data.py [--work DIR] [--eval] [--out FILE]
 
-Each model of the bench zoo gets a *data fingerprint*: the class means, in the retriever's frozen feature space, of
-``--per-class`` images per class of the model's own training data (what a card's ``datasets:`` names; in the offline
-zoo, the first training images of each of its classes). A task ranks the models by the mean over its classes of the
-best cosine between its class mean and the model's class means. Task images come from the held-out evaluation or
-validation parts of each class's pool, so no fingerprint image is a task image.
+Each model of the bench zoo gets the data fingerprint an index stores (:func:`k2v_hub.index.data_columns`: class
+means, in the frozen feature space, of 8 images per class of the dataset repo its card names; in the offline zoo,
+images of the source's training split, which no task draws from). The rankings compared, each label-blind and
+with every model a candidate:
 
-``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``, built by ``k2v-hub bench --profile
-bench``); the fingerprints are cached there (``declared-fp-<per-class>.npz``; about 2 CPU-hours the first time, since
-every source is rendered again). Without ``--eval`` only the validation split is scored: choose there, then score the
-evaluation split and the unseen-domain folds once with ``--eval``.
+- ``data``: the mean over the task's classes of the best cosine to one of the model's class means (what
+  `find_model` uses); ``sym``: its average with the same taken over the model's classes;
+- ``vector``: the knowledge vector of the bench's main retriever (``<work>/retriever``, saved by the last
+  ``k2v-hub bench --profile bench``);
+- ``z(data)+w*z(vector)``: the two standardised per task and summed.
+
+``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``). Without ``--eval`` only the
+validation split is scored: choose there, then score the evaluation split and the unseen-domain folds once with
+``--eval``.
 """
 
 from __future__ import annotations
@@ -23,72 +27,57 @@ from pathlib import Path
 
 import numpy as np
 
-from k2v_hub.bench.data import BenchData, Splits
+from k2v_hub.bench.data import BenchData, ProbeSet, Splits
 from k2v_hub.bench.folds import domain_folds, fold_split
+from k2v_hub.bench.methods import declared_scores, know2vec_scores
 from k2v_hub.bench.scoring import first_stage_recall, pool_task_metrics, pool_truth
+from k2v_hub.declared import data_scores
 from k2v_hub.features import k2v_home
-from k2v_hub.zoo.build import _build_source_arrays
-from k2v_hub.zoo.plan import get_profile, plan_zoo
+from k2v_hub.retriever import Retriever
 
-RANKINGS = ("meanmax", "sym")
-
-
-def fingerprints(data: BenchData, per_class: int) -> dict[str, np.ndarray]:
-    """Per model: ``[classes, F]`` means of ``per_class`` of its training images per class (cached in ``work``)."""
-    cache = data.work / f"declared-fp-{per_class}.npz"
-    if cache.exists():
-        return np.load(cache, allow_pickle=True)["fps"].item()
-    prof = get_profile(data.zoo.manifest["profile"])
-    specs = {f"{data.zoo.org}/{m.name}": m for m in plan_zoo(prof.name, seed=0).models}
-    by_source: dict[str, list[str]] = {}
-    for m in data.models:
-        by_source.setdefault(data.zoo.models[m]["source"], []).append(m)
-    fps = {}
-    for source, models in by_source.items():
-        images, labels = _build_source_arrays(source, prof.n_train + prof.n_val, 0, 0)
-        for m in models:
-            means = []
-            for c in specs[m].class_index:
-                idx = np.flatnonzero(labels == c)[:min(per_class, prof.n_train)]
-                means.append(np.asarray(data.extractor([images[i] for i in idx], show_progress=False)).mean(0))
-            fps[m] = np.stack(means)
-    np.savez(cache, fps=np.array(fps, dtype=object))
-    return fps
+WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 
 
-def _unit(x) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+def _z(S: np.ndarray) -> np.ndarray:
+    return (S - S.mean(1, keepdims=True)) / (S.std(1, keepdims=True) + 1e-12)
 
 
-def scores(data: BenchData, fps: dict, tasks: list[str], ranking: str) -> np.ndarray:
-    """``[tasks, models]``: ``meanmax`` = mean over the task's classes of the best cosine to a model class;
-    ``sym`` = its average with the same taken over the model's classes."""
-    units = {m: _unit(fps[m]) for m in data.models}
+def _sym(data: BenchData, tasks: list[str]) -> np.ndarray:
+    """``data`` averaged with the mean over the model's classes of the best cosine to one of the task's."""
     S = np.zeros((len(tasks), len(data.models)))
     for i, t in enumerate(tasks):
-        T = _unit(data.means[t])
-        for j, m in enumerate(data.models):
-            C = T @ units[m].T
-            S[i, j] = C.max(1).mean() if ranking == "meanmax" else (C.max(1).mean() + C.max(0).mean()) / 2
+        fwd = data_scores(data.means[t], data.fingerprints)
+        back = [data_scores(fp, [data.means[t]])[0] for fp in data.fingerprints]
+        S[i] = (fwd + np.asarray(back)) / 2
     return S
 
 
-def report(data: BenchData, fps: dict, tasks: list[str], ranking: str) -> dict | None:
-    """R@1 (every model a candidate) and recall@5/10 of the best model among the first candidates."""
+def rankings(data: BenchData, retriever, graphs, tasks: list[str], *, with_vector: bool = True) -> dict:
+    """Score matrices ``[tasks, models]`` of every ranking compared."""
+    D, _ = declared_scores(data, tasks)
+    out = {"data": D, "sym": _sym(data, tasks)}
+    if with_vector:
+        V, _ = know2vec_scores(retriever, graphs, data, tasks)
+        out["vector"] = V
+        for w in WEIGHTS:
+            out[f"z(data)+{w}*z(vector)"] = _z(D) + w * _z(V)
+    return out
+
+
+def report(data: BenchData, scores: dict, tasks: list[str]) -> dict | None:
+    """Per ranking: R@1 (every model a candidate) and recall@3/5/10 of the best model among the first candidates."""
     if not tasks:
         return None
-    S = scores(data, fps, tasks, ranking)
     truth = pool_truth(data, tasks)[0]
-    return {"n": len(tasks), "r@1": round(float(np.mean(pool_task_metrics(data, "declared_data", S, tasks)["r@1"])), 4),
-            "recall@5": first_stage_recall(S, truth, 5, None), "recall@10": first_stage_recall(S, truth, 10, None)}
+    return {"n": len(tasks), **{name: {
+        "r@1": round(float(np.mean(pool_task_metrics(data, name, S, tasks)["r@1"])), 4),
+        **{f"recall@{k}": first_stage_recall(S, truth, k, None) for k in (3, 5, 10)}} for name, S in scores.items()}}
 
 
 def main() -> None:
     """Score the rankings on the validation split (and with ``--eval`` on the evaluation split and folds)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="The bench work folder (default: bench-bench).")
-    parser.add_argument("--per-class", type=int, default=8, help="Fingerprint images per class.")
     parser.add_argument("--eval", action="store_true", help="Also score the evaluation split and the folds.")
     parser.add_argument("--out", type=Path, default=None, help="Write the JSON result here too.")
     args = parser.parse_args()
@@ -96,16 +85,24 @@ def main() -> None:
     t0 = time.perf_counter()
     data = BenchData(work / "zoo", work, seed=0, show_progress=False)
     splits = Splits.of(data.zoo)
-    fps = fingerprints(data, args.per_class)
-    out: dict = {"per_class": args.per_class, "work": str(work)}
-    for ranking in RANKINGS:
-        res = {"val": report(data, fps, splits.val, ranking),
-               "val_unseen": report(data, fps, splits.val_unseen, ranking)}
-        if args.eval:
-            res["eval_seen"] = report(data, fps, splits.eval_seen, ranking)
-            res["eval_inductive"] = report(data, fps, splits.eval_inductive, ranking)
-            res["folds"] = [report(data, fps, fold_split(data, d)["tasks"], ranking) for d in domain_folds(data, 5)]
-        out[ranking] = res
+    t1 = time.perf_counter()
+    sizes = [len(fp) for fp in data.fingerprints]  # what indexing adds per model: read the card's data, featurise
+    cost = {"models": len(sizes), "seconds_per_model": round((time.perf_counter() - t1) / len(sizes), 3),
+            "classes_per_model": round(float(np.mean(sizes)), 1), "images_per_class": 8,
+            "stored_bytes_per_model": round(float(np.mean([2 * 1280 * n for n in sizes])))}
+    retriever = Retriever.from_pretrained(str(work / "retriever"))
+    graphs = data.knowledge(data.new_retriever(ProbeSet.load(), seed=0)).graphs
+    out: dict = {"fingerprint": "k2v_hub.index.data_columns (8 images per class)", "work": str(work),
+                 "criterion": "validation R@1, then recall@3", "label_blind": True, "index_cost": cost}
+    parts = {"val": splits.val, "val_seen": splits.val_seen, "val_unseen": splits.val_unseen}
+    if args.eval:
+        parts |= {"eval_seen": splits.eval_seen, "eval_inductive": splits.eval_inductive}
+    for name, tasks in parts.items():
+        out[name] = report(data, rankings(data, retriever, graphs, tasks), tasks)
+    if args.eval:  # each fold's retriever is the bench's to train: the data rankings alone here
+        out["folds"] = [{"domains": d, **report(data, rankings(data, None, None, fold_split(data, d)["tasks"],
+                                                                with_vector=False), fold_split(data, d)["tasks"])}
+                        for d in domain_folds(data, 5)]
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=1)
     if args.out:

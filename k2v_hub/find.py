@@ -2,8 +2,11 @@
 
 The dataset (a ``datasets.Dataset``/``DatasetDict``, a folder written by ``save_to_disk``, an image folder, or a
 Hub dataset id) is turned into class means in the index's feature space, encoded by the retriever's Q_EXT, and
-compared with every model vector by cosine (one matrix product, :meth:`~k2v_hub.index.K2VIndex.search`).
-Optional extras, each reported as its own stage:
+compared with every model vector by cosine (one matrix product). Where the index holds a model's *data
+fingerprint* (class means of a few images of the data its card declares, :mod:`k2v_hub.declared`), the first
+stage scores that model by how close its declared data is to the dataset instead (``stage="data"``, its
+``data_score``); the others keep their cosine, placed on the same scale. The class means are the ones the query
+vector is made from, so this costs no model run. Optional extras, each reported as its own stage:
 
 - ``use_label_names=True`` adds label-name evidence (overlap between the dataset's class names and each model's
   labels) to the knowledge score: the ``know2vec+labels`` method. Off by default: the knowledge score alone is
@@ -18,7 +21,8 @@ Optional extras, each reported as its own stage:
   ranking. Each match says which stage produced its score (``stage``).
 
 **One score along the list.** ``score`` never rises with rank, so sorting by it gives the ranking: a first-stage
-match scores its cosine (plus ``LABEL_WEIGHT`` x the label overlap with ``use_label_names``), at most 1.5; a
+match scores its data score or cosine (:func:`~k2v_hub.declared.first_stage_scores`, in [-1, 1]; plus
+``LABEL_WEIGHT`` x the label overlap with ``use_label_names``), at most 1.5; a
 re-ranked one scores its estimator's value mapped into the band (2, 3), order kept (:func:`rerank_band_score`), so
 every re-ranked candidate sits above every match that was not re-ranked. Each stage's raw value stays in its own
 field (``knowledge_score``, ``label_score``, ``rerank_score``) and ``score_meaning`` says which formula applies.
@@ -52,7 +56,8 @@ from .baselines import label_match_scores
 from .errors import HubError, IndexError_, K2VError, UsageError, one_line
 from .features import FeatureExtractor
 from .hub import split_revision
-from .index import load_index, load_retriever
+from .declared import first_stage_scores
+from .index import best_first, load_index, load_retriever
 from .methods import RERANK_METHODS, rerank_method
 from .query_data import class_means, find_columns, load_query_dataset, select_query_rows
 from .rerank import rerank_matches
@@ -73,16 +78,19 @@ class Match:
     Attributes:
         model_id: the model repo id.
         revision: the commit the index describes.
-        score: the final score, on one scale along the whole list: it never rises with rank. A cosine (plus
-            ``LABEL_WEIGHT`` x ``label_score`` with label evidence) for a first-stage match, at most 1.5; for a
+        score: the final score, on one scale along the whole list: it never rises with rank. A first-stage match's
+            ``data_score`` or cosine (plus ``LABEL_WEIGHT`` x ``label_score`` with label evidence), at most 1.5; for a
             re-ranked one, ``rerank_score`` mapped into (2, 3) with its order kept (:func:`rerank_band_score`).
         rank: 1-based rank.
         url: the model page.
         labels: the model's labels.
-        stage: which stage produced ``score``: ``"vector"``, ``"vector+labels"`` or ``"rerank:<method>"``.
+        stage: which stage produced ``score``: ``"data"``, ``"vector"`` (either ``+labels``) or
+            ``"rerank:<method>"``.
         knowledge_score: cosine between the task vector and the model vector.
         label_score: label-name overlap in [0, 1] (``None`` unless label evidence was used).
         rerank_score: the re-ranking estimator's value (``None`` unless re-ranked).
+        data_score: how close the data the model's card declares is to the dataset (:mod:`k2v_hub.declared`;
+            ``None`` when the index holds no fingerprint of it).
         score_meaning: how ``score`` was computed from the fields above (for readers of the JSON output).
     """
 
@@ -97,6 +105,7 @@ class Match:
     label_score: float | None = None
     rerank_score: float | None = None
     score_meaning: str = "cosine"
+    data_score: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-able dict."""
@@ -268,6 +277,20 @@ def first_stage_order(vector_scores: np.ndarray, label_scores: np.ndarray | None
     return np.asarray(out, dtype=np.int64)
 
 
+def _first_stage(has_data: bool, any_data: bool, labels: bool) -> tuple[str, str]:
+    """A first-stage match's ``stage`` and ``score_meaning``: its declared-data score where it has one, else its
+    vector cosine (placed on the data scores' scale when other models have one); plus label evidence if used."""
+    if has_data:
+        stage, meaning = "data", "data_score"
+    elif any_data:
+        stage, meaning = "vector", "cosine placed on the data scores' scale (same mean and spread over the index)"
+    else:
+        stage, meaning = "vector", "cosine"
+    if labels:
+        return f"{stage}+labels", f"{meaning} + {LABEL_WEIGHT} * label_score"
+    return stage, meaning
+
+
 def _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images):
     """Refuse bad arguments; return ``rerank`` with a method in the registry's spelling (``logme-probs`` is
     ``logme_probs``, :mod:`k2v_hub.methods`)."""
@@ -378,28 +401,29 @@ def find_model(
     if use_label_names or rerank:
         label_scores = label_match_scores(names, {r.model_id: r.labels for r in idx.rows})
     label_vec = None if label_scores is None else np.asarray([label_scores[r.model_id] for r in idx.rows])
-    boost = LABEL_WEIGHT * label_vec if use_label_names else None
     n_ranked = max(top_k, rerank_k if rerank else 0)
-    order_models, knowledge = idx.search(query, n_ranked, boost=boost)
-    final = knowledge if boost is None else knowledge + boost
-    stage = "vector+labels" if use_label_names else "vector"
-    meaning = f"cosine + {LABEL_WEIGHT} * label_score" if use_label_names else "cosine"
+    knowledge = idx.embeddings @ query.astype(np.float32)
+    data = idx.data_scores(means)
+    first = first_stage_scores(knowledge, data)
+    final = first + LABEL_WEIGHT * label_vec if use_label_names else first
     if not np.isfinite(final).all():
         raise IndexError_(f"Index {index} gave non-finite scores.", "Rebuild the index.")
+    order_models = best_first(final, n_ranked)
     if rerank:
-        candidates = [int(i) for i in first_stage_order(knowledge, label_vec)[:rerank_k]]
+        candidates = [int(i) for i in first_stage_order(first, label_vec)[:rerank_k]]
         order_models = candidates + [int(i) for i in order_models if int(i) not in candidates]
     timings["search_s"] = time.perf_counter() - t2
     matches = Matches()
     matches.queries = 0
     for rank, i in enumerate(order_models[:n_ranked], start=1):
         row = idx.rows[i]
+        stage, meaning = _first_stage(bool(np.isfinite(data[i])), bool(np.isfinite(data).any()), use_label_names)
         matches.append(Match(
             model_id=row.model_id, revision=row.revision, score=float(final[i]), rank=rank,
             url=f"{constants.ENDPOINT}/{row.model_id}", labels=list(row.labels), stage=stage,
             knowledge_score=float(knowledge[i]),
             label_score=None if label_scores is None else float(label_scores[row.model_id]),
-            score_meaning=meaning,
+            score_meaning=meaning, data_score=float(data[i]) if np.isfinite(data[i]) else None,
         ))
     if rerank:
         t3 = time.perf_counter()

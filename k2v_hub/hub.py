@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover
 
 from . import __version__
 from .errors import HubError, ModelRefused, one_line
-from .limits import MAX_CARD_BYTES, MAX_CONFIG_BYTES, check_file_sizes, read_json_object
+from .limits import MAX_CARD_BYTES, MAX_CONFIG_BYTES, MAX_DECLARED_DATA_BYTES, check_file_sizes, read_json_object
 from .utils import logger
 
 __all__ = [
@@ -244,6 +244,27 @@ class RepoSource:
     def snapshot(self, ref: RepoRef, *, allow_pickle: bool = False) -> Path:  # pragma: no cover
         raise NotImplementedError
 
+    def declared_data(self, dataset_id: str) -> tuple[Path, str]:  # pragma: no cover
+        """One parquet file of the dataset repo ``dataset_id`` and the revision it was read at."""
+        raise NotImplementedError
+
+
+def pick_data_file(files: dict[str, int], dataset_id: str) -> str:
+    """Which parquet file of a dataset repo (``{path: bytes}``) a fingerprint reads: the first of its train split
+    (else the first), within :data:`~k2v_hub.limits.MAX_DECLARED_DATA_BYTES`.
+
+    Raises:
+        HubError: no parquet file, or the chosen one is over the limit.
+    """
+    parquet = sorted(p for p in files if p.endswith(".parquet"))
+    if not parquet:
+        raise HubError(f"Dataset {dataset_id} has no parquet file.", "Its card's data cannot be fingerprinted.")
+    name = next((p for p in parquet if "train" in p.rsplit("/", 1)[-1] or "/train" in p), parquet[0])
+    if files[name] > MAX_DECLARED_DATA_BYTES:
+        raise HubError(f"Dataset {dataset_id}: {name} is {files[name]} bytes "
+                       f"(limit {MAX_DECLARED_DATA_BYTES}).", "Its card's data is not fingerprinted.")
+    return name
+
 
 class HubSource(RepoSource):
     """Model repos on a Hub endpoint, through ``HfApi`` and per-file downloads (each retried).
@@ -322,6 +343,21 @@ class HubSource(RepoSource):
         return download_repo(ref.model_id, repo_type="model", revision=ref.revision, token=self.token,
                              allow_patterns=patterns, endpoint=self.endpoint,
                              check_sizes=lambda sizes: check_file_sizes(sizes, ref.model_id))
+
+    def declared_data(self, dataset_id):
+        """The first train parquet file of a Hub dataset repo (:func:`pick_data_file`), downloaded at its head
+        commit; returns ``(path, commit)``."""
+        from huggingface_hub.hf_api import RepoFile
+
+        validate_repo_id(dataset_id, "dataset id")
+        what = (dataset_id, "dataset")
+        sha = hub_call(self.api.repo_info, dataset_id, repo_type="dataset", what=what).sha
+        tree = hub_call(lambda: list(self.api.list_repo_tree(dataset_id, repo_type="dataset", revision=sha,
+                                                              recursive=True)), what=what)
+        name = pick_data_file({f.path: f.size or 0 for f in tree if isinstance(f, RepoFile)}, dataset_id)
+        path = hub_call(hf_hub_download, dataset_id, name, repo_type="dataset", revision=sha, token=self.token,
+                        endpoint=self.endpoint, library_name=LIBRARY_NAME, library_version=__version__, what=what)
+        return Path(path), sha
 
 
 def folder_revision(path: Path) -> str:
@@ -418,6 +454,17 @@ class LocalSource(RepoSource):
     def snapshot(self, ref, *, allow_pickle=False):
         """The repo folder itself."""
         return self.root / ref.model_id
+
+    def declared_data(self, dataset_id):
+        """The first train parquet file of the local dataset repo ``root/datasets/<dataset_id>/`` (laid out as on
+        the Hub); returns ``(path, folder revision)``."""
+        validate_repo_id(dataset_id, "dataset id")
+        folder = self.root / "datasets" / dataset_id
+        if not folder.is_dir():
+            raise HubError(f"Dataset {dataset_id} not found in {self.root / 'datasets'}.",
+                           "Its card's data cannot be fingerprinted.")
+        files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*.parquet")}
+        return folder / pick_data_file(files, dataset_id), folder_revision(folder)
 
 
 def _matches(path: str, patterns) -> bool:

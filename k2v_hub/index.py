@@ -42,9 +42,10 @@ import torch
 from PIL import Image
 
 from . import __version__
+from .declared import data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint
 from .errors import HubError, IndexError_, K2VError, one_line
 from .hub import RepoRef, RepoSource, download_repo, get_api, hub_call, split_revision, validate_repo_id
-from .index_row import SHARED_KEYS, IndexRow, index_features
+from .index_row import DATA_COLUMNS, SHARED_KEYS, IndexRow, index_features
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
 from .oracle import TransformersOracle
@@ -62,6 +63,8 @@ STALE_TMP_SECONDS = 3600
 # A card's `datasets` entries kept per row: Hub ids are at most 96 + 1 + 96 characters.
 MAX_CARD_DATASETS = 64
 MAX_DATASET_ID = 193
+#: Datasets of a card tried for a fingerprint at most (the first that can be read is used).
+MAX_DECLARED_TRIES = 3
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -247,6 +250,26 @@ def _card_datasets(card: dict) -> list[str]:
     return [v for v in values if len(v) <= MAX_DATASET_ID]
 
 
+def data_columns(source: RepoSource, ref: RepoRef, labels: list[str], extractor) -> dict:
+    """A row's declared-data columns (:mod:`k2v_hub.declared`): the fingerprint of the first dataset the card names
+    that can be read (at most :data:`MAX_DECLARED_TRIES` tried), or an empty one and the reason."""
+    names = _card_datasets(ref.card_data)
+    if not names:
+        return {"data_fingerprint": "", "data_source": "", "data_note": "the card names no dataset"}
+    notes = []
+    for name in names[:MAX_DECLARED_TRIES]:
+        try:
+            path, revision = source.declared_data(name)
+            fingerprint = data_fingerprint(datasets.Dataset(pq.read_table(path)), labels, extractor)
+            return {"data_fingerprint": encode_fingerprint(fingerprint), "data_source": f"{name}@{revision}",
+                    "data_note": ""}
+        except Exception as exc:  # noqa: BLE001 - unreadable declared data only costs the fingerprint
+            notes.append(f"{name}: {skip_reason(exc)}")
+    note = one_line("; ".join(notes), limit=500)
+    logger.info("No data fingerprint for %s: %s", ref.model_id, note)
+    return {"data_fingerprint": "", "data_source": "", "data_note": note}
+
+
 class Indexer:
     """Builds knowledge records and embeddings for models, with a retriever, a feature space and probes."""
 
@@ -303,9 +326,13 @@ class Indexer:
         graph = graph_features(record, self.probes, self.extractor, self.probe_features)
         return self.retriever.embed_models([graph])[0]
 
+    def data_columns(self, source: RepoSource, ref: RepoRef, labels: list[str]) -> dict:
+        """The row's declared-data columns: :func:`data_columns` in this indexer's feature space."""
+        return data_columns(source, ref, labels, self.extractor)
+
     def make_row(self, ref: RepoRef, record: KnowledgeRecord, seconds: float,
-                 created_at: str | None = None) -> IndexRow:
-        """One index row.
+                 created_at: str | None = None, *, data: dict | None = None) -> IndexRow:
+        """One index row (``data``: its :meth:`data_columns`, default none).
 
         The vector is computed from the record *as stored* (its JSON rounds scores to 6 decimals), so a row's
         embedding is a function of its ``knowledge`` column alone: a fresh query, a cache hit and a later
@@ -314,13 +341,14 @@ class Indexer:
         s = self.settings
         knowledge = record.to_json()
         record = KnowledgeRecord.from_json(knowledge)
+        data = data or {"data_fingerprint": "", "data_source": "", "data_note": "not read"}
         return IndexRow(
             model_id=ref.model_id, revision=ref.revision, labels=list(record.labels),
             embedding=[float(x) for x in self.embed(record)], knowledge=knowledge,
             **{k: getattr(s, k) for k in SHARED_KEYS},
             k2v_hub_version=__version__, n_queries=int(record.n_queries), seconds=float(round(seconds, 3)),
             created_at=created_at or _now(), card_datasets=_card_datasets(ref.card_data),
-            downloads=int(ref.downloads), likes=int(ref.likes),
+            downloads=int(ref.downloads), likes=int(ref.likes), **data,
         )
 
 
@@ -383,6 +411,8 @@ def build_index(
                 and old.get("feature_space") == s.feature_space):
             report.reused.append(ref.model_id)
             fresh = _refreshed(old, ref, s)
+            if "data_fingerprint" not in old:  # a row from before fingerprints: read the declared data once
+                fresh.update(indexer.data_columns(source, ref, old["labels"]))
             if fresh != old:  # same vector, but the retriever moved/was renamed or popularity changed
                 _journal(out, fresh)
                 written.append(fresh)
@@ -391,11 +421,14 @@ def build_index(
         try:
             if same_knowledge:
                 record = KnowledgeRecord.from_json(old["knowledge"])
-                row = indexer.make_row(ref, record, old["seconds"], old["created_at"]).to_dict()
+                data = {k: old[k] for k in DATA_COLUMNS} if "data_fingerprint" in old else \
+                    indexer.data_columns(source, ref, record.labels)
+                row = indexer.make_row(ref, record, old["seconds"], old["created_at"], data=data).to_dict()
                 report.reencoded.append(ref.model_id)
             else:
                 record, from_cache = indexer.knowledge_for(source, ref)
-                row = indexer.make_row(ref, record, time.perf_counter() - t0).to_dict()
+                data = indexer.data_columns(source, ref, record.labels)
+                row = indexer.make_row(ref, record, time.perf_counter() - t0, data=data).to_dict()
                 report.indexed.append(ref.model_id)
                 report.queries += 0 if from_cache else record.n_queries
         except Exception as exc:  # noqa: BLE001 - one broken model, out of memory included, must not stop an org
@@ -528,6 +561,21 @@ class K2VIndex:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def data_scores(self, task_means: np.ndarray) -> np.ndarray:
+        """Each row's declared-data score for a dataset's class means ``[K, D]`` (:func:`~k2v_hub.declared.data_scores`;
+        ``nan`` for a row without a fingerprint).
+
+        Raises:
+            IndexError_: a stored fingerprint is damaged or of another feature space.
+        """
+        dim = int(np.shape(task_means)[1])
+        try:
+            fingerprints = [decode_fingerprint(row.data_fingerprint, dim) for row in self.rows]
+        except ValueError as exc:
+            raise IndexError_(one_line(f"Index {self.path} has a malformed data fingerprint ({exc})."),
+                              "Rebuild the index with `k2v-hub index`.") from None
+        return data_scores(task_means, fingerprints)
 
     def search(self, query: np.ndarray, top_k: int | None = None, *,
                boost: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

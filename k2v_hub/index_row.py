@@ -32,6 +32,8 @@ class IndexRow:
         k2v_hub_version: the k2v-hub that built the row.
         n_queries, seconds, created_at: black-box queries spent, time taken, when (ISO 8601, UTC).
         card_datasets, downloads, likes: what the model card and the Hub said (datasets, popularity).
+        data_fingerprint, data_source, data_note: the declared data's fingerprint (:mod:`k2v_hub.declared`),
+            the dataset and revision it was read from, and why there is none (``""`` when there is one).
     """
 
     model_id: str = _column("string")
@@ -53,6 +55,10 @@ class IndexRow:
     card_datasets: list[str] = _column("strings")
     downloads: int = _column("int64")
     likes: int = _column("int64")
+    data_fingerprint: str = _column("string", doc="class means of a few images per class of the data the card "
+                                                  "names (base64 float16 .npy; empty if none)")
+    data_source: str = _column("string", doc="the dataset@revision the fingerprint was read from")
+    data_note: str = _column("string", doc="why there is no fingerprint")
 
     def to_dict(self) -> dict:
         """The row as stored (parquet row, journal JSON): every column, in file order."""
@@ -72,10 +78,12 @@ class IndexRow:
                     raise IndexError_(
                         f"Row {row.get('model_id')!r} has {key}={row.get(key)!r} but the index says "
                         f"{settings.get(key)!r}.", "The index was tampered with or mixes builds; rebuild it.")
-        return cls(**{name: row[name] for name in COLUMNS})
+        return cls(**{name: row.get(name, "") if name in DATA_COLUMNS else row[name] for name in COLUMNS})
 
 
 COLUMNS = tuple(f.name for f in fields(IndexRow))
+#: The declared-data columns: rows written before they existed read as having no fingerprint.
+DATA_COLUMNS = ("data_fingerprint", "data_source", "data_note")
 SHARED_KEYS = tuple(f.name for f in fields(IndexRow) if f.metadata["shared"])
 
 

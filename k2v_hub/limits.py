@@ -49,6 +49,9 @@ SIZE_KEYS = frozenset({"size", "crop_size", "image_size", "shortest_edge", "long
                        "max_size", "max_height", "max_width", "pad_size", "size_divisor", "size_divisibility"})
 # config.json keys that set the input size the model is built for (position embeddings).
 CONFIG_SIZE_KEYS = frozenset({"image_size"})
+# A declared dataset (the card's `datasets:`) is read from one parquet file for a fingerprint of a few images per
+# class; 256 MiB holds tens of thousands of small images, and a larger first file is refused, not streamed.
+MAX_DECLARED_DATA_BYTES = 256 * MiB
 FILE_LIMITS = {"config.json": MAX_CONFIG_BYTES, "preprocessor_config.json": MAX_PREPROCESSOR_BYTES,
                "README.md": MAX_CARD_BYTES}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")

@@ -29,12 +29,16 @@ _ENV_DROP = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORME
 
 
 def upload_zoo(server: HubServer, zoo_root: Path, org: str) -> list[str]:
-    """Every model folder of the zoo as a model repo ``org/<name>`` on the server; returns the repo ids."""
+    """Every model folder of the zoo as a model repo ``org/<name>`` on the server, and every dataset repo its cards
+    name as a dataset repo; returns the model repo ids."""
     ids = []
     for folder in sorted(p for p in (zoo_root / org).iterdir() if p.is_dir()):
         files = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file()}
         server.add_files(f"{org}/{folder.name}", files, message="Upload model")
         ids.append(f"{org}/{folder.name}")
+    for folder in sorted(p for p in (zoo_root / "datasets" / org).iterdir() if p.is_dir()):
+        files = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file()}
+        server.add_files(f"{org}/{folder.name}", files, repo_type="dataset", message="Upload dataset")
     return ids
 
 
@@ -124,6 +128,11 @@ def test_index_org_pushes_index_dataset_and_cards(hub, org_on_hub, pushed):
     rows = pq.read_table(io.BytesIO(read_hub_file(hub, pushed["index_repo"], parquet[0], repo_type="dataset")))
     rows = rows.to_pylist()
     assert sorted(r["model_id"] for r in rows) == models
+    # each card's dataset was read from the Hub for the row's data fingerprint, at a commit of that dataset repo
+    for r in rows:
+        dataset, commit = r["data_source"].split("@")
+        assert r["data_fingerprint"] and r["data_note"] == "" and dataset == r["card_datasets"][0]
+        assert commit == api(hub).dataset_info(dataset).sha
     card = read_hub_file(hub, pushed["index_repo"], "README.md", repo_type="dataset").decode()
     assert card.startswith("---") and "k2v-hub" in card and pushed["index_repo"] in card
     meta = json.loads(read_hub_file(hub, pushed["index_repo"], "k2v_index.json", repo_type="dataset"))

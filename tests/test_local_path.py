@@ -89,10 +89,11 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     sub, labels = _sample(used, label_column, 20, 0)
     probs = TransformersOracle(tiny_zoo / answer[0]["model_id"]).predict_proba([to_rgb(im) for im in sub[image_column]])
     assert answer[0]["rerank_score"] == pytest.approx(leep(probs, labels), abs=1e-5)
-    # without the models at hand the same call stays on the vectors (nothing is downloaded)
-    vector = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
-                                "--top-k", "10").stdout)
-    assert {m["stage"] for m in vector} == {"vector"}
+    # without the models at hand the same call stays on the first stage (nothing is downloaded): every zoo card
+    # names its data, so every model is scored by its data fingerprint
+    first = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
+                               "--top-k", "10").stdout)
+    assert {m["stage"] for m in first} == {"data"}
 
 
 def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_task):
@@ -106,11 +107,12 @@ def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_tas
     scores = [m.score for m in matches]
     assert len(matches) == 5 and scores == sorted(scores, reverse=True)
     head, rest = matches[:2], matches[2:]
-    assert [m.stage for m in head] == ["rerank:leep"] * 2 and {m.stage for m in rest} == {"vector"}
+    assert [m.stage for m in head] == ["rerank:leep"] * 2 and {m.stage for m in rest} == {"data"}
     assert head[0].rerank_score >= head[1].rerank_score and all(m.rerank_score <= 0 for m in head)
-    assert all(m.rerank_score is None and m.score == m.knowledge_score for m in rest)
+    assert all(m.rerank_score is None and m.score == m.data_score for m in rest)
     assert min(m.score for m in head) > max(m.score for m in rest)
-    assert all("re-ranked by leep" in m.score_meaning for m in head) and {m.score_meaning for m in rest} == {"cosine"}
+    assert all("re-ranked by leep" in m.score_meaning for m in head)
+    assert {m.score_meaning for m in rest} == {"data_score"}
 
     cli = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
                              "--rerank", "leep", "--rerank-k", "2", "--rerank-images", "12", "--format", "json").stdout)
@@ -126,10 +128,10 @@ def test_rerank_counts_queries_and_takes_candidates_from_labels_too(tiny_zoo, ti
     matches = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank="nce", rerank_k=2, rerank_images=12,
                          models_root=str(tiny_zoo), show_progress=False)
     assert [m.stage for m in matches[:2]] == ["rerank:nce"] * 2
-    assert {m.stage for m in matches[2:]} == {"vector"}
+    assert {m.stage for m in matches[2:]} == {"data"}
     assert matches.queries == 2 * 12 and matches.timings["rerank_s"] > 0
     plain = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank=None, show_progress=False)
     reranked = {m.model_id for m in matches[:2]}
-    best_label = max(matches, key=lambda m: (m.label_score, m.knowledge_score))
+    best_label = max(matches, key=lambda m: (m.label_score, m.data_score))
     assert best_label.label_score > 0 and best_label.model_id in reranked
     assert plain[0].model_id in reranked

@@ -14,13 +14,13 @@ import numpy as np
 from ..methods import ESTIMATORS
 from ..utils import progress
 from .data import BenchData
-from .methods import baseline_scores, know2vec_scores, label_scores, with_hybrids
+from .methods import baseline_scores, declared_scores, know2vec_scores, label_scores, with_hybrids
 from .scoring import first_stage_recall, pool_task_metrics, score_method, summarise
 from .studies import train_on_probes
 
 N_FOLDS = 5
 FOLD_METRICS = ("know2vec r@1", "know2vec recall@10", "two-stage-leep@3 r@1", "two-stage-leep@3 label-blind r@1",
-                "leep r@1")
+                "leep r@1", "data r@1", "data recall@10", "two-stage-data-leep@3 label-blind r@1")
 
 
 def domain_folds(data: BenchData, n_folds: int = N_FOLDS) -> list[list[str]]:
@@ -93,11 +93,17 @@ def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, fingerprint
            "know2vec r@1": score_method(S, truth, v, ft, seed)["r@1"],
            "know2vec recall@10": first_stage_recall(S, truth, 10, None),
            "leep r@1": score_method(base["leep"], truth, v, ft, seed)["r@1"]}
+    declared, _ = declared_scores(data, tasks)
+    row["data r@1"] = score_method(declared, truth, v, ft, seed)["r@1"]
+    row["data recall@10"] = first_stage_recall(declared, truth, 10, None)
     for blind, key in ((False, "two-stage-leep@3 r@1"), (True, "two-stage-leep@3 label-blind r@1")):
         lab = label_scores(data, tasks, label_blind=blind)
-        hybrid, _ = with_hybrids({"know2vec": S, "leep": base["leep"]}, {"know2vec": 0.0, "leep": 0.0}, lab,
-                                 n_models=len(data.models))
+        hybrid, _ = with_hybrids({"know2vec": S, "leep": base["leep"], "data": declared},
+                                 {"know2vec": 0.0, "leep": 0.0, "data": 0.0}, lab, n_models=len(data.models))
         row[key] = score_method(hybrid["two-stage-leep@3"], truth, v, ft, seed)["r@1"]
+        if blind:
+            row["two-stage-data-leep@3 label-blind r@1"] = score_method(hybrid["two-stage-data-leep@3"], truth, v,
+                                                                        ft, seed)["r@1"]
     return row
 
 
@@ -105,14 +111,17 @@ def _pooled(data: BenchData, fp: dict, tasks: list[str], vector: np.ndarray, see
     """The table over every fold's tasks: each method's R@1, its cost per search, the first stage's recall."""
     meths, secs = baseline_scores(data, fp, tasks)
     meths["know2vec"], secs["know2vec"] = vector, data.feature_pass_s
+    meths["data"], secs["data"] = declared_scores(data, tasks)
+    secs["data"] += data.feature_pass_s
     lab = label_scores(data, tasks, label_blind=False)
     n_models = len(data.models)
     meths, secs = with_hybrids(meths, secs, lab, n_models=n_models, ks=(3, 5, 10))
     truth = data.truth(tasks)
-    first, with_labels = {}, {}
+    first, with_labels, with_data = {}, {}, {}
     for k in (3, 5, 10):
         first[f"recall@{k}"] = first_stage_recall(vector, truth, k, None)
         with_labels[f"recall@{k}"] = first_stage_recall(vector, truth, k, lab)
+        with_data[f"recall@{k}"] = first_stage_recall(meths["data"], truth, k, None)
     images = float(np.mean([len(fp["labels"][t]) for t in tasks]))
     brute_force = {m.name for m in ESTIMATORS}  # they run every model
     table = {}
@@ -124,4 +133,4 @@ def _pooled(data: BenchData, fp: dict, tasks: list[str], vector: np.ndarray, see
                        "models_run_per_search": run, "queries_per_search": int(round(run * images)),
                        "seconds_per_search": round(float(secs.get(name, 0.0)), 4)}
     return {"tasks": len(tasks), "images_per_task": round(images, 1), "first_stage": first,
-            "first_stage_with_labels": with_labels, "methods": table}
+            "first_stage_with_labels": with_labels, "first_stage_data": with_data, "methods": table}

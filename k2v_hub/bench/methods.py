@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..declared import data_scores, first_stage_scores
 from ..baselines import (card_dataset_scores, label_match_scores, param_count_from_safetensors, popularity_scores,
                          random_scores, size_scores)
 from ..find import LABEL_WEIGHT
@@ -25,6 +26,9 @@ ACCESS = {
     "know2vec": "black-box", "know2vec+labels": "black-box", "know2vec-ssl": "black-box",
     "know2vec-adapted": "black-box", "know2vec+leep@3": "black-box (predictions on 3 models)",
     "two-stage-leep@3": "black-box (predictions on 3 models)",
+    "data": "metadata (card datasets: 8 images per class, no model run)",
+    "data-half-cards": "metadata for a seeded half of the models, the vector for the others",
+    "two-stage-data-leep@3": "black-box (predictions on 3 models)",
     **{m.name: m.access for m in METHODS},
     # the offline zoo has no downloads: its "popularity" is seeded random numbers, not a signal
     "popularity": "metadata (offline zoo: seeded random downloads)",
@@ -118,14 +122,39 @@ def know2vec_scores(retriever, graphs: dict, data: BenchData, task_ids) -> tuple
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
+def declared_scores(data: BenchData, task_ids) -> tuple[np.ndarray, float]:
+    """`find_model`'s data scores ``[tasks, models]`` (:func:`k2v_hub.declared.data_scores`: each model's card
+    data against the task's class means) and the mean seconds per task of scoring them."""
+    fingerprints = data.fingerprints
+    t0 = time.perf_counter()
+    S = np.stack([data_scores(data.means[t], fingerprints) for t in task_ids]) if task_ids else \
+        np.zeros((0, len(data.models)))
+    return S, (time.perf_counter() - t0) / max(1, len(task_ids))
+
+
+def half_cards(vector: np.ndarray, declared: np.ndarray, seed: int) -> np.ndarray:
+    """`find_model`'s first stage (:func:`k2v_hub.declared.first_stage_scores`) when only a seeded half of the
+    models' cards name their data: those keep their data score, the others their vector placed on its scale."""
+    hidden = np.random.default_rng(seed).permutation(declared.shape[1])[: declared.shape[1] // 2]
+    masked = declared.copy()
+    masked[:, hidden] = np.nan
+    return np.stack([first_stage_scores(v, d) for v, d in zip(vector, masked)])
+
+
 def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, task_ids, *,
                   label_blind: bool = False) -> tuple[dict, dict, np.ndarray]:
-    """The baselines and each Know2Vec retriever (``retrievers``: by method name) on ``task_ids``: score
-    matrices, seconds per task, and the label-name overlap the hybrids need."""
+    """The baselines, each Know2Vec retriever (``retrievers``: by method name) and the declared-data first stage
+    (``data``; ``data-half-cards`` with half the cards hidden) on ``task_ids``: score matrices, seconds per task,
+    and the label-name overlap the hybrids need."""
     meths, secs = baseline_scores(data, fp, task_ids, label_blind=label_blind)
     for name, retriever in retrievers.items():
         meths[name], secs[name] = know2vec_scores(retriever, graphs, data, task_ids)
         secs[name] += data.feature_pass_s  # a search also pays the backbone pass over the user's images
+    meths["data"], secs["data"] = declared_scores(data, task_ids)
+    secs["data"] += data.feature_pass_s
+    if "know2vec" in meths:
+        meths["data-half-cards"] = half_cards(meths["know2vec"], meths["data"], data.seed)
+        secs["data-half-cards"] = secs["know2vec"] + secs["data"] - data.feature_pass_s
     return meths, secs, label_scores(data, task_ids, label_blind=label_blind)
 
 
@@ -151,8 +180,9 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
     """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape).
 
     ``know2vec+labels`` adds ``label_weight`` (default: `find_model`'s) times the label overlap. The LEEP hybrids
-    (``know2vec+leep@k``: vector candidates; ``two-stage-leep@k``: `find_model`'s candidates) need a ``leep``
-    matrix; each is charged ``k`` of the ``n_models`` forward passes.
+    (``know2vec+leep@k``: vector candidates; ``two-stage-leep@k``: `find_model`'s candidates from vectors and
+    label names; ``two-stage-data-leep@k``: from the declared-data first stage, ``data``, and label names) need a
+    ``leep`` matrix; each is charged ``k`` of the ``n_models`` forward passes.
     """
     meths, secs = dict(meths), dict(secs)
     weight = LABEL_WEIGHT if label_weight is None else label_weight
@@ -163,4 +193,7 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
         meths[f"two-stage-leep@{k}"] = two_stage(meths["know2vec"], meths["leep"], k, labels=lab)
         for name in (f"know2vec+leep@{k}", f"two-stage-leep@{k}"):
             secs[name] = secs["know2vec"] + secs["leep"] * k / n_models
+        if "data" in meths:
+            meths[f"two-stage-data-leep@{k}"] = two_stage(meths["data"], meths["leep"], k, labels=lab)
+            secs[f"two-stage-data-leep@{k}"] = secs["data"] + secs["leep"] * k / n_models
     return meths, secs

@@ -61,6 +61,8 @@ def _header_sections(r: dict) -> list[str]:
                           ["val_r@1", "val_seen_r@1", "val_unseen_r@1"]) + [""]
         out += rows_table("label weight", v["label_weight"]["grid"], ["val_r@1"]) + [""]
         out += rows_table("rerank_k", v["rerank_k"]["grid"], ["val_r@1"]) + [""]
+        if "data_rerank_k" in v:
+            out += rows_table("data_rerank_k", v["data_rerank_k"]["grid"], ["val_r@1"]) + [""]
     for name, why in r.get("dropped_methods", {}).items():
         out += [f"`{name}` is not in the tables: {why}.", ""]
     return out
@@ -70,7 +72,8 @@ def _folds(u: dict) -> list[str]:
     if not u.get("folds"):
         return []
     cols = ["domains", "tasks", "train_models", "know2vec r@1", "know2vec recall@10", "two-stage-leep@3 r@1",
-            "two-stage-leep@3 label-blind r@1", "leep r@1"]
+            "two-stage-leep@3 label-blind r@1", "leep r@1", "data r@1", "data recall@10",
+            "two-stage-data-leep@3 label-blind r@1"]
     rows = {str(i): {**f, "domains": ", ".join(f["domains"])} for i, f in enumerate(u["folds"])}
     return (["", "### Folds (each fold's domains out of training and probes; candidates: every model)", ""]
             + rows_table("fold", rows, cols)
@@ -111,7 +114,8 @@ def to_markdown(r: dict) -> str:
     if u.get("methods"):
         out += ["", f"## Unseen domains: {', '.join(u['held_out_domains'])} ({u['tasks']} tasks; out of training and "
                 f"probes)", "", f"First-stage recall, vectors alone: {u['first_stage']}; vectors + label names "
-                f"(the candidates `find_model` re-ranks): {u.get('first_stage_with_labels')}", ""]
+                f"(the candidates `find_model` re-ranked before data fingerprints): {u.get('first_stage_with_labels')}; "
+                f"declared-data first stage, label-blind: {u.get('first_stage_data')}", ""]
         out += methods_table(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search",
                                             "queries_per_search", "seconds_per_search"])
         out += _folds(u)

@@ -158,7 +158,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     fp = data.forward_passes(list(dict.fromkeys(splits.eval_all + splits.transfer + splits.val)))
     search = choose_search(data, splits, fp, main, knowledge, seed)
     k, weight = search["rerank_k"]["chosen"], search["label_weight"]["chosen"]
-    ks = tuple(sorted({3, k}))
+    ks = tuple(sorted({3, k, search["data_rerank_k"]["chosen"]}))
 
     by_method, graphs = {"know2vec": main, "know2vec-ssl": ssl, "know2vec-adapted": adapted}, knowledge.graphs
     results = run_header(profile, command, seed, data, splits)
@@ -208,10 +208,11 @@ def validation_report(splits: Splits, data: BenchData, training: dict, search: d
             "val_unseen_models": sorted({data.zoo.task(t)["origin_model"] for t in splits.val_unseen}),
             "chosen": {"steps": args.steps, "task_class_dropout": args.task_class_dropout,
                        "task_noise": args.task_noise, "label_weight": search["label_weight"]["chosen"],
-                       "rerank_k": search["rerank_k"]["chosen"]},
+                       "rerank_k": search["rerank_k"]["chosen"], "data_rerank_k": search["data_rerank_k"]["chosen"]},
             "chosen_on": {"steps": "validation", "task_class_dropout": "validation", "task_noise": "validation",
-                          "label_weight": "validation", "rerank_k": "validation"},
+                          "label_weight": "validation", "rerank_k": "validation", "data_rerank_k": "validation"},
             "training": training, "label_weight": search["label_weight"], "rerank_k": search["rerank_k"],
+            "data_rerank_k": search["data_rerank_k"],
             "criterion": "R@1 on the validation tasks, every model a candidate; ties: the first listed"}
 
 

@@ -16,7 +16,8 @@ from .scoring import correlations, pool_task_metrics, summarise
 from .uncertainty import paired_difference
 
 #: The differences the targets compare, as (method, reference): paired bootstrap over the same tasks.
-COMPARISONS = (("know2vec", "leep"), ("two-stage-leep@3", "leep"))
+COMPARISONS = (("know2vec", "leep"), ("two-stage-leep@3", "leep"), ("data", "know2vec"),
+               ("two-stage-data-leep@3", "leep"))
 _ESTIMATOR_NAMES = {m.name for m in ESTIMATORS}
 
 

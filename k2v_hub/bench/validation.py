@@ -6,7 +6,8 @@ chooses, by R@1 there (candidates: every model):
 
 - the retriever's training length and task augmentation (the encoders and losses stay the paper's);
 - the weight of the label-name evidence in ``know2vec+labels``;
-- ``rerank_k``, how many first-stage candidates the two-stage search re-ranks with LEEP.
+- ``rerank_k``, how many first-stage candidates the two-stage search re-ranks with LEEP (``data_rerank_k``: the
+  same for the declared-data first stage, label-blind).
 
 Ties go to the first candidate in the order listed (the configuration the bench used before it had a validation
 split, then the cheaper one).
@@ -22,7 +23,7 @@ from ..baselines import leep
 from ..train import TrainingArguments, train_retriever
 from ..utils import progress
 from .data import BenchData, Knowledge, ProbeSet, Splits
-from .methods import know2vec_scores, label_scores, two_stage
+from .methods import declared_scores, know2vec_scores, label_scores, two_stage
 from .scoring import pool_task_metrics
 
 #: Task augmentation settings tried, by name (the first is `TrainingArguments`' default).
@@ -77,6 +78,11 @@ def choose_search(data: BenchData, splits: Splits, fp: dict, retriever, knowledg
     leep_scores = np.asarray([[leep(fp["probs"][(t, m)], fp["labels"][t]) for m in data.models] for t in tasks])
     ks = {str(k): {"val_r@1": _r1(data, two_stage(vector, leep_scores, k, labels=lab), tasks, seed), "rerank_k": k}
           for k in RERANK_KS}
+    # the declared-data first stage, label-blind (no label evidence to interleave)
+    declared, _ = declared_scores(data, tasks)
+    data_ks = {str(k): {"val_r@1": _r1(data, two_stage(declared, leep_scores, k), tasks, seed), "rerank_k": k}
+               for k in RERANK_KS}
     return {"label_weight": {"grid": weights, "chosen": weights[_pick(weights)]["label_weight"]},
-            "rerank_k": {"grid": ks, "chosen": ks[_pick(ks)]["rerank_k"]}}
+            "rerank_k": {"grid": ks, "chosen": ks[_pick(ks)]["rerank_k"]},
+            "data_rerank_k": {"grid": data_ks, "chosen": data_ks[_pick(data_ks)]["rerank_k"]}}
 

@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits
 from transformers import AutoModelForImageClassification
 
 from .. import __version__
+from ..declared import PER_CLASS
 from ..errors import K2VError
 from ..utils import atomic_directory, logger, progress
 from . import sources as S
@@ -71,6 +72,8 @@ GROUND_TRUTH_FILE = "ground_truth.parquet"
 POPULARITY_FILE = "popularity.json"
 STATE_DIR = ".k2v-build"
 TASKS_DIR = "tasks"
+#: Where the zoo keeps the dataset repos its model cards name (``datasets:``), laid out as the Hub does.
+DATASETS_DIR = "datasets"
 
 
 @contextlib.contextmanager
@@ -229,6 +232,22 @@ def _unit_train_source(out: Path, prof: ZooProfile, org: str, seed: int, specs: 
     return markers
 
 
+def _unit_declared_source(out: Path, org: str, seed: int, source: str) -> str:
+    """Write the dataset repo ``datasets/<org>/<source>/`` a model card names: :data:`~k2v_hub.declared.PER_CLASS`
+    images per class of the source's training split (split offset 0, the part models train on; no task draws
+    from it), as one parquet file with a dataset card."""
+    ds = S.build_source(source, n_per_class=PER_CLASS, size=32, seed=seed, split_seed_offset=0)
+    final = out / DATASETS_DIR / org / source
+    with atomic_directory(final) as tmp:
+        (tmp / "data").mkdir()
+        ds.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
+        (tmp / "README.md").write_text(
+            f"---\ntask_categories:\n- image-classification\npretty_name: {source}\n---\n\n# {org}/{source}\n\n"
+            f"{S.SOURCES[source].description}\n\n{PER_CLASS} training images per class: what the models of the "
+            "offline zoo trained on this source declare as their data (`datasets:` in their cards).\n")
+    return source
+
+
 def source_pool(source: str, prof: ZooProfile, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The held-out pool of a source that every task of it draws from: uint8 images [N, 32, 32, 3] and labels."""
     images, labels = _build_source_arrays(source, prof.n_pool, seed, _pool_offset(prof))
@@ -363,6 +382,13 @@ def build_zoo(
         bar.close()
         n_trained = sum(len(v) for v in todo.values())
         timings["models"] = round(time.perf_counter() - t0, 1)
+
+        # 1b. The dataset repos the model cards name (a few training images per class of each source).
+        todo_data = sorted({m.source for m in plan.models} - {p.name for p in (out / DATASETS_DIR / org).glob("*")
+                                                              if (p / "README.md").is_file()})
+        jobs = [(out, org, seed, source) for source in todo_data]
+        for _ in runner.map_unordered(_unit_declared_source, jobs):
+            pass
 
         # 2. Tasks from held-out images, grouped by source.
         t0 = time.perf_counter()

@@ -1,0 +1,120 @@
+"""Evidence from declared data (`k2v_hub.declared`): the index reads the dataset a model card names, stores its
+fingerprint, and `find_model` ranks by it; models without one keep their vector, on the same scale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from k2v_hub import find_model
+from k2v_hub.declared import (MAX_CLASSES, data_scores, decode_fingerprint, encode_fingerprint,
+                              first_stage_scores)
+from k2v_hub.errors import IndexError_
+from k2v_hub.hub import LocalSource, RepoRef, folder_revision
+from k2v_hub.index import ROWS_DIR, IndexSettings, data_columns, read_rows, write_index
+from k2v_hub.zoo.data import ZooData
+
+from fakes import rows_of  # noqa: E402
+
+
+def test_every_zoo_card_gives_its_row_a_fingerprint_of_the_models_classes(tiny_zoo, tiny_index):
+    """Each tiny-zoo card names its source's dataset repo: the row records which revision was read, and the
+    fingerprint has one class mean per class the model predicts (the dataset has more classes than the model)."""
+    zoo = ZooData(tiny_zoo)
+    for model_id, row in rows_of(tiny_index).items():
+        source = zoo.models[model_id]["source"]
+        dataset = f"{zoo.org}/{source}"
+        assert row["data_note"] == ""
+        assert row["data_source"] == f"{dataset}@{folder_revision(tiny_zoo / 'datasets' / dataset)}"
+        fingerprint = decode_fingerprint(row["data_fingerprint"], 1280)
+        assert fingerprint.shape == (len(row["labels"]), 1280) and np.isfinite(fingerprint).all()
+
+
+def test_a_card_without_readable_data_costs_only_the_fingerprint(tiny_zoo, tiny_index):
+    """No `datasets:` in the card, or one that names a repo that is not there: the row says why, and has no
+    fingerprint."""
+    from k2v_hub.features import FeatureExtractor
+
+    source, extractor = LocalSource(tiny_zoo), FeatureExtractor.from_pretrained(None)
+    none = data_columns(source, RepoRef("k2v-zoo/x", "0" * 40, {}), ["a", "b"], extractor)
+    assert none == {"data_fingerprint": "", "data_source": "", "data_note": "the card names no dataset"}
+    missing = data_columns(source, RepoRef("k2v-zoo/x", "0" * 40, {"datasets": ["k2v-zoo/nowhere"]}), ["a", "b"],
+                           extractor)
+    assert missing["data_fingerprint"] == "" and "k2v-zoo/nowhere" in missing["data_note"]
+    assert "not found" in missing["data_note"]
+
+
+def _index_with_rows(tiny_index, tmp_path, edit) -> str:
+    """A copy of the tiny index whose journal rows went through ``edit(rows)`` before the index was rewritten."""
+    out = tmp_path / "index"
+    shutil.copytree(tiny_index, out)
+    rows = read_rows(out)
+    edit(rows)
+    for row in rows.values():
+        (out / ROWS_DIR / (row["model_id"].replace("/", "--") + ".json")).write_text(json.dumps(row))
+    meta = json.loads((out / "k2v_index.json").read_text())
+    settings = IndexSettings(**{k: meta[k] for k in IndexSettings.__dataclass_fields__ if k in meta})
+    write_index(out, read_rows(out), settings)
+    return str(out)
+
+
+def test_models_without_a_fingerprint_keep_their_vector_on_the_same_scale(tiny_index, tiny_task, tmp_path):
+    """Two of five models lose their fingerprint: they are scored by their cosine placed on the data scores'
+    scale, the others by their data score, and `score` still falls along the list."""
+    dropped = sorted(rows_of(tiny_index))[:2]
+
+    def drop(rows):
+        for model_id in dropped:
+            rows[model_id].update(data_fingerprint="", data_source="", data_note="the card names no dataset")
+
+    index = _index_with_rows(tiny_index, tmp_path, drop)
+    matches = find_model(str(tiny_task), index, top_k=5, rerank=None, show_progress=False)
+    scores = [m.score for m in matches]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    for m in matches:
+        if m.model_id in dropped:
+            assert m.stage == "vector" and m.data_score is None and "placed on the data scores' scale" in \
+                m.score_meaning
+        else:
+            assert m.stage == "data" and m.score == m.data_score and m.score_meaning == "data_score"
+
+
+def test_a_damaged_fingerprint_is_refused_with_what_to_do(tiny_index, tiny_task, tmp_path):
+    def damage(rows):
+        first = next(iter(rows.values()))
+        first["data_fingerprint"] = encode_fingerprint(np.ones((3, 7)))  # another feature space's width
+
+    index = _index_with_rows(tiny_index, tmp_path, damage)
+    with pytest.raises(IndexError_, match="malformed data fingerprint") as err:
+        find_model(str(tiny_task), index, rerank=None, show_progress=False)
+    assert "Rebuild the index" in str(err.value)
+
+
+def test_fingerprints_round_trip_and_bad_ones_are_refused():
+    fp = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
+    back = decode_fingerprint(encode_fingerprint(fp), 16)
+    assert back.dtype == np.float32 and np.allclose(back, fp, atol=1e-2)
+    assert decode_fingerprint("", 16) is None
+    for bad in (np.full((2, 16), np.inf), np.zeros((MAX_CLASSES + 1, 16)), np.zeros(16)):
+        with pytest.raises(ValueError):
+            decode_fingerprint(encode_fingerprint(bad), 16)
+
+
+def test_data_score_is_the_mean_best_cosine_over_the_datasets_classes():
+    task = np.array([[1.0, 0.0], [0.0, 1.0]])
+    near = np.array([[2.0, 0.0], [0.0, 3.0]])  # both classes present
+    half = np.array([[1.0, 0.0], [1.0, 0.1]])  # only the first
+    s = data_scores(task, [near, half, None])
+    assert s[0] == pytest.approx(1.0) and 0.5 < s[1] < 0.6 and np.isnan(s[2])
+
+
+def test_first_stage_scores_mix_data_and_placed_vectors():
+    vector = np.array([0.9, 0.1, 0.5, -0.3])
+    assert np.array_equal(first_stage_scores(vector, np.full(4, np.nan)), vector)
+    data = np.array([0.8, 0.6, np.nan, np.nan])
+    mixed = first_stage_scores(vector, data)
+    assert mixed[:2].tolist() == [0.8, 0.6] and mixed[2] > mixed[3]  # order of the vectors kept
+    assert np.all(np.abs(mixed) <= 1)
