@@ -389,7 +389,8 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
     if out.fmt == "json":  # the one serialisation of an answer, shared with the web app's JSON download
         click.echo(matches_json(matches))
         return
-    out.table(match_rows(matches), ["rank", "model_id", "score", "stage", "knowledge_score", "n_labels", "revision"],
+    out.table(match_rows(matches), ["rank", "model_id", "score", "stage", "data_score", "knowledge_score", "n_labels",
+                                    "revision"],
               "model_id", title=f"Best models for {dataset}")
     if out.fmt == "human":
         for meaning in dict.fromkeys(m.score_meaning for m in matches):

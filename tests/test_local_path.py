@@ -118,7 +118,8 @@ def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_tas
                              "--rerank", "leep", "--rerank-k", "2", "--rerank-images", "12", "--format", "json").stdout)
     assert [m["score"] for m in cli] == sorted((m["score"] for m in cli), reverse=True)
     assert [m["model_id"] for m in cli] == [m.model_id for m in matches]
-    assert all({"score", "score_meaning", "knowledge_score", "rerank_score", "stage"} <= set(m) for m in cli)
+    assert all({"score", "score_meaning", "knowledge_score", "data_score", "rerank_score", "stage"} <= set(m)
+               for m in cli)
 
 
 def test_rerank_counts_queries_and_takes_candidates_from_labels_too(tiny_zoo, tiny_index, tiny_task):
