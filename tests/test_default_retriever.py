@@ -1,8 +1,11 @@
-"""The default retriever: the recorded build matches the bench plan, the command builds one, and with it the whole
-path runs with no ``--retriever`` anywhere (index an org, find, adapt); without it, the error says how to build it."""
+"""The default retriever: the recorded build matches the bench plan, its shipping format round-trips, the command
+builds one, and with it the whole path runs with no ``--retriever`` anywhere (index an org, find, adapt); with no copy
+at all, the error says how to build one."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -10,10 +13,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from huggingface_hub import constants
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from k2v_hub import retriever as retriever_module
 from k2v_hub.bench.default_retriever import COMMAND, MAX_BYTES
+from k2v_hub.cli import main
+from k2v_hub.errors import K2VError
+from k2v_hub.quantize import DTYPE, SCALE_SUFFIX, load_weights, save_quantized
 from k2v_hub.retriever import BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever
+from k2v_hub.zoo.data import ZooData
 from k2v_hub.zoo.plan import plan_zoo
 
 from fakes import console_script, fresh_k2v_home
@@ -46,21 +57,54 @@ def test_the_recorded_build_is_of_the_current_bench_plan():
     assert info["weights_bytes"] <= MAX_BYTES
 
 
-def test_without_a_built_retriever_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_home):
-    from k2v_hub.zoo.data import ZooData
+def test_the_shipping_format_round_trips_within_one_int8_step(tmp_path):
+    """A retriever saved in the shipping format loads (strict keys) within one int8 step of its large weights and
+    exactly as float16 elsewhere; a float16 copy makes the same file; a plain file loads unchanged; an int8 weight
+    without its scales is refused."""
+    torch.manual_seed(0)
+    original = Retriever()
+    with torch.no_grad():
+        original.model_encoder.node[1].weight[3] = 0  # an all-zero row stays zero
+    original.save_pretrained(tmp_path / "q")
+    save_quantized(original.state_dict(), tmp_path / "q" / WEIGHTS_NAME)
+    stored = load_file(tmp_path / "q" / WEIGHTS_NAME)
+    loaded = Retriever.from_pretrained(str(tmp_path / "q")).state_dict()
+    large = [k for k, v in stored.items() if v.dtype == torch.int8]
+    assert "model_encoder.node.1.weight" in large and "query_encoder.node.1.weight" in large
+    for name, weight in original.state_dict().items():
+        if name in large:
+            step = stored[name + SCALE_SUFFIX].float()[:, None]
+            assert ((loaded[name] - weight).abs() <= step).all(), name
+        else:
+            assert stored[name].dtype == torch.float16 and torch.equal(loaded[name], weight.half().float()), name
+    assert (loaded["model_encoder.node.1.weight"][3] == 0).all()
 
-    proc = k2v("index", "--org", ZooData(tiny_zoo).org, "--zoo", tiny_zoo, "--out", tmp_path / "idx",
-               home=fresh_k2v_home(tmp_path / "home", k2v_home), check=False)
-    assert proc.returncode != 0 and not (tmp_path / "idx" / "k2v_index.json").exists()
-    assert "k2v-hub build-retriever" in proc.stderr and "--retriever" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    save_quantized({k: v.half() for k, v in original.state_dict().items()}, tmp_path / "from-float16.safetensors")
+    assert (tmp_path / "from-float16.safetensors").read_bytes() == (tmp_path / "q" / WEIGHTS_NAME).read_bytes()
+    plain = {k: v.float() for k, v in original.state_dict().items()}
+    save_file(plain, tmp_path / "plain.safetensors")
+    assert all(torch.equal(v, plain[k]) for k, v in load_weights(tmp_path / "plain.safetensors").items())
+    save_file({large[0]: stored[large[0]]}, tmp_path / "bad.safetensors")
+    with pytest.raises(K2VError, match="without its per-row scales"):
+        load_weights(tmp_path / "bad.safetensors")
+
+
+def test_without_any_copy_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_home, monkeypatch):
+    """Neither built here nor shipped (a broken install, hidden here) and the Hub unreachable: one line, a hint."""
+    monkeypatch.setenv("K2V_HUB_HOME", str(fresh_k2v_home(tmp_path / "home", k2v_home)))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(retriever_module, "shipped_retriever_dir", lambda: tmp_path / "not-shipped")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as e:
+        main(["index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "idx")])
+    assert e.value.code != 0 and not (tmp_path / "idx" / "k2v_index.json").exists()
+    assert "k2v-hub build-retriever" in err.getvalue() and "--retriever" in err.getvalue()
+    assert "Traceback" not in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
 
 
 @pytest.mark.slow
 def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, tiny_task, tmp_path, k2v_home,
                                                                      one_torch_thread):
-    from k2v_hub.zoo.data import ZooData
-
     home = fresh_k2v_home(tmp_path / "home", k2v_home)
     (tmp_path / "work").mkdir()
     shutil.copytree(tiny_zoo, tmp_path / "work" / "zoo")
@@ -70,7 +114,7 @@ def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, ti
     saved = json.loads((built / "config.json").read_text())["training_info"]
     assert saved["command"] == info["command"] == command
     assert saved["zoo_plan_fingerprint"] == plan_zoo("tiny", seed=0).fingerprint()
-    assert _dtypes(built / WEIGHTS_NAME) == {"F16"}
+    assert _dtypes(built / WEIGHTS_NAME) == {"I8", "F16"} and saved["dtype"] == DTYPE
     assert 0 <= saved["bench"]["r@1"] <= 1 and saved["bench"]["eval_tasks"] > 0
     assert (built / "README.md").read_text().count("|") > 10
 
