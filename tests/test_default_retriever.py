@@ -1,10 +1,12 @@
-"""The default retriever: the recorded build matches the bench plan, its shipping format round-trips, the command
-builds one, and with it the whole path runs with no ``--retriever`` anywhere (index an org, find, adapt); with no copy
-at all, the error says how to build one."""
+"""The default retriever: the package ships it (under 5 MiB, the recorded build of the documented command on the
+current bench plan, its numbers unmoved by the int8 shipping format), and with it the whole path runs with no
+``--retriever`` anywhere on an empty cache (index an org, find); the command rebuilds one, used before the shipped
+copy (index, find, adapt); with no copy at all, the error says how to build one."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -23,13 +25,16 @@ from k2v_hub.bench.default_retriever import COMMAND, MAX_BYTES
 from k2v_hub.cli import main
 from k2v_hub.errors import K2VError
 from k2v_hub.quantize import DTYPE, SCALE_SUFFIX, load_weights, save_quantized
-from k2v_hub.retriever import BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever
+from k2v_hub.retriever import (BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever, bundled_retriever_dir,
+                               shipped_retriever_dir)
 from k2v_hub.zoo.data import ZooData
 from k2v_hub.zoo.plan import plan_zoo
 
 from fakes import console_script, fresh_k2v_home
 
 BUILD_RECORD = Path(__file__).parents[1] / "benchmarks" / "results" / "default-retriever.json"
+#: The project flags any committed file over 5 MiB.
+FIVE_MIB = 5_242_880
 
 
 def k2v(*args, home: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -52,9 +57,25 @@ def test_the_recorded_build_is_of_the_current_bench_plan():
     info = json.loads(BUILD_RECORD.read_text())
     assert info["command"] == COMMAND.format(profile="bench", seed=0)
     assert info["zoo_plan_fingerprint"] == plan_zoo("bench", seed=0).fingerprint()
-    assert info["chosen_on"] == "validation" and info["dtype"] == "float16"
-    assert info["bench"] == info["bench_float32"]  # float16 did not move the numbers
-    assert info["weights_bytes"] <= MAX_BYTES
+    assert info["chosen_on"] == "validation" and info["dtype"] == DTYPE
+    assert info["bench"] == info["bench_float32"]  # the shipping format did not move the numbers
+    assert info["weights_bytes"] <= MAX_BYTES <= FIVE_MIB
+
+
+def test_the_package_ships_the_recorded_build_under_5_mib():
+    """The shipped copy is the recorded build, byte for byte and as it loads, and its card shows its numbers."""
+    folder, record = shipped_retriever_dir(), json.loads(BUILD_RECORD.read_text())
+    weights = folder / WEIGHTS_NAME
+    assert weights.stat().st_size == record["weights_bytes"] < FIVE_MIB
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == record["weights_sha256"]
+    assert _dtypes(weights) == {"I8", "F16"}
+    info = json.loads((folder / "config.json").read_text())["training_info"]
+    assert info["command"] == COMMAND.format(profile="bench", seed=0)
+    assert info["zoo_plan_fingerprint"] == plan_zoo("bench", seed=0).fingerprint()
+    assert info["dtype"] == DTYPE and info["bench"] == info["bench_float32"] == record["bench"]
+    assert Retriever.from_pretrained(str(folder)).fingerprint() == record["weights_fingerprint"]
+    card = (folder / "README.md").read_text()
+    assert f"| {info['bench']['r@1']} | {info['bench_float32']['r@1']} |" in card and info["converted"] in card
 
 
 def test_the_shipping_format_round_trips_within_one_int8_step(tmp_path):
@@ -89,6 +110,30 @@ def test_the_shipping_format_round_trips_within_one_int8_step(tmp_path):
         load_weights(tmp_path / "bad.safetensors")
 
 
+def test_a_copy_built_here_comes_before_the_shipped_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("K2V_HUB_HOME", str(tmp_path))
+    assert bundled_retriever_dir() == shipped_retriever_dir()
+    (tmp_path / "default_retriever").mkdir()
+    assert bundled_retriever_dir() == shipped_retriever_dir()  # no weights: not a copy
+    shutil.copy(shipped_retriever_dir() / WEIGHTS_NAME, tmp_path / "default_retriever" / WEIGHTS_NAME)
+    assert bundled_retriever_dir() == tmp_path / "default_retriever"
+
+
+def test_with_no_retriever_anywhere_the_shipped_copy_indexes_and_finds(tiny_zoo, tiny_task, tmp_path, k2v_home):
+    home = fresh_k2v_home(tmp_path / "home", k2v_home)
+    zoo = ZooData(tiny_zoo)
+    report = json.loads(k2v("index", "--org", zoo.org, "--zoo", tiny_zoo, "--out", tmp_path / "idx", "--format",
+                            "json", home=home).stdout)
+    assert report["indexed"] and not report["skipped"] and not (home / "default_retriever").exists()
+    meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
+    assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
+    assert meta["retriever_fingerprint"] == json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
+    matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
+                             "--format", "json", home=home).stdout)
+    assert matches and {m["model_id"] for m in matches} <= set(zoo.model_ids)
+    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
+
+
 def test_without_any_copy_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_home, monkeypatch):
     """Neither built here nor shipped (a broken install, hidden here) and the Hub unreachable: one line, a hint."""
     monkeypatch.setenv("K2V_HUB_HOME", str(fresh_k2v_home(tmp_path / "home", k2v_home)))
@@ -105,6 +150,7 @@ def test_without_any_copy_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_ho
 @pytest.mark.slow
 def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, tiny_task, tmp_path, k2v_home,
                                                                      one_torch_thread):
+    """The copy the command builds here is the default, before the shipped one."""
     home = fresh_k2v_home(tmp_path / "home", k2v_home)
     (tmp_path / "work").mkdir()
     shutil.copytree(tiny_zoo, tmp_path / "work" / "zoo")
@@ -125,6 +171,7 @@ def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, ti
     meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
     assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
     assert meta["retriever_fingerprint"] == Retriever.from_pretrained(str(built)).float().fingerprint()
+    assert meta["retriever_fingerprint"] != json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
     matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
                              "--format", "json", home=home).stdout)
     assert {m["model_id"] for m in matches} <= set(ZooData(tiny_zoo).model_ids) and matches
