@@ -277,8 +277,8 @@ def _parse_shard(value):
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Index folder (default: $K2V_HUB_HOME/indexes/<org>).")
 @click.option("--retriever", default=None, help="Retriever folder or Hub id[@revision] (default: the one "
-              "`k2v-hub build-retriever` built here, recorded as k2v-hub/know2vec-retriever@bundled; else that Hub "
-              "repo).")
+              "`k2v-hub build-retriever` built here, else the one the package ships, recorded as "
+              "k2v-hub/know2vec-retriever@bundled; else that Hub repo).")
 @click.option("--push", "push_to", default=None, help="Push the index to this Hub dataset repo (ORG/k2v-index).")
 @click.option("--push-cards", is_flag=True, help="Also push an embedding file + card section to each model repo.")
 @click.option("--create-pr", is_flag=True, help="Open pull requests instead of committing (repos you do not own).")
@@ -504,13 +504,14 @@ def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, step
 
 @cli.command("build-retriever", context_settings=CONTEXT, help="Build the default retriever "
              "(k2v-hub/know2vec-retriever) on this machine: the bench's main retriever (paper configuration, "
-             "leak-free training split, settings chosen on the validation split), saved in float16 with its numbers "
-             "in its card." + _examples(
+             "leak-free training split, settings chosen on the validation split), saved like the copy the package "
+             "ships (int8 large weights, the rest float16: under 5 MiB) with its numbers in its card." + _examples(
                  "k2v-hub build-retriever --profile bench --seed 0",
                  "k2v-hub build-retriever --profile tiny --out ./retriever-tiny"))
 @click.option("--profile", type=click.Choice(["tiny", "bench"]), default="bench", show_default=True)
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Where to save it (default: $K2V_HUB_HOME/default_retriever, used when no --retriever is given).")
+              help="Where to save it (default: $K2V_HUB_HOME/default_retriever, used before the package's copy when "
+              "no --retriever is given).")
 @click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
               help="The zoo and caches (default: $K2V_HUB_HOME/bench-<profile>, shared with `k2v-hub bench`).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -519,19 +520,20 @@ def build_retriever(profile, out_dir, work_dir, seed, token, fmt, as_json, quiet
     """Build the default retriever."""
     out = Output(fmt, as_json, quiet, verbose)
     from .bench.default_retriever import build_default_retriever
-    from .retriever import bundled_retriever_dir
+    from .retriever import built_retriever_dir
 
     info = build_default_retriever(profile, out_dir, work_dir=work_dir, seed=seed, show_progress=out.progress)
-    info["out"] = str(out_dir or bundled_retriever_dir())
+    info["out"] = str(out_dir or built_retriever_dir())
     out.result(info, f"Built the default retriever in {info['seconds']} s: R@1 {info['bench']['r@1']} on "
                      f"{info['bench']['eval_tasks']} evaluation tasks; saved to {info['out']}")
 
 
 @cli.command("push-retriever", context_settings=CONTEXT, help="Publish a retriever folder (default: the one "
-             "`k2v-hub build-retriever` built) as a Hub model repo." + _examples(
+             "`k2v-hub build-retriever` built, else the one the package ships) as a Hub model repo." + _examples(
                  "k2v-hub push-retriever", "k2v-hub push-retriever --retriever ./retriever --to my-org/k2v-retriever"))
 @click.option("--retriever", "folder", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Retriever folder (default: the one `k2v-hub build-retriever` built).")
+              help="Retriever folder (default: the one `k2v-hub build-retriever` built, else the one the package "
+              "ships).")
 @click.option("--to", "repo_id", default="k2v-hub/know2vec-retriever", show_default=True, help="Hub model repo.")
 @click.option("--private", is_flag=True, help="Create the repo private.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -542,7 +544,7 @@ def push_retriever_cmd(folder, repo_id, private, yes, token, fmt, as_json, quiet
     from .pipeline import push_retriever
 
     if not yes and out.fmt == "human" and sys.stdin.isatty():
-        click.confirm(f"Push {folder or 'the default retriever built here'} to {repo_id}?", abort=True)
+        click.confirm(f"Push {folder or 'the default retriever (built here, else shipped)'} to {repo_id}?", abort=True)
     url = push_retriever(folder, repo_id, token=_token(token), private=private or None)
     out.result({"repo_id": repo_id, "url": url}, f"Pushed the retriever to {repo_id}: {url}")
     if out.fmt == "quiet":

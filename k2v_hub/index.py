@@ -634,15 +634,16 @@ def load_retriever(retriever: str | None, token: str | None = None, *,
                    revision: str | None = None) -> tuple[Retriever, str, str]:
     """Load a retriever by folder or Hub id (``id@revision``); return ``(retriever, id, revision)``.
 
-    ``None`` is the default retriever: the copy ``k2v-hub build-retriever`` built on this machine when there is one
-    (as ``DEFAULT_RETRIEVER_ID@bundled``, returned as ``(retriever, DEFAULT_RETRIEVER_ID, "bundled")``: no network),
-    else ``DEFAULT_RETRIEVER_ID`` from the Hub. A folder is ``(its absolute path, "local")``. A
-    Hub retriever is pinned to the commit its revision (the one in the id, else ``revision``, else ``main``)
-    resolves to now, and that commit is what an index records; it is downloaded through
-    :func:`~k2v_hub.hub.download_repo` (retried, cached, offline once cached).
+    ``None`` is the default retriever: the copy ``k2v-hub build-retriever`` built on this machine when there is one,
+    else the copy shipped in the package (either as ``DEFAULT_RETRIEVER_ID@bundled``, returned as
+    ``(retriever, DEFAULT_RETRIEVER_ID, "bundled")``: no network), else ``DEFAULT_RETRIEVER_ID`` from the Hub. A
+    folder is ``(its absolute path, "local")``. A Hub retriever is pinned to the commit its revision (the one in the
+    id, else ``revision``, else ``main``) resolves to now, and that commit is what an index records; it is downloaded
+    through :func:`~k2v_hub.hub.download_repo` (retried, cached, offline once cached).
 
     Raises:
-        K2VError: a folder without weights, or no default retriever built here nor reachable on the Hub.
+        K2VError: a folder without weights, or no copy of the default retriever here (built or shipped) nor on the
+            Hub.
         HubError: not a valid Hub id, or the Hub could not give it.
     """
     if retriever is None:
@@ -650,8 +651,9 @@ def load_retriever(retriever: str | None, token: str | None = None, *,
             try:
                 return load_retriever(DEFAULT_RETRIEVER_ID, token)
             except HubError as exc:
-                raise K2VError(f"No --retriever given, none built on this machine, and the Hub could not give "
-                               f"{DEFAULT_RETRIEVER_ID} ({one_line(exc, 200)}).", BUILD_HINT) from None
+                raise K2VError(f"No --retriever given, no copy of the default retriever on this machine (built or "
+                               f"shipped), and the Hub could not give {DEFAULT_RETRIEVER_ID} ({one_line(exc, 200)}).",
+                               BUILD_HINT) from None
         retriever, revision = DEFAULT_RETRIEVER_ID, BUNDLED_REVISION
     repo, pinned = split_revision(retriever)
     if repo == DEFAULT_RETRIEVER_ID and (pinned or revision) == BUNDLED_REVISION:

@@ -106,9 +106,10 @@ def save_retriever(retriever, out_dir, *, push_to_hub: str | None = None, token:
 
 def push_retriever(folder=None, repo_id: str | None = None, *, token: str | None = None,
                    private: bool | None = None) -> str:
-    """Publish a retriever folder (default: the one ``k2v-hub build-retriever`` built) as the Hub model repo
-    ``repo_id`` (default: ``DEFAULT_RETRIEVER_ID``): its safetensors weights, config and card, in one commit through
-    :func:`k2v_hub.hub.upload_folder` (create repo, pre-upload, commit: each step retried); returns the commit URL.
+    """Publish a retriever folder (default: the default retriever's local copy, the one ``k2v-hub build-retriever``
+    built, else the one the package ships) as the Hub model repo ``repo_id`` (default: ``DEFAULT_RETRIEVER_ID``):
+    its safetensors weights, config and card, in one commit through :func:`k2v_hub.hub.upload_folder` (create repo,
+    pre-upload, commit: each step retried); returns the commit URL.
 
     The folder is loaded first, so only a retriever that loads (safetensors, a valid config) is pushed.
     """

@@ -1,8 +1,9 @@
 """The Know2Vec retriever: M_EXT + Q_EXT in one `nn.Module`, saved and shared with `PyTorchModelHubMixin`.
 
-Weights load from safetensors only (never pickle). The config records the feature space, dimensions, probe set
-fingerprint, oracle view and library version; :meth:`Retriever.fingerprint` hashes the weights so an index can
-say exactly which retriever made its embeddings.
+Weights load from safetensors only (never pickle): plain files, or the int8 shipping format of the default retriever
+(:mod:`k2v_hub.quantize`). The config records the feature space, dimensions, probe set fingerprint, oracle view and
+library version; :meth:`Retriever.fingerprint` hashes the weights so an index can say exactly which retriever made
+its embeddings.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
-from safetensors.torch import load_model
 from torch import nn
 
 from . import __version__
@@ -24,13 +24,15 @@ from .encoders import ModelEncoder, TaskEncoder
 from .errors import K2VError
 from .features import k2v_home
 from .hub import download_file
+from .quantize import load_weights
 from .utils import give_usual_mode
 
 WEIGHTS_NAME = "model.safetensors"
-#: The Hub id of the default retriever. ``k2v-hub build-retriever`` builds the same weights on this machine
-#: (``$K2V_HUB_HOME/default_retriever``, float16): with no ``--retriever``, that copy is used when it exists, online
-#: or offline, and an index records it as ``DEFAULT_RETRIEVER_ID`` at revision ``BUNDLED_REVISION`` with its weight
-#: fingerprint; without it, the Hub repo is used.
+#: The Hub id of the default retriever. The package ships the same weights (``k2v_hub/default_retriever``, in the
+#: int8 shipping format) and ``k2v-hub build-retriever`` rebuilds them on this machine
+#: (``$K2V_HUB_HOME/default_retriever``): with no ``--retriever``, the copy built here is used when it exists, else
+#: the shipped one, online or offline, and an index records either as ``DEFAULT_RETRIEVER_ID`` at revision
+#: ``BUNDLED_REVISION`` with its weight fingerprint; without both, the Hub repo is used.
 DEFAULT_RETRIEVER_ID = "k2v-hub/know2vec-retriever"
 BUNDLED_REVISION = "bundled"
 
@@ -155,7 +157,8 @@ class Retriever(
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
                          map_location="cpu", strict=True, **model_kwargs):
-        """Load weights from ``model.safetensors`` only; pickle files are never read."""
+        """Load weights from ``model.safetensors`` only (plain, or in the shipping format of
+        :mod:`k2v_hub.quantize`, dequantized to float32), with strict key checking; pickle files are never read."""
         model = cls(**model_kwargs)
         if os.path.isdir(model_id):
             weights = Path(model_id) / WEIGHTS_NAME
@@ -164,36 +167,48 @@ class Retriever(
         else:
             weights = download_file(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
                                     force_download=force_download, local_files_only=local_files_only, token=token)
-        load_model(model, str(weights), strict=True, device=map_location)
+        model.load_state_dict(load_weights(weights, map_location), strict=True)
         return model.eval()
 
 
-#: What to do when the default retriever is neither built here nor reachable on the Hub.
-BUILD_HINT = ("Build it once with `k2v-hub build-retriever` (about 90 minutes on 2 CPU cores), or pass "
-              "--retriever DIR_OR_ID.")
+#: What to do when no copy of the default retriever is on this machine and the Hub cannot give it.
+BUILD_HINT = ("Reinstall k2v-hub (the package ships it), build it with `k2v-hub build-retriever` (about 90 minutes "
+              "on 2 CPU cores), or pass --retriever DIR_OR_ID.")
 
 
-def bundled_retriever_dir() -> Path:
+def built_retriever_dir() -> Path:
     """Where ``k2v-hub build-retriever`` puts the default retriever (``config.json``, ``model.safetensors``, card):
     ``$K2V_HUB_HOME/default_retriever``."""
     return k2v_home() / "default_retriever"
 
 
+def shipped_retriever_dir() -> Path:
+    """The copy of the default retriever shipped inside the package: ``k2v_hub/default_retriever``."""
+    return Path(__file__).with_name("default_retriever")
+
+
+def bundled_retriever_dir() -> Path:
+    """The local copy of the default retriever used with no ``--retriever``: the one built on this machine when it
+    has weights, else the one shipped in the package."""
+    built = built_retriever_dir()
+    return built if (built / WEIGHTS_NAME).is_file() else shipped_retriever_dir()
+
+
 def has_bundled_retriever() -> bool:
-    """Whether the default retriever has been built on this machine."""
+    """Whether a local copy of the default retriever (built here or shipped) is on this machine."""
     return (bundled_retriever_dir() / WEIGHTS_NAME).is_file()
 
 
 def load_bundled_retriever() -> Retriever:
-    """The default retriever built on this machine, upcast to float32 (no network).
+    """The local copy of the default retriever (see :func:`bundled_retriever_dir`), in float32 (no network).
 
     Raises:
-        K2VError: it has not been built.
+        K2VError: neither built on this machine nor shipped in the package.
     """
-    folder = bundled_retriever_dir()
     if not has_bundled_retriever():
-        raise K2VError(f"The default retriever has not been built on this machine ({folder}).", BUILD_HINT)
-    return Retriever.from_pretrained(str(folder)).float()
+        raise K2VError(f"No copy of the default retriever on this machine: none built ({built_retriever_dir()}) "
+                       f"and none shipped ({shipped_retriever_dir()}).", BUILD_HINT)
+    return Retriever.from_pretrained(str(bundled_retriever_dir())).float()
 
 
 def _training_summary(info: dict) -> str:

@@ -1,8 +1,13 @@
-"""The default retriever: the recorded build matches the bench plan, the command builds one, and with it the whole
-path runs with no ``--retriever`` anywhere (index an org, find, adapt); without it, the error says how to build it."""
+"""The default retriever: the package ships it (under 5 MiB, the recorded build of the documented command on the
+current bench plan, its numbers unmoved by the int8 shipping format), and with it the whole path runs with no
+``--retriever`` anywhere on an empty cache (index an org, find); the command rebuilds one, used before the shipped
+copy (index, find, adapt); with no copy at all, the error says how to build one."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -10,15 +15,26 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from huggingface_hub import constants
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from k2v_hub import retriever as retriever_module
 from k2v_hub.bench.default_retriever import COMMAND, MAX_BYTES
-from k2v_hub.retriever import BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever
+from k2v_hub.cli import main
+from k2v_hub.errors import K2VError
+from k2v_hub.quantize import DTYPE, SCALE_SUFFIX, load_weights, save_quantized
+from k2v_hub.retriever import (BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever, bundled_retriever_dir,
+                               shipped_retriever_dir)
+from k2v_hub.zoo.data import ZooData
 from k2v_hub.zoo.plan import plan_zoo
 
 from fakes import console_script, fresh_k2v_home
 
 BUILD_RECORD = Path(__file__).parents[1] / "benchmarks" / "results" / "default-retriever.json"
+#: The project flags any committed file over 5 MiB.
+FIVE_MIB = 5_242_880
 
 
 def k2v(*args, home: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -41,26 +57,100 @@ def test_the_recorded_build_is_of_the_current_bench_plan():
     info = json.loads(BUILD_RECORD.read_text())
     assert info["command"] == COMMAND.format(profile="bench", seed=0)
     assert info["zoo_plan_fingerprint"] == plan_zoo("bench", seed=0).fingerprint()
-    assert info["chosen_on"] == "validation" and info["dtype"] == "float16"
-    assert info["bench"] == info["bench_float32"]  # float16 did not move the numbers
-    assert info["weights_bytes"] <= MAX_BYTES
+    assert info["chosen_on"] == "validation" and info["dtype"] == DTYPE
+    assert info["bench"] == info["bench_float32"]  # the shipping format did not move the numbers
+    assert info["weights_bytes"] <= MAX_BYTES <= FIVE_MIB
 
 
-def test_without_a_built_retriever_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_home):
-    from k2v_hub.zoo.data import ZooData
+def test_the_package_ships_the_recorded_build_under_5_mib():
+    """The shipped copy is the recorded build, byte for byte and as it loads, and its card shows its numbers."""
+    folder, record = shipped_retriever_dir(), json.loads(BUILD_RECORD.read_text())
+    weights = folder / WEIGHTS_NAME
+    assert weights.stat().st_size == record["weights_bytes"] < FIVE_MIB
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == record["weights_sha256"]
+    assert _dtypes(weights) == {"I8", "F16"}
+    info = json.loads((folder / "config.json").read_text())["training_info"]
+    assert info["command"] == COMMAND.format(profile="bench", seed=0)
+    assert info["zoo_plan_fingerprint"] == plan_zoo("bench", seed=0).fingerprint()
+    assert info["dtype"] == DTYPE and info["bench"] == info["bench_float32"] == record["bench"]
+    assert Retriever.from_pretrained(str(folder)).fingerprint() == record["weights_fingerprint"]
+    card = (folder / "README.md").read_text()
+    assert f"| {info['bench']['r@1']} | {info['bench_float32']['r@1']} |" in card and info["converted"] in card
 
-    proc = k2v("index", "--org", ZooData(tiny_zoo).org, "--zoo", tiny_zoo, "--out", tmp_path / "idx",
-               home=fresh_k2v_home(tmp_path / "home", k2v_home), check=False)
-    assert proc.returncode != 0 and not (tmp_path / "idx" / "k2v_index.json").exists()
-    assert "k2v-hub build-retriever" in proc.stderr and "--retriever" in proc.stderr
-    assert "Traceback" not in proc.stderr
+
+def test_the_shipping_format_round_trips_within_one_int8_step(tmp_path):
+    """A retriever saved in the shipping format loads (strict keys) within one int8 step of its large weights and
+    exactly as float16 elsewhere; a float16 copy makes the same file; a plain file loads unchanged; an int8 weight
+    without its scales is refused."""
+    torch.manual_seed(0)
+    original = Retriever()
+    with torch.no_grad():
+        original.model_encoder.node[1].weight[3] = 0  # an all-zero row stays zero
+    original.save_pretrained(tmp_path / "q")
+    save_quantized(original.state_dict(), tmp_path / "q" / WEIGHTS_NAME)
+    stored = load_file(tmp_path / "q" / WEIGHTS_NAME)
+    loaded = Retriever.from_pretrained(str(tmp_path / "q")).state_dict()
+    large = [k for k, v in stored.items() if v.dtype == torch.int8]
+    assert "model_encoder.node.1.weight" in large and "query_encoder.node.1.weight" in large
+    for name, weight in original.state_dict().items():
+        if name in large:
+            step = stored[name + SCALE_SUFFIX].float()[:, None]
+            assert ((loaded[name] - weight).abs() <= step).all(), name
+        else:
+            assert stored[name].dtype == torch.float16 and torch.equal(loaded[name], weight.half().float()), name
+    assert (loaded["model_encoder.node.1.weight"][3] == 0).all()
+
+    save_quantized({k: v.half() for k, v in original.state_dict().items()}, tmp_path / "from-float16.safetensors")
+    assert (tmp_path / "from-float16.safetensors").read_bytes() == (tmp_path / "q" / WEIGHTS_NAME).read_bytes()
+    plain = {k: v.float() for k, v in original.state_dict().items()}
+    save_file(plain, tmp_path / "plain.safetensors")
+    assert all(torch.equal(v, plain[k]) for k, v in load_weights(tmp_path / "plain.safetensors").items())
+    save_file({large[0]: stored[large[0]]}, tmp_path / "bad.safetensors")
+    with pytest.raises(K2VError, match="without its per-row scales"):
+        load_weights(tmp_path / "bad.safetensors")
+
+
+def test_a_copy_built_here_comes_before_the_shipped_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("K2V_HUB_HOME", str(tmp_path))
+    assert bundled_retriever_dir() == shipped_retriever_dir()
+    (tmp_path / "default_retriever").mkdir()
+    assert bundled_retriever_dir() == shipped_retriever_dir()  # no weights: not a copy
+    shutil.copy(shipped_retriever_dir() / WEIGHTS_NAME, tmp_path / "default_retriever" / WEIGHTS_NAME)
+    assert bundled_retriever_dir() == tmp_path / "default_retriever"
+
+
+def test_with_no_retriever_anywhere_the_shipped_copy_indexes_and_finds(tiny_zoo, tiny_task, tmp_path, k2v_home):
+    home = fresh_k2v_home(tmp_path / "home", k2v_home)
+    zoo = ZooData(tiny_zoo)
+    report = json.loads(k2v("index", "--org", zoo.org, "--zoo", tiny_zoo, "--out", tmp_path / "idx", "--format",
+                            "json", home=home).stdout)
+    assert report["indexed"] and not report["skipped"] and not (home / "default_retriever").exists()
+    meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
+    assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
+    assert meta["retriever_fingerprint"] == json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
+    matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
+                             "--format", "json", home=home).stdout)
+    assert matches and {m["model_id"] for m in matches} <= set(zoo.model_ids)
+    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
+
+
+def test_without_any_copy_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_home, monkeypatch):
+    """Neither built here nor shipped (a broken install, hidden here) and the Hub unreachable: one line, a hint."""
+    monkeypatch.setenv("K2V_HUB_HOME", str(fresh_k2v_home(tmp_path / "home", k2v_home)))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(retriever_module, "shipped_retriever_dir", lambda: tmp_path / "not-shipped")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as e:
+        main(["index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "idx")])
+    assert e.value.code != 0 and not (tmp_path / "idx" / "k2v_index.json").exists()
+    assert "k2v-hub build-retriever" in err.getvalue() and "--retriever" in err.getvalue()
+    assert "Traceback" not in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
 
 
 @pytest.mark.slow
 def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, tiny_task, tmp_path, k2v_home,
                                                                      one_torch_thread):
-    from k2v_hub.zoo.data import ZooData
-
+    """The copy the command builds here is the default, before the shipped one."""
     home = fresh_k2v_home(tmp_path / "home", k2v_home)
     (tmp_path / "work").mkdir()
     shutil.copytree(tiny_zoo, tmp_path / "work" / "zoo")
@@ -70,7 +160,7 @@ def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, ti
     saved = json.loads((built / "config.json").read_text())["training_info"]
     assert saved["command"] == info["command"] == command
     assert saved["zoo_plan_fingerprint"] == plan_zoo("tiny", seed=0).fingerprint()
-    assert _dtypes(built / WEIGHTS_NAME) == {"F16"}
+    assert _dtypes(built / WEIGHTS_NAME) == {"I8", "F16"} and saved["dtype"] == DTYPE
     assert 0 <= saved["bench"]["r@1"] <= 1 and saved["bench"]["eval_tasks"] > 0
     assert (built / "README.md").read_text().count("|") > 10
 
@@ -81,6 +171,7 @@ def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, ti
     meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
     assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
     assert meta["retriever_fingerprint"] == Retriever.from_pretrained(str(built)).float().fingerprint()
+    assert meta["retriever_fingerprint"] != json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
     matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
                              "--format", "json", home=home).stdout)
     assert {m["model_id"] for m in matches} <= set(ZooData(tiny_zoo).model_ids) and matches

@@ -2,10 +2,14 @@
 
 It is the bench's main retriever: the paper's configuration trained on the widest offline zoo (the ``bench``
 profile) with the bench's leak-free splits (the seen models' training tasks only), its training length and task
-augmentation chosen on the validation split. It is measured once on the evaluation tasks and saved in float16 (at
-most 10 MB, to publish and download), and only if float16 leaves those numbers where float32 put them. Its config
-records the command, the zoo plan fingerprint and the code version; its card carries the numbers. The weights are
-built, not committed; ``benchmarks/results/default-retriever.json`` records the build the README quotes.
+augmentation chosen on the validation split. It is measured on the evaluation tasks in float32 and as its saved file
+loads, and saved in the shipping format of :mod:`k2v_hub.quantize` (int8 large weights, the rest float16: under
+5 MiB, to ship inside the package) only if that format leaves those numbers where float32 put them. Its config
+records the command, the zoo plan fingerprint and the code version; its card carries the numbers.
+
+The package ships a copy in ``k2v_hub/default_retriever``: the float16 build of ``k2v-hub build-retriever --profile
+bench --seed 0`` converted to the shipping format by :func:`convert_default_retriever` (its numbers measured again
+as it loads); ``benchmarks/results/default-retriever.json`` records it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from pathlib import Path
 from .. import __version__
 from ..errors import K2VError
 from ..features import k2v_home
-from ..retriever import DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever, bundled_retriever_dir
+from ..quantize import DTYPE, dequantize, quantize, save_quantized
+from ..retriever import DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever, built_retriever_dir
 from ..train import TrainingArguments
 from ..utils import give_usual_mode
 from ..zoo.build import build_zoo
@@ -33,8 +38,8 @@ from .validation import choose_training
 
 #: The command that builds the default retriever; recorded in its config (``training_info.command``).
 COMMAND = "k2v-hub build-retriever --profile {profile} --seed {seed}"
-#: The most its weights may weigh.
-MAX_BYTES = 10 * 1024 * 1024
+#: The most its weights may weigh: the project flags any committed file over 5 MiB.
+MAX_BYTES = 5 * 1024 * 1024
 
 
 def bench_numbers(retriever: Retriever, graphs: dict, data: BenchData, splits: Splits) -> dict:
@@ -61,10 +66,11 @@ def _card_summary(info: dict) -> str:
             f"offline zoo (plan `{info['zoo_plan_fingerprint']}`): {info['models']} seen models, "
             f"{info['train_tasks']} training tasks drawn from images no evaluation task uses. Training length and "
             f"task augmentation chosen on the validation split: {info['steps']} steps, class dropout "
-            f"{info['task_class_dropout']}, noise {info['task_noise']}. Saved as {info['dtype']}.\n\n"
+            f"{info['task_class_dropout']}, noise {info['task_noise']}. Saved as {info['dtype']}."
+            f"{' ' + info['converted'] if 'converted' in info else ''}\n\n"
             f"Vector stage alone (task label names unused), on the {n['eval_tasks']} evaluation tasks of that "
             f"zoo (the bench's splits; `benchmarks/results/bench.md` has every method beside it):\n\n"
-            f"| | as saved (float16) | float32 |\n|---|---|---|\n{table}\n")
+            f"| | as saved | float32 |\n|---|---|---|\n{table}\n")
 
 
 def build_default_retriever(profile: str = "bench", out_dir=None, *, work_dir=None, seed: int = 0,
@@ -72,13 +78,9 @@ def build_default_retriever(profile: str = "bench", out_dir=None, *, work_dir=No
     """Build the default retriever into ``out_dir`` (default: ``$K2V_HUB_HOME/default_retriever``); return its
     ``training_info`` (command, zoo plan fingerprint, version, chosen settings, measured numbers)."""
     t0 = time.perf_counter()
-    out_dir = Path(out_dir or bundled_retriever_dir())
     work = Path(work_dir or k2v_home() / f"bench-{profile}")
     build_zoo(work / "zoo", profile, seed=seed, show_progress=show_progress)
-    data = BenchData(work / "zoo", work, seed=seed, show_progress=show_progress)
-    splits = Splits.of(data.zoo)
-    probe = ProbeSet.load()
-    knowledge = data.knowledge(data.new_retriever(probe, seed=0))
+    data, splits, knowledge, probe = _bench_inputs(work, seed, show_progress)
     args = TrainingArguments(steps=PROFILE_STEPS[profile], seed=seed)
     retriever, args, _, _, grid = choose_training(data, splits, knowledge, probe, args, show_progress)
     info = {"command": COMMAND.format(profile=profile, seed=seed), "zoo_profile": profile, "zoo_seed": seed,
@@ -87,26 +89,79 @@ def build_default_retriever(profile: str = "bench", out_dir=None, *, work_dir=No
             "steps": args.steps, "task_class_dropout": args.task_class_dropout, "task_noise": args.task_noise,
             "chosen_on": "validation", "validation": grid,
             "bench_float32": bench_numbers(retriever, knowledge.graphs, data, splits)}
-    # float16 weights load as float16 values upcast: measured here as the saved file will load
-    info["bench"] = bench_numbers(copy.deepcopy(retriever).half().float(), knowledge.graphs, data, splits)
-    if info["bench"] != info["bench_float32"]:
-        raise K2VError(f"float16 moves the bench numbers ({info['bench']} against {info['bench_float32']}).",
-                       "Ship float32 weights (within the size limit) or investigate.")
-    info |= {"dtype": "float16", "seconds": round(time.perf_counter() - t0, 1)}
+    info["bench"] = _shipped_numbers(retriever, info["bench_float32"], knowledge, data, splits)
+    info |= {"dtype": DTYPE, "seconds": round(time.perf_counter() - t0, 1)}
+    _ship(retriever, info, Path(out_dir or built_retriever_dir()))
+    return info
+
+
+def convert_default_retriever(src_dir, out_dir, *, work_dir=None, show_progress: bool = True) -> dict:
+    """Re-save a float16 build of the default retriever (``src_dir``) in the shipping format into ``out_dir``, as
+    the build now saves it; return its ``training_info``.
+
+    The bench inputs are read from ``work_dir`` (default: ``$K2V_HUB_HOME/bench-<profile>``; the zoo is not built)
+    and the weights are measured as the new file loads against the build's recorded float32 numbers.
+
+    Raises:
+        K2VError: the build is not of the current zoo plan, or the shipping format moves its numbers.
+    """
+    retriever = Retriever.from_pretrained(str(src_dir))
+    info = dict(retriever.training_info)
+    profile, seed = info["zoo_profile"], info["zoo_seed"]
+    if info["zoo_plan_fingerprint"] != plan_zoo(profile, seed=seed).fingerprint():
+        raise K2VError(f"{src_dir} was built on another zoo plan ({info['zoo_plan_fingerprint']}).",
+                       f"Rebuild it with `{info['command']}`.")
+    data, splits, knowledge, _ = _bench_inputs(Path(work_dir or k2v_home() / f"bench-{profile}"), seed,
+                                               show_progress)
+    converted = (f"It is the {info['dtype']} build of that command, re-saved in this format by "
+                 f"`k2v_hub.bench.default_retriever.convert_default_retriever` (k2v-hub {__version__}): the numbers "
+                 f"as saved are measured on the re-saved weights; float32 and seconds are the build's.")
+    info["bench"] = _shipped_numbers(retriever, info["bench_float32"], knowledge, data, splits)
+    info |= {"dtype": DTYPE, "converted": converted}
+    _ship(retriever, info, Path(out_dir))
+    return info
+
+
+def as_shipped(retriever: Retriever) -> Retriever:
+    """A float32 copy of ``retriever`` with the weights its file in the shipping format loads as."""
+    shipped = copy.deepcopy(retriever).float()
+    shipped.load_state_dict(dequantize(quantize(retriever.state_dict())), strict=True)
+    return shipped
+
+
+def _bench_inputs(work: Path, seed: int, show_progress: bool):
+    """The bench data, splits, knowledge and probe set of the zoo in ``work``."""
+    data = BenchData(work / "zoo", work, seed=seed, show_progress=show_progress)
+    probe = ProbeSet.load()
+    return data, Splits.of(data.zoo), data.knowledge(data.new_retriever(probe, seed=0)), probe
+
+
+def _shipped_numbers(retriever: Retriever, float32: dict, knowledge, data: BenchData, splits: Splits) -> dict:
+    """The bench numbers of ``retriever`` as its shipped file loads, refused unless they equal ``float32``."""
+    numbers = bench_numbers(as_shipped(retriever), knowledge.graphs, data, splits)
+    if numbers != float32:
+        raise K2VError(f"The shipping format ({DTYPE}) moves the bench numbers ({numbers} against {float32}).",
+                       "Investigate before shipping it.")
+    return numbers
+
+
+def _ship(retriever: Retriever, info: dict, out_dir: Path) -> None:
+    """Save ``retriever`` in the shipping format with ``info`` and its card into ``out_dir`` (replacing it)."""
     with tempfile.TemporaryDirectory() as tmp:
-        _save(retriever.half(), Path(tmp), info)
+        _save(retriever, Path(tmp), info)
         if (Path(tmp) / WEIGHTS_NAME).stat().st_size > MAX_BYTES:
             raise K2VError(f"The weights exceed {MAX_BYTES} bytes.", "Use a smaller configuration.")
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.copytree(tmp, out_dir)
     for path in (out_dir, *out_dir.iterdir()):
         give_usual_mode(path)
-    return info
 
 
 def _save(retriever: Retriever, folder: Path, info: dict) -> None:
-    """Save ``retriever`` with ``info`` as its ``training_info``, and its card."""
+    """Save ``retriever`` with ``info`` as its ``training_info``, its card, and its weights in the shipping
+    format."""
     retriever.training_info = info
     retriever._hub_mixin_config["training_info"] = info
     retriever.save_pretrained(folder, model_card_kwargs={"repo_id": DEFAULT_RETRIEVER_ID,
                                                          "training_summary": _card_summary(info)})
+    save_quantized(retriever.state_dict(), folder / WEIGHTS_NAME)  # over the plain float32 file
