@@ -77,7 +77,39 @@ def cli_train_index_find(out: Path) -> dict:
     return {"retriever": retriever, "index": index, "runs": results}
 
 
-JOBS = {"fresh_tiny_zoo": fresh_tiny_zoo, "cli_train_index_find": cli_train_index_find}
+def task_image_hashes(profile: str) -> dict[str, set[str]]:
+    """Replay a zoo plan's tasks and their image draws (no model is trained): ``{pool part: sha256 of every
+    support and query image of its tasks}`` (tests/test_splits.py)."""
+    import hashlib
+    from collections import defaultdict
+
+    import numpy as np
+
+    from k2v_hub.zoo.build import source_pool
+    from k2v_hub.zoo.plan import plan_zoo
+    from k2v_hub.zoo.tasks import POOL_PARTS, task_pool_indices
+
+    plan = plan_zoo(profile)
+    by_source = defaultdict(list)
+    for t in plan.tasks:
+        by_source[t.source].append(t)
+    hashes = {part: set() for part in POOL_PARTS}
+    for source, tasks in by_source.items():
+        images, labels = source_pool(source, plan.profile, plan.seed)
+        for t in tasks:
+            support, _, query, _ = task_pool_indices(t, labels)
+            hashes[t.pool_part].update(hashlib.sha256(np.ascontiguousarray(images[i]).tobytes()).hexdigest()
+                                       for i in np.concatenate([support, query]))
+    return hashes
+
+
+def bench_task_image_hashes(out: Path) -> dict[str, set[str]]:
+    """``task_image_hashes("bench")``: the bench plan's draws take a while."""
+    return task_image_hashes("bench")
+
+
+JOBS = {"fresh_tiny_zoo": fresh_tiny_zoo, "cli_train_index_find": cli_train_index_find,
+        "bench_task_image_hashes": bench_task_image_hashes}
 
 if __name__ == "__main__":
     job, out, *args = sys.argv[1:]

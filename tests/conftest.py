@@ -6,7 +6,7 @@ with Accelerate, the index is built black-box. Built once per session (about two
 temporary folder, so tests never depend on anything on this machine but the installed packages.
 
 The tests run one at a time, on one core. A few long jobs that need nothing from the session (a fresh zoo build,
-a train -> index -> find run of the CLI) start when collection finishes, in processes of their own at a lower
+a train -> index -> find run of the CLI, the bench plan's image draws) start when collection finishes, in processes of their own at a lower
 priority, so the second core does them while the tests before theirs run; their fixtures wait for the result.
 """
 
@@ -25,6 +25,9 @@ import pytest
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DISABLE_SAFETENSORS_CONVERSION", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op torch thread in the tests' process and every process it starts (read when torch is imported): the
+# models are tiny, and the second core runs the work started ahead or a process beside.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_STEPS = 60
 AHEAD_SCRIPT = Path(__file__).with_name("ahead.py")
@@ -101,6 +104,12 @@ def cli_train_index_find(request) -> dict:
     """``k2v-hub train``, ``index`` and ``find`` on the tiny zoo, run ahead: ``{retriever, index, runs}`` (folders
     and CompletedProcesses)."""
     return request.config.stash[_ahead].result("cli_train_index_find")
+
+
+@pytest.fixture(scope="session")
+def bench_task_image_hashes(request) -> dict:
+    """``ahead.task_image_hashes("bench")``, computed ahead."""
+    return request.config.stash[_ahead].result("bench_task_image_hashes")
 
 
 @pytest.fixture(scope="module")
