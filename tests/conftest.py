@@ -1,13 +1,23 @@
-"""Shared fixtures: one tiny zoo, one quickly trained retriever and one index per test session.
+"""Shared fixtures: one tiny zoo, one quickly trained retriever and one index per test session, and the work
+started ahead (``ahead.py``).
 
 Everything is real: the zoo holds `transformers` classifiers trained on real images, the retriever is trained
 with Accelerate, the index is built black-box. Built once per session (about two minutes on 2 cores) in a
 temporary folder, so tests never depend on anything on this machine but the installed packages.
+
+The tests run one at a time, on one core. A few long jobs that need nothing from the session (a fresh zoo build,
+a train -> index -> find run of the CLI, the bench plan's image draws) start when collection finishes, in processes of their own at a lower
+priority, so the second core does them while the tests before theirs run; their fixtures wait for the result.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,8 +25,91 @@ import pytest
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DISABLE_SAFETENSORS_CONVERSION", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op torch thread in the tests' process and every process it starts (read when torch is imported): the
+# models are tiny, and the second core runs the work started ahead or a process beside.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_STEPS = 60
+AHEAD_SCRIPT = Path(__file__).with_name("ahead.py")
+AHEAD_TIMEOUT = 1800
+
+
+class Ahead:
+    """The jobs of ``ahead.py`` started for this session: ``result(job)`` waits for one and returns its result."""
+
+    def __init__(self):
+        self.work = Path(tempfile.mkdtemp(prefix="k2v-ahead-"))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, job: str) -> None:
+        out = self.work / job
+        out.mkdir()
+        env = dict(os.environ)
+        if env.get("K2V_TEST_FRESH") == "1":  # nothing in the persistent cache: a zoo of the job's own
+            env["K2V_TEST_CACHE"] = str(out / "cache")
+        with open(out / "stderr", "w") as err:
+            self.procs[job] = subprocess.Popen([sys.executable, str(AHEAD_SCRIPT), job, str(out)], env=env,
+                                               stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+
+    def result(self, job: str):
+        if job not in self.procs:  # not started ahead (a test asked for it that collection did not see): now
+            self.start(job)
+        proc = self.procs[job]
+        try:
+            proc.wait(AHEAD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out = self.work / job
+        assert proc.returncode == 0, f"ahead.py {job} exited {proc.returncode}:\n{(out / 'stderr').read_text()[-6000:]}"
+        return pickle.loads((out / "result.pickle").read_bytes())
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+_ahead = pytest.StashKey[Ahead]()
+
+
+def pytest_collection_finish(session):
+    """Start the ``ahead.py`` jobs whose fixture (same name) a selected test uses."""
+    from ahead import JOBS
+
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    ahead = session.config.stash[_ahead] = Ahead()
+    for job in JOBS:
+        if job in wanted:
+            ahead.start(job)
+
+
+def pytest_unconfigure(config):
+    if _ahead in config.stash:
+        config.stash[_ahead].close()
+
+
+@pytest.fixture(scope="session")
+def fresh_tiny_zoo(request) -> dict:
+    """The tiny zoo built from nothing, started ahead: ``{dir, manifest, wall, cpu}`` (wall and CPU seconds of
+    ``build_zoo`` in its process). Tests may modify it."""
+    built = request.config.stash[_ahead].result("fresh_tiny_zoo")
+    return {**built, "dir": Path(built["dir"])}
+
+
+@pytest.fixture(scope="session")
+def cli_train_index_find(request) -> dict:
+    """``k2v-hub train``, ``index`` and ``find`` on the tiny zoo, run ahead: ``{retriever, index, runs}`` (folders
+    and CompletedProcesses)."""
+    return request.config.stash[_ahead].result("cli_train_index_find")
+
+
+@pytest.fixture(scope="session")
+def bench_task_image_hashes(request) -> dict:
+    """``ahead.task_image_hashes("bench")``, computed ahead."""
+    return request.config.stash[_ahead].result("bench_task_image_hashes")
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +137,15 @@ def tiny_zoo(tmp_path_factory, k2v_home) -> Path:
     (``$K2V_TEST_CACHE``, default ``~/.cache/k2v_hub/test``) shared by test sessions under a file lock.
     ``K2V_TEST_FRESH=1`` builds it in a temporary folder instead. Tests must not modify it (copy first).
     """
-    import fcntl
-
     from k2v_hub.zoo.build import build_zoo
+
+    from ahead import cached_tiny_zoo
 
     if os.environ.get("K2V_TEST_FRESH") == "1":
         root = tmp_path_factory.mktemp("zoo")
         build_zoo(root, "tiny", seed=0, show_progress=False)
         return root
-    cache = Path(os.environ.get("K2V_TEST_CACHE", Path.home() / ".cache" / "k2v_hub" / "test"))
-    cache.mkdir(parents=True, exist_ok=True)
-    root = cache / "zoo-tiny"
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            build_zoo(root, "tiny", seed=0, show_progress=False)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return root
+    return cached_tiny_zoo()
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,8 @@ def test_every_command_help_has_examples(command):
 
 
 def test_new_flags_are_there():
-    assert "--limit" in k2v("index", "--help").stdout and "--yes" in k2v("index", "--help").stdout
+    index_help = k2v("index", "--help").stdout
+    assert "--limit" in index_help and "--yes" in index_help
     assert "--revision" in k2v("find", "--help").stdout
     assert "--revision" in k2v("push-card", "--help").stdout
 
@@ -182,17 +183,78 @@ def test_terminal_gets_the_table_and_no_color_is_respected(find_args):
     assert not ANSI.search(shown)
 
 
-@pytest.mark.parametrize("no_color", [False, True])
-def test_error_colour_on_a_terminal_unless_no_color(tmp_path, no_color):
-    import pty
+# Each error below costs a `k2v-hub find` process its start-up (seconds of imports): they are all started side by
+# side when the first of these tests runs, then each test checks its own.
+class ErrorRuns:
+    """`k2v-hub` processes started side by side; ``result(name)`` waits for one and returns its CompletedProcess
+    (with ``tty_stderr``: its stderr as a terminal showed it)."""
 
-    master, slave = pty.openpty()
-    proc = subprocess.run([*K2V, "find", "--dataset", str(tmp_path / "missing"), "--index", str(tmp_path)],
-                          stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
-                          env=env(**({"NO_COLOR": "1"} if no_color else {})), timeout=300)
-    os.close(slave)
-    err = os.read(master, 65536).decode(errors="replace")
-    os.close(master)
+    def __init__(self, work):
+        self.work = work
+        self.procs = {}
+
+    def start(self, name, *args, tty_stderr=False, **extra_env):
+        import pty
+
+        out, err = open(self.work / f"{name}.out", "w"), open(self.work / f"{name}.err", "w")
+        master = None
+        if tty_stderr:
+            master, slave = pty.openpty()
+        with out, err:
+            proc = subprocess.Popen([*K2V, *map(str, args)], stdout=out, stderr=slave if tty_stderr else err,
+                                    stdin=subprocess.DEVNULL, env=env(**extra_env))
+        if tty_stderr:
+            os.close(slave)
+        self.procs[name] = (proc, master)
+
+    def result(self, name) -> subprocess.CompletedProcess:
+        proc, master = self.procs[name]
+        try:
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if master is None:
+            err = (self.work / f"{name}.err").read_text()
+        else:
+            err = os.read(master, 65536).decode(errors="replace")
+            os.close(master)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, (self.work / f"{name}.out").read_text(), err)
+
+    def close(self):
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def errors(tiny_index, tiny_task, tmp_path_factory):
+    work = tmp_path_factory.mktemp("errors")
+    (work / "not-an-index").mkdir()
+    runs = ErrorRuns(work)
+    try:
+        for no_color in (False, True):
+            runs.start(f"colour-{no_color}", "find", "--dataset", work / "missing", "--index", work, tty_stderr=True,
+                       **({"NO_COLOR": "1"} if no_color else {}))
+        runs.start("missing-dataset", "find", "--dataset", work / "no-such-dataset", "--index", tiny_index,
+                   "--format", "json")
+        args = ["find", "--dataset", work / "missing", "--index", tiny_index, "--format", "json"]
+        runs.start("--verbose", *args, "--verbose")
+        runs.start("HF_DEBUG=1", *args, HF_DEBUG="1")
+        runs.start("not-an-index", "find", "--dataset", tiny_task, "--index", work / "not-an-index")
+        runs.start("no-dataset", "find", "--index", work)  # --dataset missing
+        runs.start("yaml", "find", "--dataset", tiny_task, "--index", work, "--format", "yaml")
+        yield runs
+    finally:
+        runs.close()
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_error_colour_on_a_terminal_unless_no_color(errors, no_color):
+    proc = errors.result(f"colour-{no_color}")  # find --dataset MISSING --index DIR, stderr on a terminal
+    err = proc.stderr
     assert proc.returncode == 2 and "Error:" in err
     assert bool(ANSI.search(err)) is (not no_color)
 
@@ -229,9 +291,9 @@ def test_push_asks_first_on_a_terminal_unless_yes(tiny_zoo, tiny_retriever, tmp_
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def test_missing_dataset_is_one_line_without_traceback(tiny_index, tmp_path):
-    missing = tmp_path / "no-such-dataset"
-    proc = k2v("find", "--dataset", missing, "--index", tiny_index, "--format", "json", check=False)
+def test_missing_dataset_is_one_line_without_traceback(errors):
+    proc = errors.result("missing-dataset")  # find --dataset MISSING --index TINY_INDEX --format json
+    missing = errors.work / "no-such-dataset"
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -240,25 +302,20 @@ def test_missing_dataset_is_one_line_without_traceback(tiny_index, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["--verbose", "HF_DEBUG=1"])
-def test_traceback_with_verbose_or_hf_debug(tiny_index, tmp_path, how):
-    args = ["find", "--dataset", tmp_path / "missing", "--index", tiny_index, "--format", "json"]
-    if how == "--verbose":
-        proc = k2v(*args, "--verbose", check=False)
-    else:
-        proc = k2v(*args, check=False, HF_DEBUG="1")
+def test_traceback_with_verbose_or_hf_debug(errors, how):
+    proc = errors.result(how)  # find --dataset MISSING --index TINY_INDEX --format json, with --verbose or HF_DEBUG=1
     assert proc.returncode == 2  # same exit code, with the traceback
     assert "Traceback (most recent call last)" in proc.stderr and "DatasetError" in proc.stderr
     assert proc.stderr.rstrip().splitlines()[-1].startswith("Error: ")
 
 
-def test_bad_index_and_usage_errors_have_their_exit_codes(tiny_task, tmp_path):
-    (tmp_path / "not-an-index").mkdir()
-    proc = k2v("find", "--dataset", tiny_task, "--index", tmp_path / "not-an-index", check=False)
+def test_bad_index_and_usage_errors_have_their_exit_codes(errors):
+    proc = errors.result("not-an-index")  # find --dataset TASK --index EMPTY_DIR
     assert proc.returncode == 4 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    proc = k2v("find", "--index", tmp_path, check=False)  # --dataset missing
+    proc = errors.result("no-dataset")  # --dataset missing
     assert proc.returncode == 2 and "--dataset" in proc.stderr and "Traceback" not in proc.stderr
-    proc = k2v("find", "--dataset", tiny_task, "--index", tmp_path, "--format", "yaml", check=False)
+    proc = errors.result("yaml")  # --format yaml
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 

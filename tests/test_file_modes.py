@@ -18,6 +18,8 @@ from k2v_hub.pipeline import make_indexer, save_retriever
 from k2v_hub.retriever import Retriever
 from k2v_hub.zoo.data import ZooData
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: faster on one intra-op thread
+
 
 @pytest.fixture(params=[0o022, 0o002, 0o027], ids=lambda m: f"umask-{m:03o}")
 def umask(request):

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,12 +63,32 @@ def hf_home_env(tmp_path_factory):
     return env
 
 
+def start(cmd, env, check=True):
+    """Start ``cmd``; return a function that waits for it and returns the CompletedProcess (so several commands
+    can run side by side)."""
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True, env=env)
+
+    def result():
+        try:
+            proc.wait(600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0), err.seek(0)
+        with out, err:
+            done = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+        if check and done.returncode != 0:
+            raise AssertionError(f"{cmd} exited {done.returncode}\nstdout:\n{done.stdout[-3000:]}\n"
+                                 f"stderr:\n{done.stderr[-4000:]}")
+        return done
+
+    return result
+
+
 def run(cmd, env, check=True):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
-                             f"stderr:\n{proc.stderr[-4000:]}")
-    return proc
+    return start(cmd, env, check)()
 
 
 def commands(help_text: str) -> list[str]:
@@ -102,11 +123,13 @@ def test_hf_k2v_help_lists_the_same_commands(hf_home_env):
 def test_hf_k2v_find_answers_like_k2v_hub_find(hf_home_env, tiny_index, tiny_task):
     args = ["find", "--dataset", tiny_task, "--index", tiny_index, "--format", "json", "--top-k", "5",
             "--max-images-per-class", "8"]
-    via_hf = json.loads(run([installed_script("hf"), "k2v", *args], hf_home_env).stdout)
-    direct = json.loads(run([installed_script("k2v-hub"), *args], hf_home_env).stdout)
+    via_hf = start([installed_script("hf"), "k2v", *args], hf_home_env)  # the three side by side
+    direct = start([installed_script("k2v-hub"), *args], hf_home_env)
+    bad = start([installed_script("hf"), "k2v", "find", "--dataset", tiny_task, "--index", Path(tiny_task) / "nope"],
+                hf_home_env, check=False)
+    via_hf, direct = json.loads(via_hf().stdout), json.loads(direct().stdout)
     assert via_hf == direct
     assert [m["rank"] for m in via_hf] == list(range(1, len(via_hf) + 1)) and via_hf[0]["model_id"]
     # errors keep their exit code through `hf`
-    bad = run([installed_script("hf"), "k2v", "find", "--dataset", tiny_task, "--index", Path(tiny_task) / "nope"],
-              hf_home_env, check=False)
+    bad = bad()
     assert bad.returncode == 4 and "Traceback" not in bad.stderr

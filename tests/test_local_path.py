@@ -1,46 +1,68 @@
-"""The whole path through the CLI on the embedded default: train -> index -> find, on the tiny zoo."""
+"""The whole path through the CLI on the embedded default: train -> index -> find, on the tiny zoo.
+
+The CLI runs go beside the in-process work they are compared with (started first, collected after it), and the
+train -> index -> find run is started ahead (``conftest.py``): two cores serve two at once.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 
-def run_cli(*args, env=None, check=True):
-    """Run `python -m k2v_hub.cli ...` in a subprocess, return the CompletedProcess."""
-    proc = subprocess.run([sys.executable, "-m", "k2v_hub.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
-    if check and proc.returncode != 0:
+def checked(proc):
+    """``proc`` (a CompletedProcess) if it exited 0."""
+    if proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 
-def test_train_index_find_through_cli(tiny_zoo, tiny_task, tmp_path, k2v_home):
+def start_cli(*args):
+    """Start `python -m k2v_hub.cli ...` in a subprocess; return a function that waits for it and returns the
+    CompletedProcess (checked)."""
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "k2v_hub.cli", *args], stdout=out, stderr=err, text=True)
+
+    def result():
+        try:
+            proc.wait(600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0), err.seek(0)
+        with out, err:
+            return checked(subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()))
+
+    return result
+
+
+def test_train_index_find_through_cli(tiny_zoo, cli_train_index_find):
+    """The three commands ran ahead (``conftest.py``), one after the other, on the tiny zoo and its first task."""
     from k2v_hub.zoo.data import ZooData
 
     zoo = ZooData(tiny_zoo)
-    retr = tmp_path / "retriever"
-    out = run_cli("train", "--zoo", str(tiny_zoo), "--out", str(retr), "--steps", "30", "--format", "json")
+    runs = iter(cli_train_index_find["runs"])
+    retr = cli_train_index_find["retriever"]
+    out = checked(next(runs))  # train --zoo ZOO --out RETRIEVER --steps 30 --format json
     info = json.loads(out.stdout)
     assert info["mode"] == "supervised" and info["steps"] == 30 and info["models"] >= 1
     assert (retr / "model.safetensors").is_file() and (retr / "config.json").is_file()
     card = (retr / "README.md").read_text()
     assert "library_name: k2v-hub" in card and "Feature space" in card
 
-    index_dir = tmp_path / "index"
-    out = run_cli("index", "--org", zoo.org, "--zoo", str(tiny_zoo), "--out", str(index_dir),
-                  "--retriever", str(retr), "--format", "json")
+    index_dir = cli_train_index_find["index"]
+    out = checked(next(runs))  # index --org ORG --zoo ZOO --out INDEX --retriever RETRIEVER --format json
     report = json.loads(out.stdout)
     assert sorted(report["indexed"] + report["reused"] + report["reencoded"]) == zoo.model_ids
     assert not report["skipped"]
     assert (index_dir / "data" / "train-00000-of-00001.parquet").is_file()
 
-    out = run_cli("find", "--dataset", str(tiny_task), "--index", str(index_dir), "--format", "json",
-                  "--top-k", "3")
+    out = checked(next(runs))  # find --dataset TASK --index INDEX --format json --top-k 3
     matches = json.loads(out.stdout)
     assert [m["rank"] for m in matches] == [1, 2, 3]
     assert all(m["model_id"] in zoo.model_ids and len(m["revision"]) == 40 for m in matches)
@@ -51,9 +73,9 @@ def test_train_index_find_through_cli(tiny_zoo, tiny_task, tmp_path, k2v_home):
 def test_find_model_python_api_matches_cli(tiny_index, tiny_task):
     from k2v_hub import find_model
 
+    cli = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json", "--top-k", "10")
     matches = find_model(str(tiny_task), str(tiny_index), top_k=10, show_progress=False)
-    cli = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
-                             "--top-k", "10").stdout)
+    cli = json.loads(cli().stdout)
     assert [m.model_id for m in matches] == [m["model_id"] for m in cli]
     assert [m.score for m in matches] == pytest.approx([m["score"] for m in cli], abs=1e-5)
     assert set(matches.timings) >= {"features_s", "encode_s", "search_s"}
@@ -65,9 +87,12 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     from k2v_hub.zoo.data import ZooData
 
     zoo = ZooData(tiny_zoo)
-    answer = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo",
-                                str(tiny_zoo), "--format", "json", "--top-k", "10",
-                                "--rerank-images", "20").stdout)
+    answer = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
+                       "--format", "json", "--top-k", "10", "--rerank-images", "20")
+    # without the models at hand (no --zoo) the same call, checked below
+    first_stage = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
+                       "--top-k", "10")
+    answer = json.loads(answer().stdout)
     assert len(answer) == len(zoo.model_ids)
     assert {m["stage"] for m in answer} == {"rerank:leep"}
     assert [m["score"] for m in answer] == sorted((m["score"] for m in answer), reverse=True)
@@ -91,8 +116,7 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     assert answer[0]["rerank_score"] == pytest.approx(leep(probs, labels), abs=1e-5)
     # without the models at hand the same call stays on the first stage (nothing is downloaded): every zoo card
     # names its data, so every model is scored by its data fingerprint
-    first = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
-                               "--top-k", "10").stdout)
+    first = json.loads(first_stage().stdout)
     assert {m["stage"] for m in first} == {"data"}
 
 
@@ -102,6 +126,8 @@ def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_tas
     Each stage's raw value stays in its own field; the JSON says what `score` is."""
     from k2v_hub import find_model
 
+    cli = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
+                    "--rerank", "leep", "--rerank-k", "2", "--rerank-images", "12", "--format", "json")
     matches = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank="leep", rerank_k=2, rerank_images=12,
                          models_root=str(tiny_zoo), show_progress=False)
     scores = [m.score for m in matches]
@@ -114,8 +140,7 @@ def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_tas
     assert all("re-ranked by leep" in m.score_meaning for m in head)
     assert {m.score_meaning for m in rest} == {"data_score"}
 
-    cli = json.loads(run_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
-                             "--rerank", "leep", "--rerank-k", "2", "--rerank-images", "12", "--format", "json").stdout)
+    cli = json.loads(cli().stdout)
     assert [m["score"] for m in cli] == sorted((m["score"] for m in cli), reverse=True)
     assert [m["model_id"] for m in cli] == [m.model_id for m in matches]
     assert all({"score", "score_meaning", "knowledge_score", "data_score", "rerank_score", "stage"} <= set(m)

@@ -7,38 +7,18 @@ compares the pixels.
 
 from __future__ import annotations
 
-import hashlib
-from collections import defaultdict
-
-import numpy as np
 import pytest
 
-from k2v_hub.zoo.build import source_pool
 from k2v_hub.zoo.plan import PROFILES, plan_zoo
-from k2v_hub.zoo.tasks import POOL_PARTS, task_pool_indices
+from k2v_hub.zoo.tasks import POOL_PARTS
 
-
-def _digest(image: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
-
-
-def _task_hashes(profile: str):
-    plan = plan_zoo(profile)
-    by_source = defaultdict(list)
-    for t in plan.tasks:
-        by_source[t.source].append(t)
-    hashes = {part: set() for part in POOL_PARTS}
-    for source, tasks in by_source.items():
-        images, labels = source_pool(source, plan.profile, plan.seed)
-        for t in tasks:
-            support, _, query, _ = task_pool_indices(t, labels)
-            hashes[t.pool_part].update(_digest(images[i]) for i in np.concatenate([support, query]))
-    return plan, hashes
+from ahead import task_image_hashes
 
 
 @pytest.mark.parametrize("profile", ["tiny", "bench"])
-def test_training_validation_and_evaluation_images_are_disjoint(profile):
-    plan, hashes = _task_hashes(profile)
+def test_training_validation_and_evaluation_images_are_disjoint(profile, bench_task_image_hashes):
+    """(The bench plan's draws are replayed ahead, beside the tests before this one: ``conftest.py``.)"""
+    hashes = bench_task_image_hashes if profile == "bench" else task_image_hashes(profile)
     assert all(hashes[p] for p in POOL_PARTS), {p: len(h) for p, h in hashes.items()}
     assert not hashes["train"] & hashes["eval"]
     assert not hashes["train"] & hashes["val"]

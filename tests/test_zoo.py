@@ -1,6 +1,7 @@
 """The offline model zoo: real transformers classifiers, tasks from held-out images, measured ground truth.
 
-One module-scoped fixture builds the tiny zoo (pip-only sources); every test reads it.
+One fixture builds the tiny zoo from nothing (pip-only sources; started ahead, beside the tests before these);
+every test reads it.
 """
 
 from __future__ import annotations
@@ -32,12 +33,9 @@ REPO_FILES = ["README.md", "config.json", "model.safetensors", "preprocessor_con
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("zoo")
-    wall, cpu = time.perf_counter(), time.process_time()
-    manifest = B.build_zoo(out, "tiny", seed=0, show_progress=False)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"dir": out, "manifest": manifest, "wall": wall, "cpu": cpu}
+def zoo(fresh_tiny_zoo):
+    """The tiny zoo built from nothing (started ahead, in a process of its own: ``conftest.py``)."""
+    return fresh_tiny_zoo
 
 
 def _sha(path: Path) -> str:
