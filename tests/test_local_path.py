@@ -91,7 +91,7 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
                        "--format", "json", "--top-k", "10", "--rerank-images", "20")
     # without the models at hand (no --zoo) the same call, checked below
     first_stage = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
-                       "--top-k", "10")
+                            "--top-k", "10")
     answer = json.loads(answer().stdout)
     assert len(answer) == len(zoo.model_ids)
     assert {m["stage"] for m in answer} == {"rerank:leep"}
