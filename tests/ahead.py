@@ -2,8 +2,9 @@
 
 ``python tests/ahead.py JOB OUT [ARGS...]`` runs one job and pickles its result to ``OUT/result.pickle`` (pickle, so
 the result has the very types the job's function returned). Each job is
-exactly what its test did inline before; the test checks the result as it did then. ``conftest.py`` starts the jobs
-when collection finishes (only those whose fixture a selected test uses) and ends them with the session.
+exactly what its test did inline before; the test checks the result as it did then. ``conftest.py`` queues the jobs
+when collection finishes (only those whose fixture a selected test uses), runs them one at a time beside the tests
+and ends them with the session.
 """
 
 from __future__ import annotations
@@ -113,7 +114,6 @@ JOBS = {"fresh_tiny_zoo": fresh_tiny_zoo, "cli_train_index_find": cli_train_inde
 
 if __name__ == "__main__":
     job, out, *args = sys.argv[1:]
-    os.nice(10)  # the tests in the foreground come first
     result = JOBS[job](Path(out), *args)
     tmp = Path(out) / "result.pickle.tmp"
     tmp.write_bytes(pickle.dumps(result))

@@ -6,8 +6,9 @@ with Accelerate, the index is built black-box. Built once per session (about two
 temporary folder, so tests never depend on anything on this machine but the installed packages.
 
 The tests run one at a time, on one core. A few long jobs that need nothing from the session (a fresh zoo build,
-a train -> index -> find run of the CLI, the bench plan's image draws) start when collection finishes, in processes of their own at a lower
-priority, so the second core does them while the tests before theirs run; their fixtures wait for the result.
+a train -> index -> find run of the CLI, the bench plan's image draws) are queued when collection finishes and run
+one after another in processes of their own, so the second core does them while the tests before theirs run;
+their fixtures wait for the result.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,40 +37,57 @@ AHEAD_TIMEOUT = 1800
 
 
 class Ahead:
-    """The jobs of ``ahead.py`` started for this session: ``result(job)`` waits for one and returns its result."""
+    """The jobs of ``ahead.py`` for this session, run one after another in a background lane (one process at a
+    time: the second core); ``result(job)`` waits for one and returns its result."""
 
-    def __init__(self):
+    def __init__(self, jobs: list[str]):
         self.work = Path(tempfile.mkdtemp(prefix="k2v-ahead-"))
+        self.queued = list(jobs)
+        self.done = {job: threading.Event() for job in jobs}
         self.procs: dict[str, subprocess.Popen] = {}
+        self.closed = False
+        self.lane = threading.Thread(target=self._run_lane, name="k2v-ahead", daemon=True)
+        self.lane.start()
 
-    def start(self, job: str) -> None:
+    def _start(self, job: str) -> subprocess.Popen:
         out = self.work / job
         out.mkdir()
         env = dict(os.environ)
         if env.get("K2V_TEST_FRESH") == "1":  # nothing in the persistent cache: a zoo of the job's own
             env["K2V_TEST_CACHE"] = str(out / "cache")
         with open(out / "stderr", "w") as err:
-            self.procs[job] = subprocess.Popen([sys.executable, str(AHEAD_SCRIPT), job, str(out)], env=env,
-                                               stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+            proc = self.procs[job] = subprocess.Popen([sys.executable, str(AHEAD_SCRIPT), job, str(out)], env=env,
+                                                      stdout=subprocess.DEVNULL, stderr=err,
+                                                      stdin=subprocess.DEVNULL)
+        return proc
+
+    def _run_lane(self) -> None:
+        for job in self.queued:
+            if not self.closed:
+                proc = self._start(job)
+                try:
+                    proc.wait(AHEAD_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            self.done[job].set()
 
     def result(self, job: str):
-        if job not in self.procs:  # not started ahead (a test asked for it that collection did not see): now
-            self.start(job)
-        proc = self.procs[job]
-        try:
-            proc.wait(AHEAD_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out = self.work / job
+        if job in self.done:
+            self.done[job].wait()
+        else:  # not queued (collection did not see a test use it): now, in the foreground
+            self._start(job).wait(AHEAD_TIMEOUT)
+        proc, out = self.procs[job], self.work / job
         assert proc.returncode == 0, f"ahead.py {job} exited {proc.returncode}:\n{(out / 'stderr').read_text()[-6000:]}"
         return pickle.loads((out / "result.pickle").read_bytes())
 
     def close(self) -> None:
-        for proc in self.procs.values():
+        self.closed = True
+        for proc in list(self.procs.values()):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        self.lane.join(60)
         shutil.rmtree(self.work, ignore_errors=True)
 
 
@@ -76,14 +95,15 @@ _ahead = pytest.StashKey[Ahead]()
 
 
 def pytest_collection_finish(session):
-    """Start the ``ahead.py`` jobs whose fixture (same name) a selected test uses."""
+    """Queue the ``ahead.py`` jobs whose fixture (same name) a selected test uses, in the order the tests use them."""
     from ahead import JOBS
 
-    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    ahead = session.config.stash[_ahead] = Ahead()
-    for job in JOBS:
-        if job in wanted:
-            ahead.start(job)
+    first_use = {}
+    for i, item in enumerate(session.items):
+        for name in getattr(item, "fixturenames", ()):
+            if name in JOBS:
+                first_use.setdefault(name, i)
+    session.config.stash[_ahead] = Ahead(sorted(first_use, key=first_use.get))
 
 
 def pytest_unconfigure(config):
