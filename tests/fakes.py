@@ -8,7 +8,9 @@ The black boxes are linear classifiers over pixels, so an index of a few models 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,34 @@ def console_script(name: str) -> list[str]:
     """
     path = BIN / name
     return [str(path)] if path.is_file() else [sys.executable, "-m", SCRIPT_MODULES[name]]
+
+
+def upload_declared_datasets(server, zoo_root: Path, org: str) -> None:
+    """Every dataset repo the zoo's model cards name (``zoo_root/datasets/<org>/<name>``) as a dataset repo on the
+    test Hub ``server``."""
+    for folder in sorted(p for p in (zoo_root / "datasets" / org).iterdir() if p.is_dir()):
+        files = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file()}
+        server.add_files(f"{org}/{folder.name}", files, repo_type="dataset", message="Upload dataset")
+
+
+def start_process(cmd, env=None, timeout: float = 600):
+    """Start ``cmd``; return a function that waits for it (killed after ``timeout`` s) and returns its
+    ``CompletedProcess``, so several commands can run side by side."""
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True, env=env)
+
+    def result() -> subprocess.CompletedProcess:
+        try:
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0), err.seek(0)
+        with out, err:
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+    return result
 
 
 @contextlib.contextmanager

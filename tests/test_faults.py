@@ -16,7 +16,7 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
-from fakes import assert_same_ranking, console_script, fresh_k2v_home  # noqa: E402
+from fakes import assert_same_ranking, console_script, fresh_k2v_home, upload_declared_datasets  # noqa: E402
 
 TOKEN = "hf_faultsToken_abcdef0123456789"
 SECTION_START = "<!-- k2v-hub:start -->"
@@ -69,6 +69,7 @@ def flaky(tmp_path_factory, tiny_zoo):
             folder = tiny_zoo / model_id
             shas[model_id] = server.add_files(model_id, {f.relative_to(folder).as_posix(): f
                                                          for f in folder.rglob("*") if f.is_file()})
+        upload_declared_datasets(server, tiny_zoo, zoo.org)  # what the cards name, for the data fingerprints
         server.zoo, server.shas, server.faults_seen = zoo, shas, {}
         yield server
         server.set_faults()

@@ -13,13 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from fakes import BIN  # noqa: E402
+from fakes import BIN, start_process  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,21 +63,12 @@ def hf_home_env(tmp_path_factory):
 
 
 def start(cmd, env, check=True):
-    """Start ``cmd``; return a function that waits for it and returns the CompletedProcess (so several commands
-    can run side by side)."""
-    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True, env=env)
+    """Start ``cmd``; return a function that waits for it and returns the CompletedProcess (checked unless
+    ``check=False``), so several commands can run side by side."""
+    wait = start_process(cmd, env)
 
     def result():
-        try:
-            proc.wait(600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out.seek(0), err.seek(0)
-        with out, err:
-            done = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+        done = wait()
         if check and done.returncode != 0:
             raise AssertionError(f"{cmd} exited {done.returncode}\nstdout:\n{done.stdout[-3000:]}\n"
                                  f"stderr:\n{done.stderr[-4000:]}")

@@ -19,7 +19,7 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
-from fakes import assert_same_ranking, console_script, fresh_k2v_home  # noqa: E402
+from fakes import assert_same_ranking, console_script, fresh_k2v_home, upload_declared_datasets  # noqa: E402
 
 TOKEN = "hf_e2eSecretToken_0123456789abcdef"
 INDEX_REPO_NAME = "k2v-index"
@@ -36,9 +36,7 @@ def upload_zoo(server: HubServer, zoo_root: Path, org: str) -> list[str]:
         files = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file()}
         server.add_files(f"{org}/{folder.name}", files, message="Upload model")
         ids.append(f"{org}/{folder.name}")
-    for folder in sorted(p for p in (zoo_root / "datasets" / org).iterdir() if p.is_dir()):
-        files = {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file()}
-        server.add_files(f"{org}/{folder.name}", files, repo_type="dataset", message="Upload dataset")
+    upload_declared_datasets(server, zoo_root, org)
     return ids
 
 

@@ -7,11 +7,11 @@ train -> index -> find run is started ahead (``conftest.py``): two cores serve t
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 
 import pytest
+
+from fakes import start_process  # noqa: E402
 
 
 def checked(proc):
@@ -24,21 +24,8 @@ def checked(proc):
 def start_cli(*args):
     """Start `python -m k2v_hub.cli ...` in a subprocess; return a function that waits for it and returns the
     CompletedProcess (checked)."""
-    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "k2v_hub.cli", *args], stdout=out, stderr=err, text=True)
-
-    def result():
-        try:
-            proc.wait(600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out.seek(0), err.seek(0)
-        with out, err:
-            return checked(subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()))
-
-    return result
+    wait = start_process([sys.executable, "-m", "k2v_hub.cli", *args])
+    return lambda: checked(wait())
 
 
 def test_train_index_find_through_cli(tiny_zoo, cli_train_index_find):
