@@ -56,7 +56,6 @@ from .baselines import label_match_scores
 from .errors import HubError, IndexError_, K2VError, UsageError, one_line
 from .features import FeatureExtractor
 from .hub import split_revision
-from .declared import first_stage_scores
 from .index import best_first, load_index, load_retriever
 from .methods import RERANK_METHODS, rerank_method
 from .query_data import class_means, find_columns, load_query_dataset, select_query_rows
@@ -402,9 +401,8 @@ def find_model(
         label_scores = label_match_scores(names, {r.model_id: r.labels for r in idx.rows})
     label_vec = None if label_scores is None else np.asarray([label_scores[r.model_id] for r in idx.rows])
     n_ranked = max(top_k, rerank_k if rerank else 0)
-    knowledge = idx.embeddings @ query.astype(np.float32)
-    data = idx.data_scores(means)
-    first = first_stage_scores(knowledge, data)
+    stage_one = idx.first_stage(query, means)
+    knowledge, data, first = stage_one.knowledge, stage_one.data, stage_one.scores
     final = first + LABEL_WEIGHT * label_vec if use_label_names else first
     if not np.isfinite(final).all():
         raise IndexError_(f"Index {index} gave non-finite scores.", "Rebuild the index.")

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .declared import data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint
+from .declared import data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores
 from .errors import HubError, IndexError_, K2VError, one_line
 from .hub import RepoRef, RepoSource, download_repo, get_api, hub_call, split_revision, validate_repo_id
 from .index_row import DATA_COLUMNS, SHARED_KEYS, IndexRow, index_features
@@ -549,6 +549,15 @@ def best_first(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
 
 
 @dataclass
+class FirstStage:
+    """A dataset's first-stage evidence on every row of an index (:meth:`K2VIndex.first_stage`)."""
+
+    knowledge: np.ndarray  #: cosine between the dataset's vector and each model's
+    data: np.ndarray  #: declared-data score, ``nan`` where the row has no fingerprint
+    scores: np.ndarray  #: the one first-stage score: ``data`` where present, else the cosine placed on its scale
+
+
+@dataclass
 class K2VIndex:
     """A loaded index: rows (:class:`~k2v_hub.index_row.IndexRow`), the embedding matrix and the shared settings."""
 
@@ -577,17 +586,21 @@ class K2VIndex:
                               "Rebuild the index with `k2v-hub index`.") from None
         return data_scores(task_means, fingerprints)
 
-    def search(self, query: np.ndarray, top_k: int | None = None, *,
-               boost: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows best first, every row's cosine with query)``: the best ``top_k`` rows (all when ``None``).
+    def first_stage(self, query: np.ndarray, task_means: np.ndarray | None = None) -> FirstStage:
+        """Every row's first-stage evidence for a dataset: the cosine of its vector with ``query`` (one matrix
+        product), its declared-data score for ``task_means`` (``nan`` without a fingerprint, or when
+        ``task_means`` is ``None``) and the one score they make (:func:`~k2v_hub.declared.first_stage_scores`).
 
-        One matrix product over the index, then :func:`best_first` on the cosine plus ``boost`` (per-row evidence
-        added before ranking, such as label names; the cosines returned are without it). Measured with
-        `k2v-hub bench --scale` (2 cores): the matrix product beat an exact FAISS index built through `datasets`
-        at every size from 10k to 1M rows (310 ms vs 430 ms at 1M), so it is the only search.
+        Rank with :func:`best_first` on ``scores``. Measured with `k2v-hub bench --scale` (2 cores): the matrix
+        product beat an exact FAISS index built through `datasets` at every size from 10k to 1M rows (310 ms vs
+        430 ms at 1M), so it is the only search.
+
+        Raises:
+            IndexError_: a stored fingerprint is damaged or of another feature space.
         """
-        cosine = self.embeddings @ query.astype(np.float32)
-        return best_first(cosine if boost is None else cosine + boost, top_k), cosine
+        knowledge = self.embeddings @ np.asarray(query, dtype=np.float32)
+        data = np.full(len(knowledge), np.nan) if task_means is None else self.data_scores(task_means)
+        return FirstStage(knowledge, data, first_stage_scores(knowledge, data))
 
 
 def load_index(index: str | Path, *, revision: str | None = None, token: str | None = None) -> K2VIndex:
