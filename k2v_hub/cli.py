@@ -52,7 +52,7 @@ def _examples(*lines: str) -> str:
 
 class ChoicesOf(click.Choice):
     """A ``click.Choice`` over a tuple another module defines, imported when click first reads the choices (to parse
-    the option or show its help): ``ChoicesOf("encoders", "ENCODER_MODES")`` is ``k2v_hub.encoders.ENCODER_MODES``.
+    the option or show its help): ``ChoicesOf("options", "ENCODER_MODES")`` is ``k2v_hub.encoders.ENCODER_MODES``.
 
     Importing those modules at start-up would make every command pay for them (measured: ``k2v_hub.encoders``
     imports torch, 4 s; ``k2v_hub.oracle`` and ``k2v_hub.methods`` numpy, +0.25 s on a 0.2 s start).
@@ -220,13 +220,13 @@ def zoo_build(profile, out_dir, seed, token, fmt, as_json, quiet, verbose):
 @click.option("--batch-tasks", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--model-encoder", type=ChoicesOf("encoders", "ENCODER_MODES"), default="lstm", show_default=True)
-@click.option("--query-encoder", type=ChoicesOf("encoders", "ENCODER_MODES"), default="lstm", show_default=True)
-@click.option("--sal", type=ChoicesOf("train", "SAL_LOSSES"), default="cosine", show_default=True)
+@click.option("--model-encoder", type=ChoicesOf("options", "ENCODER_MODES"), default="lstm", show_default=True)
+@click.option("--query-encoder", type=ChoicesOf("options", "ENCODER_MODES"), default="lstm", show_default=True)
+@click.option("--sal", type=ChoicesOf("options", "SAL_LOSSES"), default="cosine", show_default=True)
 @click.option("--no-mkc", is_flag=True, help="Train without L_MKC (ablation).")
 @click.option("--backbone", default=None, help="Feature space: Hub id/path of an AutoModel, or 'pixels'.")
 @click.option("--probe", default=None, help="Probe dataset (folder or Hub id); default: the built-in probe set.")
-@click.option("--oracle-view", type=ChoicesOf("oracle", "ORACLE_VIEWS"), default="full", show_default=True)
+@click.option("--oracle-view", type=ChoicesOf("options", "ORACLE_VIEWS"), default="full", show_default=True)
 @click.option("--push", "push_to", default=None, help="Push the retriever to this Hub model repo.")
 @common_options
 def train(zoo_dir, index, retriever, out_dir, steps, batch_tasks, lr, seed, model_encoder, query_encoder, sal, no_mkc,
@@ -284,7 +284,7 @@ def _parse_shard(value):
 @click.option("--create-pr", is_flag=True, help="Open pull requests instead of committing (repos you do not own).")
 @click.option("--private", is_flag=True, help="Create the index repo private.")
 @click.option("--probe", default=None, help="Probe dataset (folder or Hub id); default: the retriever's probe set.")
-@click.option("--oracle-view", type=ChoicesOf("oracle", "ORACLE_VIEWS"), default="full", show_default=True,
+@click.option("--oracle-view", type=ChoicesOf("options", "ORACLE_VIEWS"), default="full", show_default=True,
               help="What the black box shows: full probabilities, top-5 labels with scores, or the top label.")
 @click.option("--max-classes", type=int, default=None, help="C: classes kept per model (default: the retriever's).")
 @click.option("--bisection-steps", type=int, default=7, show_default=True)

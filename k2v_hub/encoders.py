@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
-ENCODER_MODES = ("lstm", "concat", "average")
+from .options import ENCODER_MODES
 
 
 class SequenceReader(nn.Module):

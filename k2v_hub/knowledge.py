@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import MalformedRecord, ModelRefused
-from .oracle import ORACLE_VIEWS, Oracle, to_rgb
+from .options import ORACLE_VIEWS
+from .oracle import Oracle, to_rgb
 from .probes import build_probe_images, probe_fingerprint
 from .query_data import find_columns, load_query_dataset
 

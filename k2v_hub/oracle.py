@@ -24,7 +24,7 @@ import logging
 import numbers
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Sequence, get_args
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,11 +51,9 @@ from .limits import (
     image_side,
     read_json_object,
 )
+from .options import ORACLE_VIEWS, OracleView
 
 logger = logging.getLogger(__name__)
-
-OracleView = Literal["full", "top5", "label"]
-ORACLE_VIEWS: tuple[str, ...] = get_args(OracleView)
 
 
 def apply_view(probs: np.ndarray, view: str) -> np.ndarray:

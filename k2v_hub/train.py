@@ -36,9 +36,9 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from .knowledge import pseudo_tasks
+from .options import SAL_LOSSES
 from .utils import logger, progress
 
-SAL_LOSSES = ("cosine", "contrastive")
 
 
 @dataclass

@@ -77,6 +77,17 @@ def test_every_command_help_has_examples(command):
             assert flag in proc.stdout, (command, flag)
 
 
+def test_help_imports_neither_torch_nor_transformers():
+    """Help is instant: no command's ``--help`` loads torch or transformers (``index --help`` once took 8 s)."""
+    code = ("import sys\nfrom k2v_hub.cli import main\n"
+            f"for command in {[[c] for c in COMMANDS] + [['zoo', 'build']]!r}:\n"
+            "    try:\n        main([*command, '--help'])\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr[-3000:]
+
+
 def test_new_flags_are_there():
     index_help = k2v("index", "--help").stdout
     assert "--limit" in index_help and "--yes" in index_help

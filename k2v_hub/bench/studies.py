@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..baselines import leep
-from ..oracle import ORACLE_VIEWS
+from ..options import ORACLE_VIEWS
 from ..train import train_retriever
 from ..utils import progress
 from .data import BenchData, Knowledge, ProbeSet
