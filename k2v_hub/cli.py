@@ -52,10 +52,11 @@ def _examples(*lines: str) -> str:
 
 class ChoicesOf(click.Choice):
     """A ``click.Choice`` over a tuple another module defines, imported when click first reads the choices (to parse
-    the option or show its help): ``ChoicesOf("options", "ENCODER_MODES")`` is ``k2v_hub.encoders.ENCODER_MODES``.
+    the option or show its help): ``ChoicesOf("options", "ENCODER_MODES")`` is ``k2v_hub.options.ENCODER_MODES``.
 
-    Importing those modules at start-up would make every command pay for them (measured: ``k2v_hub.encoders``
-    imports torch, 4 s; ``k2v_hub.oracle`` and ``k2v_hub.methods`` numpy, +0.25 s on a 0.2 s start).
+    Importing those modules at start-up would make every command pay for them (measured: ``k2v_hub.methods``
+    imports numpy, +0.25 s on a 0.2 s start). Keep the choices in light modules (:mod:`k2v_hub.options`): read
+    from ``k2v_hub.oracle``, which imports torch and transformers, they made ``index --help`` take 8 s.
     """
 
     def __init__(self, module: str, name: str, *, first: tuple[str, ...] = ()):
