@@ -379,6 +379,10 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
          quiet, verbose):
     """Find models for a dataset."""
     out = Output(fmt, as_json, quiet, verbose, no_truncate)
+    from .hub import dataset_reference, index_reference
+
+    dataset_reference(dataset)  # a mistyped --dataset or --index fails in a second, before torch loads
+    index_reference(index)
     from .find import find_model, match_rows, matches_json
 
     matches = find_model(dataset, index, retriever=retriever, top_k=top_k, split=split, revision=revision,

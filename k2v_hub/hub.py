@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover
     import httpx as _httpx
 
 from . import __version__
-from .errors import HubError, ModelRefused, one_line
+from .errors import DatasetError, HubError, IndexError_, K2VError, ModelRefused, one_line
 from .limits import MAX_CARD_BYTES, MAX_CONFIG_BYTES, MAX_DECLARED_DATA_BYTES, check_file_sizes, read_json_object
 from .utils import logger
 
@@ -103,6 +103,42 @@ def split_revision(spec: str) -> tuple[str, str | None]:
         repo, rev = spec.rsplit("@", 1)
         return repo, rev or None
     return spec, None
+
+
+def dataset_reference(spec: str | Path) -> tuple[Path | None, str | None, str | None]:
+    """A dataset named by text: ``(folder, None, None)`` when the path exists, else ``(None, repo_id, revision)``.
+
+    Raises:
+        DatasetError: the path is a file, or it neither exists nor is a valid Hub dataset id.
+    """
+    path = Path(spec)
+    if path.exists():
+        if not path.is_dir():
+            raise DatasetError(f"{path} is a file, not a dataset folder.", "Pass a folder or a Hub dataset id.")
+        return path, None, None
+    repo_id, rev = split_revision(str(spec))
+    try:
+        validate_repo_id(repo_id, "dataset id")
+    except K2VError:
+        raise DatasetError(f"{str(spec)!r} is not a folder and not a valid Hub dataset id.",
+                           "Pass an existing folder or ORG/NAME.") from None
+    return None, repo_id, rev
+
+
+def index_reference(spec: str | Path) -> tuple[Path | None, str | None, str | None]:
+    """An index named by text: ``(folder, None, None)`` when the path exists, else ``(None, repo_id, revision)``.
+
+    Raises:
+        IndexError_: it neither exists nor looks like a Hub dataset id (``ORG/NAME[@revision]``).
+    """
+    path = Path(spec)
+    if path.exists():
+        return path, None, None
+    repo_id, rev = split_revision(str(spec))
+    if "/" not in repo_id or repo_id.startswith((".", "/")):
+        raise IndexError_(f"Index {str(spec)!r} is neither a folder nor a Hub dataset id.",
+                          "Build one with `k2v-hub index --org ORG --zoo DIR --out INDEX`.")
+    return None, repo_id, rev
 
 
 def _retryable(exc: BaseException | None) -> bool:

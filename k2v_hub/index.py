@@ -44,7 +44,8 @@ from PIL import Image
 from . import __version__
 from .declared import data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores
 from .errors import HubError, IndexError_, K2VError, one_line
-from .hub import RepoRef, RepoSource, download_repo, get_api, hub_call, split_revision, validate_repo_id
+from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
+                  validate_repo_id)
 from .index_row import DATA_COLUMNS, SHARED_KEYS, IndexRow, index_features
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
@@ -609,12 +610,8 @@ def load_index(index: str | Path, *, revision: str | None = None, token: str | N
     Raises:
         IndexError_: missing, unreadable, tampered, empty, or rows that disagree with the index settings.
     """
-    path, repo_id = Path(index), None
-    if not path.exists():
-        repo_id, rev = split_revision(str(index))
-        if "/" not in repo_id or repo_id.startswith((".", "/")):
-            raise IndexError_(f"Index {index!r} is neither a folder nor a Hub dataset id.",
-                              "Build one with `k2v-hub index --org ORG --zoo DIR --out INDEX`.")
+    path, repo_id, rev = index_reference(index)
+    if path is None:
         path = download_repo(repo_id, repo_type="dataset", revision=revision or rev, token=token,
                              allow_patterns=[DATA_FILE, META_FILE, CARD_FILE])
         revision = revision or rev

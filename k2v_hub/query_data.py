@@ -40,7 +40,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
 from .errors import DatasetError, K2VError, one_line
-from .hub import hub_error, split_revision, validate_repo_id
+from .hub import dataset_reference, hub_error
 from .oracle import to_rgb
 from .utils import progress
 
@@ -97,10 +97,8 @@ def load_query_dataset(dataset, *, split: str | None = None, revision: str | Non
     if not isinstance(dataset, (str, Path)):
         raise DatasetError(f"Cannot use a {type(dataset).__name__} as a dataset.",
                            "Pass a datasets.Dataset, a folder or a Hub dataset id.")
-    path = Path(dataset)
-    if path.exists():
-        if not path.is_dir():
-            raise DatasetError(f"{path} is a file, not a dataset folder.", "Pass a folder or a Hub dataset id.")
+    path, repo_id, rev = dataset_reference(dataset)
+    if path is not None:
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
             try:
                 loaded = datasets.load_from_disk(str(path))
@@ -115,12 +113,6 @@ def load_query_dataset(dataset, *, split: str | None = None, revision: str | Non
             raise DatasetError(f"{path} is neither a save_to_disk folder nor an image folder ({type(exc).__name__}).",
                                "Lay images out as FOLDER/<class name>/<image>.png.") from None
         return load_query_dataset(loaded, split=split)
-    repo_id, rev = split_revision(str(dataset))
-    try:
-        validate_repo_id(repo_id, "dataset id")
-    except K2VError:
-        raise DatasetError(f"{str(dataset)!r} is not a folder and not a valid Hub dataset id.",
-                           "Pass an existing folder or ORG/NAME.") from None
     try:
         loaded = datasets.load_dataset(repo_id, revision=revision or rev, token=token, cache_dir=cache_dir)
     except HfHubHTTPError as exc:

@@ -77,15 +77,32 @@ def test_every_command_help_has_examples(command):
             assert flag in proc.stdout, (command, flag)
 
 
-def test_help_imports_neither_torch_nor_transformers():
-    """Help is instant: no command's ``--help`` loads torch or transformers (``index --help`` once took 8 s)."""
+def heavy_modules_after(*commands) -> tuple[list[str], str]:
+    """Run the commands in one fresh interpreter; return which of torch, transformers and datasets got imported,
+    and what they printed on stderr."""
     code = ("import sys\nfrom k2v_hub.cli import main\n"
-            f"for command in {[[c] for c in COMMANDS] + [['zoo', 'build']]!r}:\n"
-            "    try:\n        main([*command, '--help'])\n    except SystemExit:\n        pass\n"
+            f"for command in {[list(map(str, c)) for c in commands]!r}:\n"
+            "    try:\n        main(command)\n    except SystemExit:\n        pass\n"
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr[-3000:]
+    *printed, loaded = proc.stderr.strip().splitlines()
+    return json.loads(loaded.replace("'", '"')), "\n".join(printed)
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    """Help is instant: no command's ``--help`` loads torch or transformers (``index --help`` once took 8 s)."""
+    loaded, _ = heavy_modules_after(*([c, "--help"] for c in COMMANDS), ["zoo", "build", "--help"])
+    assert loaded == []
+
+
+def test_mistyped_dataset_or_index_fails_before_torch_loads(tmp_path):
+    """`find` with a dataset or index that is neither a folder nor a Hub id says so at once (it took 8.6 s)."""
+    loaded, printed = heavy_modules_after(["find", "--dataset", tmp_path / "nope", "--index", "my-org/k2v-index"],
+                                          ["find", "--dataset", tmp_path, "--index", tmp_path / "nope"])
+    assert loaded == []
+    assert "is not a folder and not a valid Hub dataset id" in printed
+    assert "is neither a folder nor a Hub dataset id" in printed
 
 
 def test_new_flags_are_there():
