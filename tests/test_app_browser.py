@@ -130,17 +130,42 @@ class Page:
     def upload_zip(self, path: Path, *, arrives: bool = True):
         """Choose ``path`` in the zip box (clearing what is there); wait until it has arrived."""
         if self.css("#k2v-zip button[aria-label='Clear']"):
-            self.css("#k2v-zip button[aria-label='Clear']")[0].click()
+            self.click("#k2v-zip button[aria-label='Clear']")
             self.wait(lambda: self.css("#k2v-zip input[type=file]"), 30, "an empty zip box")
         self.css("#k2v-zip input[type=file]")[0].send_keys(str(path))
         if arrives:
             self.wait(lambda: path.stem in self.css("#k2v-zip")[0].text, 60, f"the upload of {path.name}")
 
+    def click(self, selector: str, timeout: float = 30):
+        """Click the first element matching ``selector`` once nothing covers it: while a box that just received an
+        upload grows, the layout moves under the pointer for a moment."""
+        from selenium.common.exceptions import ElementClickInterceptedException
+
+        def clicked():
+            try:
+                self.css(selector)[0].click()
+            except ElementClickInterceptedException:
+                return False
+            return True
+
+        self.wait(clicked, timeout, f"{selector} to be clickable")
+
+    def answer(self) -> tuple[str, str | None]:
+        """The status and the picture's address: every answer draws a new picture, even when its status reads the
+        same as the last one's (same images, same timings)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            pictures = self.css("#k2v-picture img")
+            return self.status(), pictures[0].get_attribute("src") if pictures else None
+        except StaleElementReferenceException:  # the page is being redrawn: ask again
+            return "", None
+
     def ask(self, timeout: float = 240) -> str:
-        """Press Find models; wait for the new status."""
-        before = self.status()
-        self.css("#k2v-go")[0].click()
-        return self.wait(lambda: self.status() != before and self.status(), timeout, "the answer")
+        """Press Find models; wait for the new answer; return its status."""
+        before = self.answer()
+        self.click("#k2v-go")
+        return self.wait(lambda: (now := self.answer()) != before and now[0], timeout, "the answer")
 
     def ranked_ids(self) -> list[str]:
         return [a.text for a in self.css("#k2v-ranking table.k2v-ranking tbody tr td:nth-child(2) a")]
