@@ -11,7 +11,9 @@ with every model a candidate:
   `find_model` uses); ``sym``: its average with the same taken over the model's classes;
 - ``vector``: the knowledge vector of the bench's main retriever (``<work>/retriever``, saved by the last
   ``k2v-hub bench --profile bench``);
-- ``z(data)+w*z(vector)``: the two standardised per task and summed.
+- ``z(data)+w*z(vector)``: the two standardised per task and summed;
+- ``vector if its top cosine >= t else data``: per task, the vector's ranking when it is sure (its best cosine
+  reaches ``t``: on the validation split it reaches 0.9 mostly for tasks of models it trained on), else the data's.
 
 ``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``). Without ``--eval`` only the
 validation split is scored: choose there, then score the evaluation split and the unseen-domain folds once with
@@ -36,6 +38,7 @@ from k2v_hub.features import k2v_home
 from k2v_hub.retriever import Retriever
 
 WEIGHTS = (0.25, 0.5, 1.0, 2.0)
+GATES = (0.85, 0.9, 0.95)
 
 
 def _z(S: np.ndarray) -> np.ndarray:
@@ -61,7 +64,15 @@ def rankings(data: BenchData, retriever, graphs, tasks: list[str], *, with_vecto
         out["vector"] = V
         for w in WEIGHTS:
             out[f"z(data)+{w}*z(vector)"] = _z(D) + w * _z(V)
+        for th in GATES:
+            out[f"vector if its top cosine >= {th} else data"] = _gate(D, V, th)
     return out
+
+
+def _gate(D: np.ndarray, V: np.ndarray, th: float) -> np.ndarray:
+    """Per task, the vector's ranking where its best cosine reaches ``th`` (it recognises a model it trained on),
+    else the data's."""
+    return np.where(V.max(1, keepdims=True) >= th, V, D)
 
 
 def report(data: BenchData, scores: dict, tasks: list[str]) -> dict | None:
