@@ -24,6 +24,7 @@ from k2v_hub.index import (
     DATA_FILE,
     META_FILE,
     ROWS_DIR,
+    best_first,
     Indexer,
     build_index,
     load_index,
@@ -230,8 +231,8 @@ def test_parquet_loads_with_datasets_and_load_index(tiny_index, tiny_zoo, tmp_pa
     assert len(idx) == len(ids) and idx.embeddings.shape == (len(ids), meta["embed_dim"])
     np.testing.assert_allclose(np.linalg.norm(idx.embeddings, axis=1), 1, atol=1e-3)
     assert idx.meta["n_models"] == len(ids)
-    order, scores = idx.search(idx.embeddings[0], top_k=1)
-    assert order.tolist() == [0] and scores[0] == pytest.approx(1, abs=1e-3)
+    stage = idx.first_stage(idx.embeddings[0])
+    assert best_first(stage.scores, 1).tolist() == [0] and stage.knowledge[0] == pytest.approx(1, abs=1e-3)
 
 
 def test_dataset_card_has_metadata_and_lists_models(tiny_index, tiny_zoo):

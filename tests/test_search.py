@@ -18,11 +18,13 @@ def test_matrix_product_matches_faiss_through_datasets():
     ds = datasets.Dataset.from_dict({"embedding": emb})
     ds.add_faiss_index("embedding", metric_type=faiss.METRIC_INNER_PRODUCT)
     for q in queries:
-        order, scores = index.search(q, 10)
+        scores = index.first_stage(q).scores
+        order = best_first(scores, 10)
         exact = ds.search("embedding", q.astype(np.float32), k=10)
         assert order.tolist() == [int(i) for i in exact.indices]
         np.testing.assert_allclose(scores[order], exact.scores, atol=1e-5)
-    assert index.search(queries[0], 1)[0][0] == 3 and index.search(queries[2], 1)[0][0] == 2999
+    assert best_first(index.first_stage(queries[0]).scores, 1)[0] == 3
+    assert best_first(index.first_stage(queries[2]).scores, 1)[0] == 2999
 
 
 def test_best_first_is_the_head_of_a_stable_full_sort():
@@ -32,10 +34,9 @@ def test_best_first_is_the_head_of_a_stable_full_sort():
         full = np.argsort(-scores, kind="stable")
         for k in (1, 2, 5, 7, 8, 13, len(scores), len(scores) + 3, None):
             assert best_first(scores, k).tolist() == full[:k].tolist(), k
-    boost = rng.normal(size=50)
     index = K2VIndex([{} for _ in range(50)], np.eye(50, dtype=np.float32), {}, "mem")
-    order, cosine = index.search(np.eye(50, dtype=np.float32)[4], 5, boost=boost)
-    assert cosine[4] == 1 and order.tolist() == np.argsort(-(cosine + boost), kind="stable")[:5].tolist()
+    stage = index.first_stage(np.eye(50, dtype=np.float32)[4])  # no dataset means: no data scores, the cosine
+    assert stage.knowledge[4] == 1 and np.isnan(stage.data).all() and (stage.scores == stage.knowledge).all()
 
 
 def test_first_stage_order_interleaves_label_and_vector_rankings():
