@@ -40,7 +40,6 @@ from .options import SAL_LOSSES
 from .utils import logger, progress
 
 
-
 @dataclass
 class TrainingArguments:
     """How to train a retriever.
