@@ -83,11 +83,12 @@ def heavy_modules_after(*commands) -> tuple[list[str], str]:
     code = ("import sys\nfrom k2v_hub.cli import main\n"
             f"for command in {[list(map(str, c)) for c in commands]!r}:\n"
             "    try:\n        main(command)\n    except SystemExit:\n        pass\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules), file=sys.stderr)")
+            "import json\nprint(json.dumps(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules)),"
+            " file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     *printed, loaded = proc.stderr.strip().splitlines()
-    return json.loads(loaded.replace("'", '"')), "\n".join(printed)
+    return json.loads(loaded), "\n".join(printed)
 
 
 def test_help_imports_neither_torch_nor_transformers():
