@@ -4,7 +4,8 @@ The dataset (a ``datasets.Dataset``/``DatasetDict``, a folder written by ``save_
 Hub dataset id) is turned into class means in the index's feature space, encoded by the retriever's Q_EXT, and
 compared with every model vector by cosine (one matrix product). Where the index holds a model's *data
 fingerprint* (class means of a few images of the data its card declares, :mod:`k2v_hub.declared`), the first
-stage scores that model by how close its declared data is to the dataset instead (``stage="data"``, its
+stage scores that model by how close its declared data is to the dataset instead, plus a little for the
+accuracy its card reports on that data, which tells apart models that declare the same data (``stage="data"``, its
 ``data_score``); the others keep their cosine, placed on the same scale. The class means are the ones the query
 vector is made from, so this costs no model run. Optional extras, each reported as its own stage:
 
@@ -21,7 +22,7 @@ vector is made from, so this costs no model run. Optional extras, each reported 
   ranking. Each match says which stage produced its score (``stage``).
 
 **One score along the list.** ``score`` never rises with rank, so sorting by it gives the ranking: a first-stage
-match scores its data score or cosine (:func:`~k2v_hub.declared.first_stage_scores`, in [-1, 1]; plus
+match scores its data score or cosine (:func:`~k2v_hub.declared.first_stage_scores`, in [-1, 1.02]; plus
 ``LABEL_WEIGHT`` x the label overlap with ``use_label_names``), at most 1.5; a
 re-ranked one scores its estimator's value mapped into the band (2, 3), order kept (:func:`rerank_band_score`), so
 every re-ranked candidate sits above every match that was not re-ranked. Each stage's raw value stays in its own
@@ -88,7 +89,8 @@ class Match:
         knowledge_score: cosine between the task vector and the model vector.
         label_score: label-name overlap in [0, 1] (``None`` unless label evidence was used).
         rerank_score: the re-ranking estimator's value (``None`` unless re-ranked).
-        data_score: how close the data the model's card declares is to the dataset (:mod:`k2v_hub.declared`;
+        data_score: how close the data the model's card declares is to the dataset, plus
+            :data:`~k2v_hub.declared.ACCURACY_WEIGHT` x the accuracy the card reports on it (:mod:`k2v_hub.declared`;
             ``None`` when the index holds no fingerprint of it).
         score_meaning: how ``score`` was computed from the fields above (for readers of the JSON output).
     """

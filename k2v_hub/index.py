@@ -42,11 +42,12 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .declared import data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores
+from .declared import (data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores,
+                       reported_accuracy)
 from .errors import HubError, IndexError_, K2VError, one_line
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
                   validate_repo_id)
-from .index_row import DATA_COLUMNS, SHARED_KEYS, IndexRow, index_features
+from .index_row import FINGERPRINT_COLUMNS, SHARED_KEYS, IndexRow, index_features
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
 from .oracle import TransformersOracle
@@ -251,6 +252,12 @@ def _card_datasets(card: dict) -> list[str]:
     return [v for v in values if len(v) <= MAX_DATASET_ID]
 
 
+def card_accuracy(ref: RepoRef, data_source: str) -> float | None:
+    """The accuracy ``ref``'s card reports on the dataset its fingerprint was read from (``data_source``,
+    ``dataset@revision``; :func:`~k2v_hub.declared.reported_accuracy`), ``None`` without a fingerprint."""
+    return reported_accuracy(ref.card_data, data_source.rsplit("@", 1)[0]) if data_source else None
+
+
 def data_columns(source: RepoSource, ref: RepoRef, labels: list[str], extractor) -> dict:
     """A row's declared-data columns (:mod:`k2v_hub.declared`): the fingerprint of the first dataset the card names
     that can be read (at most :data:`MAX_DECLARED_TRIES` tried), or an empty one and the reason."""
@@ -350,6 +357,7 @@ class Indexer:
             k2v_hub_version=__version__, n_queries=int(record.n_queries), seconds=float(round(seconds, 3)),
             created_at=created_at or _now(), card_datasets=_card_datasets(ref.card_data),
             downloads=int(ref.downloads), likes=int(ref.likes), **data,
+            reported_accuracy=card_accuracy(ref, data["data_source"]),
         )
 
 
@@ -414,6 +422,7 @@ def build_index(
             fresh = _refreshed(old, ref, s)
             if "data_fingerprint" not in old:  # a row from before fingerprints: read the declared data once
                 fresh.update(indexer.data_columns(source, ref, old["labels"]))
+                fresh["reported_accuracy"] = card_accuracy(ref, fresh["data_source"])
             if fresh != old:  # same vector, but the retriever moved/was renamed or popularity changed
                 _journal(out, fresh)
                 written.append(fresh)
@@ -422,7 +431,7 @@ def build_index(
         try:
             if same_knowledge:
                 record = KnowledgeRecord.from_json(old["knowledge"])
-                data = {k: old[k] for k in DATA_COLUMNS} if "data_fingerprint" in old else \
+                data = {k: old[k] for k in FINGERPRINT_COLUMNS} if "data_fingerprint" in old else \
                     indexer.data_columns(source, ref, record.labels)
                 row = indexer.make_row(ref, record, old["seconds"], old["created_at"], data=data).to_dict()
                 report.reencoded.append(ref.model_id)
@@ -498,10 +507,12 @@ def _same_knowledge(old: dict | None, ref: RepoRef, s: IndexSettings) -> bool:
 
 
 def _refreshed(old: dict, ref: RepoRef, s: IndexSettings) -> dict:
-    """A reused row with its shared settings and popularity brought up to date (vector, knowledge untouched)."""
+    """A reused row with its shared settings, popularity and reported accuracy brought up to date (vector,
+    knowledge and fingerprint untouched)."""
     row = dict(old)
     row.update({k: getattr(s, k) for k in SHARED_KEYS})
     row["downloads"], row["likes"] = int(ref.downloads), int(ref.likes)
+    row["reported_accuracy"] = card_accuracy(ref, row.get("data_source", ""))
     return row
 
 
@@ -585,7 +596,7 @@ class K2VIndex:
         except ValueError as exc:
             raise IndexError_(one_line(f"Index {self.path} has a malformed data fingerprint ({exc})."),
                               "Rebuild the index with `k2v-hub index`.") from None
-        return data_scores(task_means, fingerprints)
+        return data_scores(task_means, fingerprints, [row.reported_accuracy for row in self.rows])
 
     def first_stage(self, query: np.ndarray, task_means: np.ndarray | None = None) -> FirstStage:
         """Every row's first-stage evidence for a dataset: the cosine of its vector with ``query`` (one matrix
@@ -637,6 +648,11 @@ def load_index(index: str | Path, *, revision: str | None = None, token: str | N
     norms = np.linalg.norm(emb, axis=1)
     if np.any(np.abs(norms - 1) > 1e-3):
         raise IndexError_(f"Index {index} has embeddings that are not unit vectors (tampered?).", "Rebuild it.")
+    bad = [r.model_id for r in rows if r.reported_accuracy is not None and not (
+        isinstance(r.reported_accuracy, (int, float)) and 0 <= r.reported_accuracy <= 1)]
+    if bad:
+        raise IndexError_(one_line(f"Index {index} has a reported_accuracy outside [0, 1] for {bad[0]} "
+                                   "(tampered?)."), "Rebuild the index.")
     return K2VIndex(rows, emb, meta, str(path), revision, repo_id)
 
 

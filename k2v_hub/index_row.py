@@ -34,6 +34,9 @@ class IndexRow:
         card_datasets, downloads, likes: what the model card and the Hub said (datasets, popularity).
         data_fingerprint, data_source, data_note: the declared data's fingerprint (:mod:`k2v_hub.declared`),
             the dataset and revision it was read from, and why there is none (``""`` when there is one).
+        reported_accuracy: the accuracy the card's ``model-index`` reports on that dataset
+            (:func:`~k2v_hub.declared.reported_accuracy`), ``None`` if it reports none; read from the card on every
+            run, so a card edit shows without querying the model again.
     """
 
     model_id: str = _column("string")
@@ -59,6 +62,8 @@ class IndexRow:
                                                   "names (base64 float16 .npy; empty if none)")
     data_source: str = _column("string", doc="the dataset@revision the fingerprint was read from")
     data_note: str = _column("string", doc="why there is no fingerprint")
+    reported_accuracy: float | None = _column("float32", doc="the accuracy the card reports on that dataset "
+                                                             "(null if none)")
 
     def to_dict(self) -> dict:
         """The row as stored (parquet row, journal JSON): every column, in file order."""
@@ -78,12 +83,15 @@ class IndexRow:
                     raise IndexError_(
                         f"Row {row.get('model_id')!r} has {key}={row.get(key)!r} but the index says "
                         f"{settings.get(key)!r}.", "The index was tampered with or mixes builds; rebuild it.")
-        return cls(**{name: row.get(name, "") if name in DATA_COLUMNS else row[name] for name in COLUMNS})
+        return cls(**{name: row.get(name, DATA_COLUMNS[name]) if name in DATA_COLUMNS else row[name]
+                      for name in COLUMNS})
 
 
 COLUMNS = tuple(f.name for f in fields(IndexRow))
-#: The declared-data columns: rows written before they existed read as having no fingerprint.
-DATA_COLUMNS = ("data_fingerprint", "data_source", "data_note")
+#: The declared-data columns and what rows written before they existed read as: no fingerprint, no accuracy.
+DATA_COLUMNS = {"data_fingerprint": "", "data_source": "", "data_note": "", "reported_accuracy": None}
+#: The columns :func:`~k2v_hub.index.data_columns` reads from the declared data (the accuracy comes from the card).
+FINGERPRINT_COLUMNS = ("data_fingerprint", "data_source", "data_note")
 SHARED_KEYS = tuple(f.name for f in fields(IndexRow) if f.metadata["shared"])
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from k2v_hub import find_model
-from k2v_hub.declared import (MAX_CLASSES, data_scores, decode_fingerprint, encode_fingerprint,
-                              first_stage_scores)
+from k2v_hub.declared import (ACCURACY_WEIGHT, MAX_CLASSES, data_scores, decode_fingerprint, encode_fingerprint,
+                              first_stage_scores, reported_accuracy)
 from k2v_hub.errors import IndexError_
 from k2v_hub.hub import LocalSource, RepoRef, folder_revision
 from k2v_hub.index import ROWS_DIR, IndexSettings, data_columns, read_rows, write_index
@@ -31,6 +31,8 @@ def test_every_zoo_card_gives_its_row_a_fingerprint_of_the_models_classes(tiny_z
         assert row["data_source"] == f"{dataset}@{folder_revision(tiny_zoo / 'datasets' / dataset)}"
         fingerprint = decode_fingerprint(row["data_fingerprint"], 1280)
         assert fingerprint.shape == (len(row["labels"]), 1280) and np.isfinite(fingerprint).all()
+        # the accuracy the card's model-index reports on that dataset's validation split
+        assert row["reported_accuracy"] == pytest.approx(zoo.models[model_id]["val_acc"], abs=1e-3)
 
 
 def test_a_card_without_readable_data_costs_only_the_fingerprint(tiny_zoo, tiny_index):
@@ -73,7 +75,7 @@ def test_models_without_a_fingerprint_keep_their_vector_on_the_same_scale(tiny_i
     index = _index_with_rows(tiny_index, tmp_path, drop)
     matches = find_model(str(tiny_task), index, top_k=5, rerank=None, show_progress=False)
     scores = [m.score for m in matches]
-    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 + ACCURACY_WEIGHT for s in scores)
     for m in matches:
         if m.model_id in dropped:
             assert m.stage == "vector" and m.data_score is None and "placed on the data scores' scale" in \
@@ -118,3 +120,43 @@ def test_first_stage_scores_mix_data_and_placed_vectors():
     mixed = first_stage_scores(vector, data)
     assert mixed[:2].tolist() == [0.8, 0.6] and mixed[2] > mixed[3]  # order of the vectors kept
     assert np.all(np.abs(mixed) <= 1)
+
+
+def _card(value, dataset="org/data", split="validation", metric="accuracy") -> dict:
+    return {"model-index": [{"name": "m", "results": [{
+        "task": {"type": "image-classification"}, "dataset": {"name": "data", "type": dataset, "split": split},
+        "metrics": [{"type": metric, "value": value}]}]}]}
+
+
+def test_reported_accuracy_is_read_only_when_it_is_an_accuracy_on_the_declared_data():
+    assert reported_accuracy(_card(0.66), "org/data") == pytest.approx(0.66)
+    assert reported_accuracy(_card(87.5), "org/data") == pytest.approx(0.875)  # a percentage
+    assert reported_accuracy(_card(0.66, split="test"), "org/data") == pytest.approx(0.66)
+    refused = [_card(0.66, dataset="org/other"), _card(0.99, split="train"), _card(0.66, metric="f1"),
+               _card(float("nan")), _card(-0.1), _card(140), _card(True), _card("0.9"), {},
+               {"model-index": "not a list"}, {"model-index": [{"results": [{"dataset": {}}]}]}]
+    assert [reported_accuracy(card, "org/data") for card in refused] == [None] * len(refused)
+
+
+def test_reported_accuracy_tells_apart_models_that_declare_the_same_data():
+    """Same fingerprint: the model whose card reports the higher accuracy ranks first; one that reports none
+    stands at the mean of the others; the accuracy moves a score by at most ACCURACY_WEIGHT, so closer data wins."""
+    task = np.array([[1.0, 0.0], [0.0, 1.0]])
+    same = np.array([[1.0, 0.3], [0.3, 1.0]])  # cosine 0.958 to each of the task's classes
+    closer = np.eye(2)  # cosine 1
+    s = data_scores(task, [same, same, same, closer], [0.6, 0.9, None, 0.75])
+    assert s[1] > s[2] > s[0]
+    assert s[2] - s[0] == pytest.approx(ACCURACY_WEIGHT * (np.mean([0.6, 0.9, 0.75]) - 0.6))
+    assert s[3] > s[1]
+    assert np.array_equal(data_scores(task, [same, closer], [0.6, 0.9], accuracy_weight=0.0),
+                          data_scores(task, [same, closer]))
+
+
+def test_a_tampered_reported_accuracy_is_refused(tiny_index, tiny_task, tmp_path):
+    def tamper(rows):
+        next(iter(rows.values()))["reported_accuracy"] = 5.0
+
+    index = _index_with_rows(tiny_index, tmp_path, tamper)
+    with pytest.raises(IndexError_, match="reported_accuracy outside") as err:
+        find_model(str(tiny_task), index, rerank=None, show_progress=False)
+    assert "Rebuild the index" in str(err.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -245,6 +246,12 @@ def test_rerun_requeries_only_the_changed_model_and_a_pr_leaves_main(hub, org_on
     new_sha = hub.add_files(target, {"config.json": json.dumps(config, indent=2)}, message="Update config")
     others = [m for m in org_on_hub.model_ids if m != target]
     assert all(hub.store.load_meta("model", m)["branches"]["main"] != pushed["before"][m] for m in others)
+    # a card edit that changes the accuracy the card reports: the row follows it without querying the model
+    edited = others[0]
+    card = read_hub_file(hub, edited, "README.md").decode()
+    card, n = re.subn(r"(- type: accuracy\n\s+value: )[0-9.]+", r"\g<1>0.123", card)
+    assert n == 1 and before[edited]["reported_accuracy"] != pytest.approx(0.123)
+    hub.add_files(edited, {"README.md": card}, message="Report another accuracy")
     report = json.loads(k2v("index", "--org", org_on_hub.org, "--out", out_dir, "--retriever", tiny_retriever,
                             "--format", "json", env=env).stdout)
     assert sorted(report["reused"]) == others and not report["reencoded"] and not report["skipped"]
@@ -254,6 +261,7 @@ def test_rerun_requeries_only_the_changed_model_and_a_pr_leaves_main(hub, org_on
     assert after[target]["revision"] == new_sha != before[target]["revision"]
     assert all(after[m]["revision"] == before[m]["revision"] for m in others)
     assert all(after[m]["embedding"] == before[m]["embedding"] for m in others)
+    assert after[edited]["reported_accuracy"] == pytest.approx(0.123)
 
     # --create-pr: main is left alone, refs/pr/N carries the new vector and card
     main_before = hub.store.load_meta("model", target)["branches"]["main"]

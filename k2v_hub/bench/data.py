@@ -14,10 +14,10 @@ import torch
 from transformers import AutoModelForImageClassification
 from transformers.utils import logging as hf_logging
 
-from ..declared import decode_fingerprint
+from ..declared import ACCURACY_WEIGHT, decode_fingerprint
 from ..features import FeatureExtractor
 from ..hub import LocalSource
-from ..index import Indexer, data_columns
+from ..index import Indexer, card_accuracy, data_columns
 from ..knowledge import load_probe_set
 from ..pipeline import make_indexer, new_retriever
 from ..train import supervised_data
@@ -109,19 +109,30 @@ class BenchData:
         #: seconds of the backbone pass over a user's images (measured through `find_model`), charged to every
         #: Know2Vec search
         self.feature_pass_s = 0.0
+        #: weight of the cards' reported accuracy in the data score (`find_model`'s, until validation chooses)
+        self.accuracy_weight = ACCURACY_WEIGHT
         self._fingerprints: list | None = None
+        self._accuracies: list | None = None
 
     @property
     def fingerprints(self) -> list:
         """Each model's data fingerprint ``[C, D]`` (``None`` if it has none), made and stored as an index row's:
         :func:`~k2v_hub.index.data_columns` on the dataset repo its card names (the zoo's ``datasets/`` folder)."""
         if self._fingerprints is None:
-            self._fingerprints = []
+            self._fingerprints, self._accuracies = [], []
             for m in progress(self.models, desc="Data fingerprints", disable=not self.show or None):
                 ref = self.source.model_ref(m)
                 cols = data_columns(self.source, ref, self.labels[m], self.extractor)
                 self._fingerprints.append(decode_fingerprint(cols["data_fingerprint"], self.extractor.dim))
+                self._accuracies.append(card_accuracy(ref, cols["data_source"]))
         return self._fingerprints
+
+    @property
+    def reported_accuracies(self) -> list:
+        """Each model's accuracy reported on its declared data, as an index row's ``reported_accuracy``."""
+        if self._accuracies is None:
+            self.fingerprints  # noqa: B018 - reads both
+        return self._accuracies
 
     def truth(self, task_ids) -> np.ndarray:
         """Per task, the accuracy that defines its best model (V.Acc for NNR, Ft.Acc for transfer)."""

@@ -96,6 +96,8 @@ def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, fingerprint
     declared, _ = declared_scores(data, tasks)
     row["data r@1"] = score_method(declared, truth, v, ft, seed)["r@1"]
     row["data recall@10"] = first_stage_recall(declared, truth, 10, None)
+    fingerprint_only, _ = declared_scores(data, tasks, accuracy_weight=0.0)
+    row["data-fingerprint r@1"] = score_method(fingerprint_only, truth, v, ft, seed)["r@1"]
     for blind, key in ((False, "two-stage-leep@3 r@1"), (True, "two-stage-leep@3 label-blind r@1")):
         lab = label_scores(data, tasks, label_blind=blind)
         hybrid, _ = with_hybrids({"know2vec": S, "leep": base["leep"], "data": declared},

@@ -26,7 +26,8 @@ ACCESS = {
     "know2vec": "black-box", "know2vec+labels": "black-box", "know2vec-ssl": "black-box",
     "know2vec-adapted": "black-box", "know2vec+leep@3": "black-box (predictions on 3 models)",
     "two-stage-leep@3": "black-box (predictions on 3 models)",
-    "data": "metadata (card datasets: 8 images per class, no model run)",
+    "data": "metadata (card datasets: 8 images per class, the accuracy the card reports; no model run)",
+    "data-fingerprint": "metadata (card datasets: 8 images per class, no model run)",
     "data-half-cards": "metadata for a seeded half of the models, the vector for the others",
     "two-stage-data-leep@3": "black-box (predictions on 3 models)",
     **{m.name: m.access for m in METHODS},
@@ -122,13 +123,15 @@ def know2vec_scores(retriever, graphs: dict, data: BenchData, task_ids) -> tuple
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
-def declared_scores(data: BenchData, task_ids) -> tuple[np.ndarray, float]:
+def declared_scores(data: BenchData, task_ids, accuracy_weight: float | None = None) -> tuple[np.ndarray, float]:
     """`find_model`'s data scores ``[tasks, models]`` (:func:`k2v_hub.declared.data_scores`: each model's card
-    data against the task's class means) and the mean seconds per task of scoring them."""
-    fingerprints = data.fingerprints
+    data against the task's class means, plus ``accuracy_weight`` (default ``data.accuracy_weight``) times the
+    accuracy its card reports) and the mean seconds per task of scoring them."""
+    fingerprints, accuracies = data.fingerprints, data.reported_accuracies
+    weight = data.accuracy_weight if accuracy_weight is None else accuracy_weight
     t0 = time.perf_counter()
-    S = np.stack([data_scores(data.means[t], fingerprints) for t in task_ids]) if task_ids else \
-        np.zeros((0, len(data.models)))
+    S = np.stack([data_scores(data.means[t], fingerprints, accuracies, accuracy_weight=weight)
+                  for t in task_ids]) if task_ids else np.zeros((0, len(data.models)))
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
@@ -152,6 +155,8 @@ def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, tas
         secs[name] += data.feature_pass_s  # a search also pays the backbone pass over the user's images
     meths["data"], secs["data"] = declared_scores(data, task_ids)
     secs["data"] += data.feature_pass_s
+    meths["data-fingerprint"], secs["data-fingerprint"] = declared_scores(data, task_ids, accuracy_weight=0.0)
+    secs["data-fingerprint"] += data.feature_pass_s
     if "know2vec" in meths:
         meths["data-half-cards"] = half_cards(meths["know2vec"], meths["data"], data.seed)
         secs["data-half-cards"] = secs["know2vec"] + secs["data"] - data.feature_pass_s

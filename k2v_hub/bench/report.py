@@ -63,6 +63,8 @@ def _header_sections(r: dict) -> list[str]:
         out += rows_table("rerank_k", v["rerank_k"]["grid"], ["val_r@1"]) + [""]
         if "data_rerank_k" in v:
             out += rows_table("data_rerank_k", v["data_rerank_k"]["grid"], ["val_r@1"]) + [""]
+        if "data_accuracy_weight" in v:
+            out += rows_table("data_accuracy_weight", v["data_accuracy_weight"]["grid"], ["val_r@1"]) + [""]
     for name, why in r.get("dropped_methods", {}).items():
         out += [f"`{name}` is not in the tables: {why}.", ""]
     return out

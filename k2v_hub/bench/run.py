@@ -157,6 +157,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     data.feature_pass_s = float(np.median(product.features_s)) if product.features_s else 0.0
     fp = data.forward_passes(list(dict.fromkeys(splits.eval_all + splits.transfer + splits.val)))
     search = choose_search(data, splits, fp, main, knowledge, seed)
+    data.accuracy_weight = search["data_accuracy_weight"]["chosen"]
     k, weight = search["rerank_k"]["chosen"], search["label_weight"]["chosen"]
     ks = tuple(sorted({3, k, search["data_rerank_k"]["chosen"]}))
 
@@ -208,11 +209,13 @@ def validation_report(splits: Splits, data: BenchData, training: dict, search: d
             "val_unseen_models": sorted({data.zoo.task(t)["origin_model"] for t in splits.val_unseen}),
             "chosen": {"steps": args.steps, "task_class_dropout": args.task_class_dropout,
                        "task_noise": args.task_noise, "label_weight": search["label_weight"]["chosen"],
-                       "rerank_k": search["rerank_k"]["chosen"], "data_rerank_k": search["data_rerank_k"]["chosen"]},
+                       "rerank_k": search["rerank_k"]["chosen"], "data_rerank_k": search["data_rerank_k"]["chosen"],
+                       "data_accuracy_weight": search["data_accuracy_weight"]["chosen"]},
             "chosen_on": {"steps": "validation", "task_class_dropout": "validation", "task_noise": "validation",
-                          "label_weight": "validation", "rerank_k": "validation", "data_rerank_k": "validation"},
+                          "label_weight": "validation", "rerank_k": "validation", "data_rerank_k": "validation",
+                          "data_accuracy_weight": "validation"},
             "training": training, "label_weight": search["label_weight"], "rerank_k": search["rerank_k"],
-            "data_rerank_k": search["data_rerank_k"],
+            "data_rerank_k": search["data_rerank_k"], "data_accuracy_weight": search["data_accuracy_weight"],
             "criterion": "R@1 on the validation tasks, every model a candidate; ties: the first listed"}
 
 

@@ -17,7 +17,7 @@ from .uncertainty import paired_difference
 
 #: The differences the targets compare, as (method, reference): paired bootstrap over the same tasks.
 COMPARISONS = (("know2vec", "leep"), ("two-stage-leep@3", "leep"), ("data", "know2vec"),
-               ("two-stage-data-leep@3", "leep"))
+               ("two-stage-data-leep@3", "leep"), ("data", "data-fingerprint"), ("data", "leep"))
 _ESTIMATOR_NAMES = {m.name for m in ESTIMATORS}
 
 

@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..baselines import leep
+from ..declared import ACCURACY_WEIGHT
 from ..train import TrainingArguments, train_retriever
 from ..utils import progress
 from .data import BenchData, Knowledge, ProbeSet, Splits
@@ -31,6 +32,8 @@ AUGMENTATION = {"class subsets + noise": {}, "none": {"task_class_dropout": 0.0,
 STEP_FRACTIONS = (1.0, 0.5)
 LABEL_WEIGHTS = (0.5, 0.0, 0.25, 1.0)
 RERANK_KS = (3, 5, 10)
+#: Weights of the cards' reported accuracy in the data score; `find_model`'s first (it wins ties).
+ACCURACY_WEIGHTS = (ACCURACY_WEIGHT, 0.0, 0.005, 0.01, 0.05, 0.1)
 
 
 def _r1(data: BenchData, S: np.ndarray, task_ids, seed: int) -> float:
@@ -78,11 +81,15 @@ def choose_search(data: BenchData, splits: Splits, fp: dict, retriever, knowledg
     leep_scores = np.asarray([[leep(fp["probs"][(t, m)], fp["labels"][t]) for m in data.models] for t in tasks])
     ks = {str(k): {"val_r@1": _r1(data, two_stage(vector, leep_scores, k, labels=lab), tasks, seed), "rerank_k": k}
           for k in RERANK_KS}
-    # the declared-data first stage, label-blind (no label evidence to interleave)
-    declared, _ = declared_scores(data, tasks)
+    # the declared-data first stage, label-blind (no label evidence to interleave): its accuracy weight, then k
+    accuracy = {str(w): {"val_r@1": _r1(data, declared_scores(data, tasks, accuracy_weight=w)[0], tasks, seed),
+                         "accuracy_weight": w} for w in ACCURACY_WEIGHTS}
+    chosen_weight = accuracy[_pick(accuracy)]["accuracy_weight"]
+    declared, _ = declared_scores(data, tasks, accuracy_weight=chosen_weight)
     data_ks = {str(k): {"val_r@1": _r1(data, two_stage(declared, leep_scores, k), tasks, seed), "rerank_k": k}
                for k in RERANK_KS}
     return {"label_weight": {"grid": weights, "chosen": weights[_pick(weights)]["label_weight"]},
             "rerank_k": {"grid": ks, "chosen": ks[_pick(ks)]["rerank_k"]},
+            "data_accuracy_weight": {"grid": accuracy, "chosen": chosen_weight},
             "data_rerank_k": {"grid": data_ks, "chosen": data_ks[_pick(data_ks)]["rerank_k"]}}
 
