@@ -7,8 +7,9 @@ means, in the frozen feature space, of 8 images per class of the dataset repo it
 images of the source's training split, which no task draws from). The rankings compared, each label-blind and
 with every model a candidate:
 
-- ``data``: the mean over the task's classes of the best cosine to one of the model's class means (what
-  `find_model` uses); ``sym``: its average with the same taken over the model's classes;
+- ``data``: the mean over the task's classes of the best cosine to one of the model's class means, plus 0.02 x
+  the accuracy the card reports on that data (what `find_model` uses); ``data-fingerprint``: without the reported
+  accuracy; ``sym``: the fingerprint's cosine averaged with the same taken over the model's classes;
 - ``vector``: the knowledge vector of the bench's main retriever (``<work>/retriever``, saved by the last
   ``k2v-hub bench --profile bench``);
 - ``z(data)+w*z(vector)``: the two standardised per task and summed;
@@ -58,7 +59,8 @@ def _sym(data: BenchData, tasks: list[str]) -> np.ndarray:
 def rankings(data: BenchData, retriever, graphs, tasks: list[str], *, with_vector: bool = True) -> dict:
     """Score matrices ``[tasks, models]`` of every ranking compared."""
     D, _ = declared_scores(data, tasks)
-    out = {"data": D, "sym": _sym(data, tasks)}
+    out = {"data": D, "data-fingerprint": declared_scores(data, tasks, accuracy_weight=0.0)[0],
+           "sym": _sym(data, tasks)}
     if with_vector:
         V, _ = know2vec_scores(retriever, graphs, data, tasks)
         out["vector"] = V
