@@ -1,0 +1,121 @@
+"""A second stage that keeps the first stage's evidence: re-rank the data stage's k candidates by LEEP + lambda x data.
+
+    python benchmarks/fused_rerank.py [--work DIR] [--eval] [--out FILE]
+
+`find_model`'s two-stage search re-ranks the first stage's ``k`` candidates by LEEP alone
+(``two-stage-data-leep@k`` in the bench). Here the candidates are re-ranked by ``z(LEEP) + lambda * z(data)``, both
+standardised over the ``k`` candidates (what a search can compute: LEEP exists for the candidates only), label-blind,
+every model a candidate. ``lambda = 0`` is the bench's two-stage search. ``k`` and ``lambda`` are chosen on the
+validation split (R@1, ties: the first listed); ``--eval`` then scores the evaluation split, the unseen-domain folds
+and the transfer tasks once with the chosen pair. Not in `find_model` yet: this measures whether it should be.
+
+``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``); the forward passes of every model on
+the tasks scored are recomputed (about 5 s per task on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from k2v_hub.baselines import leep
+from k2v_hub.bench.data import BenchData, Splits
+from k2v_hub.bench.folds import domain_folds, fold_split
+from k2v_hub.bench.methods import declared_scores, two_stage
+from k2v_hub.bench.scoring import pool_task_metrics, score_method
+from k2v_hub.features import k2v_home
+
+KS = (3, 5, 10)
+LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def _z(v: np.ndarray) -> np.ndarray:
+    return (v - v.mean()) / (v.std() + 1e-12)
+
+
+def fused_two_stage(first: np.ndarray, second: np.ndarray, k: int, lam: float) -> np.ndarray:
+    """Per task: ``first``'s top ``k`` re-ranked by ``z(second) + lam * z(first)`` over those ``k``; the rest keep
+    ``first``'s order below them."""
+    out = np.full_like(first, -1e6, dtype=np.float64)
+    for i in range(len(first)):
+        order = np.argsort(-first[i], kind="stable")
+        top, rest = order[:k], order[k:]
+        out[i, top] = 1e3 + _z(np.nan_to_num(second[i][top], nan=-1e5)) + lam * _z(first[i][top])
+        out[i, rest] = -np.arange(len(rest), dtype=np.float64)
+    return out
+
+
+def _r1(data: BenchData, S: np.ndarray, tasks: list[str]) -> float:
+    return round(float(np.mean(pool_task_metrics(data, "x", S, tasks)["r@1"])), 4)
+
+
+def scores(data: BenchData, tasks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The data stage's scores (`find_model`'s) and LEEP of every model, ``[tasks, models]``."""
+    fp = data.forward_passes(tasks)
+    L = np.asarray([[leep(fp["probs"][(t, m)], fp["labels"][t]) for m in data.models] for t in tasks])
+    return declared_scores(data, tasks)[0], L
+
+
+def table(data: BenchData, tasks: list[str], D: np.ndarray, L: np.ndarray, k: int, lam: float,
+          base_k: int) -> dict:
+    """R@1 of LEEP over every model, the data stage, the bench's two-stage (``base_k``) and the fused one."""
+    rows = {"leep": L, "data": D, f"two-stage-data-leep@{base_k}": two_stage(D, L, base_k),
+            f"two-stage-data-leep@{k}": two_stage(D, L, k), f"fused@{k} lambda={lam}": fused_two_stage(D, L, k, lam)}
+    return {"n": len(tasks), **{name: _r1(data, S, tasks) for name, S in rows.items()}}
+
+
+def main() -> None:
+    """Choose ``k`` and ``lambda`` on validation; with ``--eval`` score the evaluation split, folds, transfer once."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None, help="The bench work folder (default: bench-bench).")
+    parser.add_argument("--eval", action="store_true", help="Also score the evaluation split, folds and transfer.")
+    parser.add_argument("--out", type=Path, default=None, help="Write the JSON result here too.")
+    args = parser.parse_args()
+    work = args.work or k2v_home() / "bench-bench"
+    t0 = time.perf_counter()
+    data = BenchData(work / "zoo", work, seed=0, show_progress=False)
+    splits = Splits.of(data.zoo)
+    val = list(splits.val)
+    D, L = scores(data, val)
+    grid = {f"k={k}, lambda={lam}": {"val_r@1": _r1(data, fused_two_stage(D, L, k, lam), val), "k": k, "lambda": lam}
+            for k in KS for lam in LAMBDAS}
+    best = max(row["val_r@1"] for row in grid.values())
+    chosen = next(row for row in grid.values() if row["val_r@1"] == best)
+    k, lam = chosen["k"], chosen["lambda"]
+    out: dict = {"criterion": "validation R@1, label-blind, every model a candidate; ties: the first listed",
+                 "grid": grid, "chosen": {"k": k, "lambda": lam},
+                 "val": table(data, val, D, L, k, lam, 3)}
+    for part, ids in (("val_seen", splits.val_seen), ("val_unseen", splits.val_unseen)):
+        rows = [val.index(t) for t in ids]
+        out[part] = table(data, list(ids), D[rows], L[rows], k, lam, 3) if ids else None
+    if args.eval:
+        tasks = list(dict.fromkeys(splits.eval_all + splits.transfer))
+        De, Le = scores(data, tasks)
+        pick = lambda ids: ([tasks.index(t) for t in ids], list(ids))  # noqa: E731
+        for part, ids in (("eval_all", splits.eval_all), ("eval_seen", splits.eval_seen),
+                          ("eval_inductive", splits.eval_inductive)):
+            rows, ids = pick(ids)
+            out[part] = table(data, ids, De[rows], Le[rows], k, lam, 3) if ids else None
+        out["folds"] = []
+        for domains in domain_folds(data, 5):
+            rows, ids = pick(fold_split(data, domains)["tasks"])
+            if ids:
+                out["folds"].append({"domains": domains, **table(data, ids, De[rows], Le[rows], k, lam, 3)})
+        rows, ids = pick(splits.transfer)
+        truth, v, ft = data.truth(ids), data.rows(ids, data.v), data.rows(ids, data.ft)
+        out["transfer_tau_w"] = {name: score_method(S, truth, v, ft)["tau_w"] for name, S in (
+            ("leep", Le[rows]), ("data", De[rows]), ("two-stage-data-leep@3", two_stage(De[rows], Le[rows], 3)),
+            (f"fused@{k} lambda={lam}", fused_two_stage(De[rows], Le[rows], k, lam)))}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(out, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
