@@ -23,20 +23,17 @@ validation split is scored: choose there, then score the evaluation split and th
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from k2v_hub.bench.data import BenchData, ProbeSet, Splits
+from k2v_hub.bench.data import BenchData, ProbeSet
 from k2v_hub.bench.folds import domain_folds, fold_split
 from k2v_hub.bench.methods import declared_scores, know2vec_scores
 from k2v_hub.bench.scoring import first_stage_recall, pool_task_metrics, pool_truth
 from k2v_hub.declared import data_scores
-from k2v_hub.features import k2v_home
 from k2v_hub.retriever import Retriever
+from study import bench_data, study_arguments, write_result
 
 WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 GATES = (0.85, 0.9, 0.95)
@@ -89,15 +86,10 @@ def report(data: BenchData, scores: dict, tasks: list[str]) -> dict | None:
 
 def main() -> None:
     """Score the rankings on the validation split (and with ``--eval`` on the evaluation split and folds)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=None, help="The bench work folder (default: bench-bench).")
-    parser.add_argument("--eval", action="store_true", help="Also score the evaluation split and the folds.")
-    parser.add_argument("--out", type=Path, default=None, help="Write the JSON result here too.")
-    args = parser.parse_args()
-    work = args.work or k2v_home() / "bench-bench"
+    args = study_arguments(__doc__.splitlines()[0], "Also score the evaluation split and the folds.")
+    work = args.work
     t0 = time.perf_counter()
-    data = BenchData(work / "zoo", work, seed=0, show_progress=False)
-    splits = Splits.of(data.zoo)
+    data, splits = bench_data(work)
     t1 = time.perf_counter()
     sizes = [len(fp) for fp in data.fingerprints]  # what indexing adds per model: read the card's data, featurise
     cost = {"models": len(sizes), "seconds_per_model": round((time.perf_counter() - t1) / len(sizes), 3),
@@ -116,11 +108,7 @@ def main() -> None:
         out["folds"] = [{"domains": d, **report(data, rankings(data, None, None, fold_split(data, d)["tasks"],
                                                                 with_vector=False), fold_split(data, d)["tasks"])}
                         for d in domain_folds(data, 5)]
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(out, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_result(out, args, t0)
 
 
 if __name__ == "__main__":

@@ -15,19 +15,16 @@ the tasks scored are recomputed (about 5 s per task on 2 cores).
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from k2v_hub.baselines import leep
-from k2v_hub.bench.data import BenchData, Splits
+from k2v_hub.bench.data import BenchData
 from k2v_hub.bench.folds import domain_folds, fold_split
 from k2v_hub.bench.methods import declared_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics, score_method
-from k2v_hub.features import k2v_home
+from study import bench_data, study_arguments, write_result
 
 KS = (3, 5, 10)
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -70,15 +67,10 @@ def table(data: BenchData, tasks: list[str], D: np.ndarray, L: np.ndarray, k: in
 
 def main() -> None:
     """Choose ``k`` and ``lambda`` on validation; with ``--eval`` score the evaluation split, folds, transfer once."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=None, help="The bench work folder (default: bench-bench).")
-    parser.add_argument("--eval", action="store_true", help="Also score the evaluation split, folds and transfer.")
-    parser.add_argument("--out", type=Path, default=None, help="Write the JSON result here too.")
-    args = parser.parse_args()
-    work = args.work or k2v_home() / "bench-bench"
+    args = study_arguments(__doc__.splitlines()[0], "Also score the evaluation split, folds and transfer.")
+    work = args.work
     t0 = time.perf_counter()
-    data = BenchData(work / "zoo", work, seed=0, show_progress=False)
-    splits = Splits.of(data.zoo)
+    data, splits = bench_data(work)
     val = list(splits.val)
     D, L = scores(data, val)
     grid = {f"k={k}, lambda={lam}": {"val_r@1": _r1(data, fused_two_stage(D, L, k, lam), val), "k": k, "lambda": lam}
@@ -110,11 +102,7 @@ def main() -> None:
         out["transfer_tau_w"] = {name: score_method(S, truth, v, ft)["tau_w"] for name, S in (
             ("leep", Le[rows]), ("data", De[rows]), ("two-stage-data-leep@3", two_stage(De[rows], Le[rows], 3)),
             (f"fused@{k} lambda={lam}", fused_two_stage(De[rows], Le[rows], k, lam)))}
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(out, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_result(out, args, t0)
 
 
 if __name__ == "__main__":
