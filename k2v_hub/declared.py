@@ -12,7 +12,7 @@ A card's ``model-index`` may also report the model's accuracy on that dataset (:
 models that declare the same data (same source, same classes: the same fingerprint) it is what tells them apart:
 the data score adds :data:`ACCURACY_WEIGHT` times it (:func:`data_scores`), so it moves a model by at most 0.02 and
 decides between near ties, and a card that overstates its accuracy gains little. Chosen on the bench's validation
-split (R@1 on its 52 tasks 0.712 without, 0.808 with; `k2v-hub bench` re-checks it, ``data_accuracy_weight``).
+split (R@1 on its 52 tasks 0.731 without, 0.808 with; `k2v-hub bench` re-checks it, ``data_accuracy_weight``).
 
 Models without a fingerprint (a card that names no dataset, or one that cannot be read) keep their knowledge
 vector: :func:`first_stage_scores` puts both on one scale. The choice of the fingerprint alone over a mix with the
