@@ -419,10 +419,9 @@ def build_index(
         if (same_knowledge and old.get("retriever_fingerprint") == s.retriever_fingerprint
                 and old.get("feature_space") == s.feature_space):
             report.reused.append(ref.model_id)
-            fresh = _refreshed(old, ref, s)
-            if "data_fingerprint" not in old:  # a row from before fingerprints: read the declared data once
-                fresh.update(indexer.data_columns(source, ref, old["labels"]))
-                fresh["reported_accuracy"] = card_accuracy(ref, fresh["data_source"])
+            # a row from before fingerprints: read the declared data once
+            data = None if "data_fingerprint" in old else indexer.data_columns(source, ref, old["labels"])
+            fresh = _refreshed(old, ref, s, data)
             if fresh != old:  # same vector, but the retriever moved/was renamed or popularity changed
                 _journal(out, fresh)
                 written.append(fresh)
@@ -506,11 +505,12 @@ def _same_knowledge(old: dict | None, ref: RepoRef, s: IndexSettings) -> bool:
             and len(record.get("classes") or []) <= s.max_classes)
 
 
-def _refreshed(old: dict, ref: RepoRef, s: IndexSettings) -> dict:
-    """A reused row with its shared settings, popularity and reported accuracy brought up to date (vector,
-    knowledge and fingerprint untouched)."""
+def _refreshed(old: dict, ref: RepoRef, s: IndexSettings, data: dict | None = None) -> dict:
+    """A reused row with its shared settings, popularity and reported accuracy brought up to date (vector and
+    knowledge untouched; the fingerprint columns replaced by ``data`` when given)."""
     row = dict(old)
     row.update({k: getattr(s, k) for k in SHARED_KEYS})
+    row.update(data or {})
     row["downloads"], row["likes"] = int(ref.downloads), int(ref.likes)
     row["reported_accuracy"] = card_accuracy(ref, row.get("data_source", ""))
     return row

@@ -113,6 +113,23 @@ def test_rerun_reuses_every_row_without_a_query(tiny_zoo, index_copy, indexer):
         assert_untouched(before[model_id], after[model_id])
 
 
+def test_rows_from_before_fingerprints_gain_them_on_a_rerun_without_a_query(tiny_zoo, index_copy, indexer):
+    """Rows journaled before the declared-data columns existed: the rerun reuses them (no query) and reads their
+    cards' data and reported accuracy once."""
+    before = rows_of(index_copy)
+    for model_id, row in before.items():
+        old = {k: v for k, v in row.items()
+               if k not in ("data_fingerprint", "data_source", "data_note", "reported_accuracy")}
+        (index_copy / ROWS_DIR / row_filename(model_id)).write_text(json.dumps(old))
+    report = build_index(NoQuerySource(tiny_zoo), ZooData(tiny_zoo).org, index_copy, indexer, show_progress=False)
+    assert sorted(report.reused) == sorted(before) and report.queries == 0
+    after = rows_of(index_copy)
+    for model_id in before:
+        assert_untouched(before[model_id], after[model_id])
+        for key in ("data_fingerprint", "data_source", "reported_accuracy"):
+            assert after[model_id][key] == before[model_id][key] and after[model_id][key], key
+
+
 def test_changed_revision_is_requeried_alone(zoo_copy, index_copy, indexer):
     root, org, ids = zoo_copy
     before = rows_of(index_copy)

@@ -119,20 +119,24 @@ class BenchData:
         """Each model's data fingerprint ``[C, D]`` (``None`` if it has none), made and stored as an index row's:
         :func:`~k2v_hub.index.data_columns` on the dataset repo its card names (the zoo's ``datasets/`` folder)."""
         if self._fingerprints is None:
-            self._fingerprints, self._accuracies = [], []
-            for m in progress(self.models, desc="Data fingerprints", disable=not self.show or None):
-                ref = self.source.model_ref(m)
-                cols = data_columns(self.source, ref, self.labels[m], self.extractor)
-                self._fingerprints.append(decode_fingerprint(cols["data_fingerprint"], self.extractor.dim))
-                self._accuracies.append(card_accuracy(ref, cols["data_source"]))
+            self._read_declared()
         return self._fingerprints
 
     @property
     def reported_accuracies(self) -> list:
         """Each model's accuracy reported on its declared data, as an index row's ``reported_accuracy``."""
         if self._accuracies is None:
-            self.fingerprints  # noqa: B018 - reads both
+            self._read_declared()
         return self._accuracies
+
+    def _read_declared(self) -> None:
+        """Read every model's declared data once: its fingerprint and the accuracy its card reports on it."""
+        self._fingerprints, self._accuracies = [], []
+        for m in progress(self.models, desc="Data fingerprints", disable=not self.show or None):
+            ref = self.source.model_ref(m)
+            cols = data_columns(self.source, ref, self.labels[m], self.extractor)
+            self._fingerprints.append(decode_fingerprint(cols["data_fingerprint"], self.extractor.dim))
+            self._accuracies.append(card_accuracy(ref, cols["data_source"]))
 
     def truth(self, task_ids) -> np.ndarray:
         """Per task, the accuracy that defines its best model (V.Acc for NNR, Ft.Acc for transfer)."""
