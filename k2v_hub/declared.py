@@ -116,17 +116,25 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def fingerprint_cosines(task_means: np.ndarray, fingerprint) -> np.ndarray | None:
+    """``[task classes, fingerprint classes]`` cosines between a task's class means and a fingerprint's, or
+    ``None`` for a model without a fingerprint."""
+    if fingerprint is None or not len(fingerprint):
+        return None
+    return _unit(task_means) @ _unit(fingerprint).T
+
+
 def data_scores(task_means: np.ndarray, fingerprints: list, accuracies: list | None = None, *,
                 accuracy_weight: float = ACCURACY_WEIGHT) -> np.ndarray:
     """Per model: the mean over the task's classes of the best cosine between the task's class mean and one of
     the model's fingerprint class means, plus ``accuracy_weight`` times the accuracy its card reports on that
     data (``accuracies``, ``None`` where it reports none: the mean of the others stands in); ``nan`` for a model
     without a fingerprint."""
-    task = _unit(task_means)
     out = np.full(len(fingerprints), np.nan)
     for j, fp in enumerate(fingerprints):
-        if fp is not None and len(fp):
-            out[j] = float((task @ _unit(fp).T).max(axis=1).mean())
+        cos = fingerprint_cosines(task_means, fp)
+        if cos is not None:
+            out[j] = float(cos.max(axis=1).mean())
     if accuracies is not None and accuracy_weight:
         acc = np.array([np.nan if a is None else a for a in accuracies], dtype=np.float64)
         known = np.isfinite(acc) & np.isfinite(out)

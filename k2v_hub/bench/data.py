@@ -111,6 +111,10 @@ class BenchData:
         self.feature_pass_s = 0.0
         #: weight of the cards' reported accuracy in the data score (`find_model`'s, until validation chooses)
         self.accuracy_weight = ACCURACY_WEIGHT
+        #: the ``finetune-fit`` predictor validation chose (:func:`~k2v_hub.bench.validation.choose_finetune`)
+        self.finetune_predictor = None
+        #: its features per task, computed once (:func:`~k2v_hub.bench.finetune.task_features`)
+        self.finetune_features: dict[str, np.ndarray] = {}
         self._fingerprints: list | None = None
         self._accuracies: list | None = None
 

@@ -10,19 +10,28 @@ records the command, the zoo plan fingerprint and the code version; its card car
 The package ships a copy in ``k2v_hub/default_retriever``: the float16 build of ``k2v-hub build-retriever --profile
 bench --seed 0`` converted to the shipping format by :func:`convert_default_retriever` (its numbers measured again
 as it loads); ``benchmarks/results/default-retriever.json`` records it.
+
+Beside it, in ``finetune/``, the fine-tune predictor ``find_model(goal="fine-tune")`` ranks by
+(:mod:`k2v_hub.finetune_fit`): trained on the same zoo's training tasks and seen models, its configuration chosen on
+the validation split (:func:`build_finetune_predictor`; ``--finetune-only`` builds it alone, in about a minute once
+the zoo is built).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from huggingface_hub import ModelCard
+
 from .. import __version__
 from ..errors import K2VError
 from ..features import k2v_home
+from ..finetune_fit import SUBFOLDER
 from ..quantize import DTYPE, dequantize, quantize, save_quantized
 from ..retriever import DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever, built_retriever_dir
 from ..train import TrainingArguments
@@ -30,14 +39,17 @@ from ..utils import give_usual_mode
 from ..zoo.build import build_zoo
 from ..zoo.plan import plan_zoo
 from .data import BenchData, ProbeSet, Splits
-from .methods import know2vec_scores
+from .finetune import finetune_scores
+from .methods import declared_scores, know2vec_scores
 from .run import PROFILE_STEPS
-from .scoring import first_stage_recall, pool_truth
+from .scoring import first_stage_recall, pool_truth, score_method
 from .studies import retriever_recall
-from .validation import choose_training
+from .validation import choose_finetune, choose_training
 
 #: The command that builds the default retriever; recorded in its config (``training_info.command``).
 COMMAND = "k2v-hub build-retriever --profile {profile} --seed {seed}"
+#: The command that builds the fine-tune predictor alone (a full build makes it too).
+FINETUNE_COMMAND = COMMAND + " --finetune-only"
 #: The most its weights may weigh: the project flags any committed file over 5 MiB.
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -91,8 +103,63 @@ def build_default_retriever(profile: str = "bench", out_dir=None, *, work_dir=No
             "bench_float32": bench_numbers(retriever, knowledge.graphs, data, splits)}
     info["bench"] = _shipped_numbers(retriever, info["bench_float32"], knowledge, data, splits)
     info |= {"dtype": DTYPE, "seconds": round(time.perf_counter() - t0, 1)}
-    _ship(retriever, info, Path(out_dir or built_retriever_dir()))
+    out = Path(out_dir or built_retriever_dir())
+    _ship(retriever, info, out)
+    info["finetune"] = build_finetune_predictor(profile, out / SUBFOLDER, work_dir=work, seed=seed,
+                                                show_progress=show_progress)
     return info
+
+
+def build_finetune_predictor(profile: str = "bench", out_dir=None, *, work_dir=None, seed: int = 0,
+                             show_progress: bool = True) -> dict:
+    """Build the fine-tune predictor into ``out_dir`` (default: ``finetune`` beside the default retriever built
+    here) with its card; return what the card says: the configuration chosen on validation, its validation tau_w
+    (and the data score's), and its tau_w on the zoo's transfer tasks (evaluation split), against Ft.Acc."""
+    t0 = time.perf_counter()
+    work = Path(work_dir or k2v_home() / f"bench-{profile}")
+    build_zoo(work / "zoo", profile, seed=seed, show_progress=show_progress)
+    data = BenchData(work / "zoo", work, seed=seed, show_progress=show_progress)
+    splits = Splits.of(data.zoo)
+    predictor, report = choose_finetune(data, splits, seed)
+    tasks = splits.transfer
+    truth, v, ft = data.truth(tasks), data.rows(tasks, data.v), data.rows(tasks, data.ft)
+    info = {"command": FINETUNE_COMMAND.format(profile=profile, seed=seed), "zoo_profile": profile,
+            "zoo_seed": seed, "zoo_plan_fingerprint": plan_zoo(profile, seed=seed).fingerprint(),
+            "k2v_hub_version": __version__, "feature_space": predictor.feature_space, "models": len(splits.seen),
+            "train_tasks": len(splits.train), "chosen": report["chosen"],
+            "val_tau_w": report["grid"][json.dumps(report["chosen"])]["val_tau_w"],
+            "data_val_tau_w": report["data_val_tau_w"], "transfer_tasks": len(tasks),
+            "transfer_tau_w": score_method(finetune_scores(data, predictor, tasks)[0], truth, v, ft)["tau_w"],
+            "data_transfer_tau_w": score_method(declared_scores(data, tasks)[0], truth, v, ft)["tau_w"]}
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    out = Path(out_dir or built_retriever_dir() / SUBFOLDER)
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor.save_pretrained(tmp)
+        _finetune_card(info).save(Path(tmp) / "README.md")
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(tmp, out)
+    for path in (out, *out.iterdir()):
+        give_usual_mode(path)
+    return info
+
+
+def _finetune_card(info: dict) -> ModelCard:
+    """The fine-tune predictor's card: what it predicts, from what, how it was chosen and what it measured."""
+    return ModelCard(
+        f"---\nlibrary_name: k2v-hub\ntags:\n- k2v-hub\n- model-search\n---\n\n"
+        f"# k2v-hub fine-tune predictor\n\nRanks image classifiers for fine-tuning on a labelled dataset without "
+        f"running them: an MLP ({info['chosen']}) predicts each model's fine-tuned accuracy (standardised over the "
+        f"candidates) from its card's declared data (how well its fingerprint matches the dataset's classes, how "
+        f"many it covers, how broad it is) and the accuracy the card reports. Used by "
+        f"`find_model(..., goal=\"fine-tune\")` and `k2v-hub find --goal fine-tune`.\n\n"
+        f"Built by `{info['command']}` (k2v-hub {info['k2v_hub_version']}) on the `{info['zoo_profile']}` offline "
+        f"zoo (plan `{info['zoo_plan_fingerprint']}`, feature space `{info['feature_space']}`): trained on the "
+        f"measured fine-tuned accuracy of {info['models']} seen models on {info['train_tasks']} training tasks; "
+        f"configuration chosen on the validation split.\n\n"
+        f"| weighted Kendall tau against fine-tuned accuracy, every model a candidate | this predictor | data score |"
+        f"\n|---|---|---|\n| validation tasks | {info['val_tau_w']} | {info['data_val_tau_w']} |\n"
+        f"| transfer tasks ({info['transfer_tasks']}, evaluation split) | {info['transfer_tau_w']} | "
+        f"{info['data_transfer_tau_w']} |\n")
 
 
 def convert_default_retriever(src_dir, out_dir, *, work_dir=None, show_progress: bool = True) -> dict:

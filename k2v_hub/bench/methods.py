@@ -19,6 +19,7 @@ from ..hub import read_card_metadata
 from ..methods import ESTIMATORS, METHODS
 from ..utils import logger, progress
 from .data import BenchData
+from .finetune import finetune_scores
 from .scoring import first_stage_candidates
 
 #: What each method needs from a model: the registry's methods and the bench's own.
@@ -29,6 +30,8 @@ ACCESS = {
     "data": "metadata (card datasets: 8 images per class, the accuracy the card reports; no model run)",
     "data-fingerprint": "metadata (card datasets: 8 images per class, no model run)",
     "data-half-cards": "metadata for a seeded half of the models, the vector for the others",
+    "finetune-fit": "metadata (card datasets and reported accuracy, an MLP trained on the seen models' measured "
+                    "Ft.Acc; no model run)",
     "two-stage-data-leep@3": "black-box (predictions on 3 models)",
     **{m.name: m.access for m in METHODS},
     # the offline zoo has no downloads: its "popularity" is seeded random numbers, not a signal
@@ -147,7 +150,8 @@ def half_cards(vector: np.ndarray, declared: np.ndarray, seed: int) -> np.ndarra
 def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, task_ids, *,
                   label_blind: bool = False) -> tuple[dict, dict, np.ndarray]:
     """The baselines, each Know2Vec retriever (``retrievers``: by method name) and the declared-data first stage
-    (``data``; ``data-half-cards`` with half the cards hidden) on ``task_ids``: score matrices, seconds per task,
+    (``data``; ``data-half-cards`` with half the cards hidden; ``finetune-fit`` once the run has chosen its
+    predictor, ``data.finetune_predictor``) on ``task_ids``: score matrices, seconds per task,
     and the label-name overlap the hybrids need."""
     meths, secs = baseline_scores(data, fp, task_ids, label_blind=label_blind)
     for name, retriever in retrievers.items():
@@ -157,6 +161,9 @@ def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, tas
     secs["data"] += data.feature_pass_s
     meths["data-fingerprint"], secs["data-fingerprint"] = declared_scores(data, task_ids, accuracy_weight=0.0)
     secs["data-fingerprint"] += data.feature_pass_s
+    if data.finetune_predictor is not None:
+        meths["finetune-fit"], secs["finetune-fit"] = finetune_scores(data, data.finetune_predictor, task_ids)
+        secs["finetune-fit"] += data.feature_pass_s
     if "know2vec" in meths:
         meths["data-half-cards"] = half_cards(meths["know2vec"], meths["data"], data.seed)
         secs["data-half-cards"] = secs["know2vec"] + secs["data"] - data.feature_pass_s

@@ -65,6 +65,10 @@ def _header_sections(r: dict) -> list[str]:
             out += rows_table("data_rerank_k", v["data_rerank_k"]["grid"], ["val_r@1"]) + [""]
         if "data_accuracy_weight" in v:
             out += rows_table("data_accuracy_weight", v["data_accuracy_weight"]["grid"], ["val_r@1"]) + [""]
+        if "finetune_fit" in v:
+            out += [f"`finetune-fit` configuration, by validation tau_w against Ft.Acc (the data stage there: "
+                    f"{v['finetune_fit']['data_val_tau_w']}):", ""]
+            out += rows_table("configuration", v["finetune_fit"]["grid"], ["val_tau_w"]) + [""]
     for name, why in r.get("dropped_methods", {}).items():
         out += [f"`{name}` is not in the tables: {why}.", ""]
     return out

@@ -28,7 +28,7 @@ from .leakage import disjoint_images
 from .report import embedding_picture, probes_markdown, to_markdown
 from .studies import held_out_split, oracle_views, probe_ablation, retriever_recall, run_ablation, seed_spread
 from .tables import label_blind_table, nnr_tables, transfer_table
-from .validation import choose_search, choose_training
+from .validation import choose_finetune, choose_search, choose_training
 from .zoo_seeds import zoo_seed_spread
 
 PROFILE_STEPS = {"tiny": 200, "bench": 800}
@@ -133,7 +133,8 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
               ablation: bool = False, seeds: int = 1, zoo_seeds: int = 1, folds: int = N_FOLDS) -> tuple:
     """Run the benchmark; return ``(results, {"json": path, "markdown": path, "picture": path})``.
 
-    Choices (training length and augmentation, label weight, ``rerank_k``) are made on the validation split; the
+    Choices (training length and augmentation, label weight, ``rerank_k``, ``finetune-fit``'s configuration) are
+    made on the validation split; the
     evaluation tasks are scored once, with the chosen settings.
     """
     t_start = time.perf_counter()
@@ -158,6 +159,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     fp = data.forward_passes(list(dict.fromkeys(splits.eval_all + splits.transfer + splits.val)))
     search = choose_search(data, splits, fp, main, knowledge, seed)
     data.accuracy_weight = search["data_accuracy_weight"]["chosen"]
+    data.finetune_predictor, search["finetune_fit"] = choose_finetune(data, splits, seed)
     k, weight = search["rerank_k"]["chosen"], search["label_weight"]["chosen"]
     ks = tuple(sorted({3, k, search["data_rerank_k"]["chosen"]}))
 
@@ -210,12 +212,15 @@ def validation_report(splits: Splits, data: BenchData, training: dict, search: d
             "chosen": {"steps": args.steps, "task_class_dropout": args.task_class_dropout,
                        "task_noise": args.task_noise, "label_weight": search["label_weight"]["chosen"],
                        "rerank_k": search["rerank_k"]["chosen"], "data_rerank_k": search["data_rerank_k"]["chosen"],
-                       "data_accuracy_weight": search["data_accuracy_weight"]["chosen"]},
+                       "data_accuracy_weight": search["data_accuracy_weight"]["chosen"],
+                       "finetune_fit": search["finetune_fit"]["chosen"]},
             "chosen_on": {"steps": "validation", "task_class_dropout": "validation", "task_noise": "validation",
                           "label_weight": "validation", "rerank_k": "validation", "data_rerank_k": "validation",
-                          "data_accuracy_weight": "validation"},
+                          "data_accuracy_weight": "validation",
+                          "finetune_fit": "validation (tau_w against Ft.Acc)"},
             "training": training, "label_weight": search["label_weight"], "rerank_k": search["rerank_k"],
             "data_rerank_k": search["data_rerank_k"], "data_accuracy_weight": search["data_accuracy_weight"],
+            "finetune_fit": search["finetune_fit"],
             "criterion": "R@1 on the validation tasks, every model a candidate; ties: the first listed"}
 
 

@@ -7,7 +7,9 @@ chooses, by R@1 there (candidates: every model):
 - the retriever's training length and task augmentation (the encoders and losses stay the paper's);
 - the weight of the label-name evidence in ``know2vec+labels``;
 - ``rerank_k``, how many first-stage candidates the two-stage search re-ranks with LEEP (``data_rerank_k``: the
-  same for the declared-data first stage, label-blind).
+  same for the declared-data first stage, label-blind);
+- the configuration of ``finetune-fit`` (:mod:`k2v_hub.bench.finetune`), by weighted Kendall tau against Ft.Acc
+  (it predicts fine-tuned accuracy, not R@1).
 
 Ties go to the first candidate in the order listed (the configuration the bench used before it had a validation
 split, then the cheaper one).
@@ -15,6 +17,7 @@ split, then the cheaper one).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -23,9 +26,11 @@ from ..baselines import leep
 from ..declared import ACCURACY_WEIGHT
 from ..train import TrainingArguments, train_retriever
 from ..utils import progress
+from ..finetune_fit import FinetunePredictor
 from .data import BenchData, Knowledge, ProbeSet, Splits
+from .finetune import GRID, finetune_scores, train_on_bench
 from .methods import declared_scores, know2vec_scores, label_scores, two_stage
-from .scoring import pool_task_metrics
+from .scoring import pool_task_metrics, score_method
 
 #: Task augmentation settings tried, by name (the first is `TrainingArguments`' default).
 AUGMENTATION = {"class subsets + noise": {}, "none": {"task_class_dropout": 0.0, "task_noise": 0.0}}
@@ -93,3 +98,24 @@ def choose_search(data: BenchData, splits: Splits, fp: dict, retriever, knowledg
             "data_accuracy_weight": {"grid": accuracy, "chosen": chosen_weight},
             "data_rerank_k": {"grid": data_ks, "chosen": data_ks[_pick(data_ks)]["rerank_k"]}}
 
+
+
+def _val_tau(data: BenchData, S: np.ndarray, task_ids, seed: int) -> float:
+    """Mean weighted Kendall tau of ``S`` against Ft.Acc over ``task_ids``."""
+    ft = data.rows(task_ids, data.ft)
+    return score_method(S, ft, data.rows(task_ids, data.v), ft, seed)["tau_w"]
+
+
+def choose_finetune(data: BenchData, splits: Splits, seed: int) -> tuple[FinetunePredictor, dict]:
+    """Train each ``finetune-fit`` configuration (:data:`~k2v_hub.bench.finetune.GRID`) and keep the best by
+    validation tau_w against Ft.Acc; returns the predictor and ``{"grid", "chosen", "data_val_tau_w"}`` (the data
+    stage's tau_w there, for comparison)."""
+    grid, trained = {}, {}
+    for config in GRID:
+        name = json.dumps(config)
+        trained[name] = train_on_bench(data, splits, seed=seed, **config)
+        grid[name] = {"val_tau_w": _val_tau(data, finetune_scores(data, trained[name], splits.val)[0], splits.val,
+                                            seed), **config}
+    chosen = _pick(grid, "val_tau_w")
+    baseline = _val_tau(data, declared_scores(data, splits.val)[0], splits.val, seed)
+    return trained[chosen], {"grid": grid, "chosen": json.loads(chosen), "data_val_tau_w": baseline}
