@@ -351,7 +351,8 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
 @cli.command(context_settings=CONTEXT, help="Rank indexed models for a labelled image dataset." + _examples(
     "k2v-hub find --dataset ./my_dataset --index ./index",
     "k2v-hub find --dataset my-org/my-images --index my-org/k2v-index --top-k 3 --format json",
-    "k2v-hub find --dataset ./images_by_class/ --index ./index --rerank leep --rerank-k 5 --zoo ./zoo"))
+    "k2v-hub find --dataset ./images_by_class/ --index ./index --rerank leep --rerank-k 5 --zoo ./zoo",
+    "k2v-hub find --dataset ./my_dataset --index ./index --goal fine-tune"))
 @click.option("--dataset", required=True, help="save_to_disk folder, image folder (class/img.png) or Hub dataset id.")
 @click.option("--index", "index", required=True, help="Index folder or Hub dataset id[@revision].")
 @click.option("--retriever", default=None, help="Retriever folder or Hub id (default: the index's).")
@@ -372,11 +373,16 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
               help="Re-rank through remote endpoints (URL with {model_id}); no weights are downloaded.")
 @click.option("--zoo", "zoo_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="Local zoo to load re-rank candidates from (default: the Hub).")
+@click.option("--goal", type=click.Choice(["as-is", "fine-tune"]), default="as-is", show_default=True,
+              help="Rank for using a model as it is, or for fine-tuning it on the dataset (a predictor of the "
+              "fine-tuned accuracy made from the cards' declared data and reported accuracy; no model run).")
+@click.option("--finetune-predictor", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Fine-tune predictor folder for --goal fine-tune (default: the one shipped with the package).")
 @click.option("--no-truncate", is_flag=True)
 @common_options
 def find(dataset, index, retriever, top_k, split, revision, image_column, label_column, max_images_per_class,
-         use_label_names, rerank, rerank_k, rerank_images, rerank_endpoint, zoo_dir, no_truncate, token, fmt, as_json,
-         quiet, verbose):
+         use_label_names, rerank, rerank_k, rerank_images, rerank_endpoint, zoo_dir, goal, finetune_predictor,
+         no_truncate, token, fmt, as_json, quiet, verbose):
     """Find models for a dataset."""
     out = Output(fmt, as_json, quiet, verbose, no_truncate)
     from .hub import dataset_reference, index_reference
@@ -390,12 +396,14 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
                          max_images_per_class=max_images_per_class, use_label_names=use_label_names,
                          rerank=None if rerank == "none" else rerank, rerank_k=rerank_k,
                          rerank_images=rerank_images, rerank_endpoint=rerank_endpoint, models_root=zoo_dir,
-                         show_progress=out.progress)
+                         goal=goal, finetune_predictor=finetune_predictor, show_progress=out.progress)
     if out.fmt == "json":  # the one serialisation of an answer, shared with the web app's JSON download
         click.echo(matches_json(matches))
         return
-    out.table(match_rows(matches), ["rank", "model_id", "score", "stage", "data_score", "knowledge_score", "n_labels",
-                                    "revision"],
+    columns = ["rank", "model_id", "score", "stage", "data_score", "knowledge_score", "n_labels", "revision"]
+    if goal == "fine-tune":
+        columns.insert(4, "finetune_score")
+    out.table(match_rows(matches), columns,
               "model_id", title=f"Best models for {dataset}")
     if out.fmt == "human":
         for meaning in dict.fromkeys(m.score_meaning for m in matches):
@@ -512,7 +520,8 @@ def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, step
              "leak-free training split, settings chosen on the validation split), saved like the copy the package "
              "ships (int8 large weights, the rest float16: under 5 MiB) with its numbers in its card." + _examples(
                  "k2v-hub build-retriever --profile bench --seed 0",
-                 "k2v-hub build-retriever --profile tiny --out ./retriever-tiny"))
+                 "k2v-hub build-retriever --profile tiny --out ./retriever-tiny",
+                 "k2v-hub build-retriever --profile bench --seed 0 --finetune-only"))
 @click.option("--profile", type=click.Choice(["tiny", "bench"]), default="bench", show_default=True)
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Where to save it (default: $K2V_HUB_HOME/default_retriever, used before the package's copy when "
@@ -520,13 +529,24 @@ def bench(profile, out_dir, work_dir, label_blind, scale, ablation, probes, step
 @click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
               help="The zoo and caches (default: $K2V_HUB_HOME/bench-<profile>, shared with `k2v-hub bench`).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--finetune-only", is_flag=True, help="Build only the fine-tune predictor (find --goal fine-tune), into "
+              "OUT/finetune (default: beside the default retriever built here).")
 @common_options
-def build_retriever(profile, out_dir, work_dir, seed, token, fmt, as_json, quiet, verbose):
+def build_retriever(profile, out_dir, work_dir, seed, finetune_only, token, fmt, as_json, quiet, verbose):
     """Build the default retriever."""
     out = Output(fmt, as_json, quiet, verbose)
-    from .bench.default_retriever import build_default_retriever
+    from .bench.default_retriever import build_default_retriever, build_finetune_predictor
+    from .finetune_fit import SUBFOLDER
     from .retriever import built_retriever_dir
 
+    if finetune_only:
+        info = build_finetune_predictor(profile, Path(out_dir or built_retriever_dir()) / SUBFOLDER,
+                                        work_dir=work_dir, seed=seed, show_progress=out.progress)
+        info["out"] = str(Path(out_dir or built_retriever_dir()) / SUBFOLDER)
+        out.result(info, f"Built the fine-tune predictor in {info['seconds']} s: tau_w {info['transfer_tau_w']} on "
+                         f"{info['transfer_tasks']} transfer tasks (data score {info['data_transfer_tau_w']}); "
+                         f"saved to {info['out']}")
+        return
     info = build_default_retriever(profile, out_dir, work_dir=work_dir, seed=seed, show_progress=out.progress)
     info["out"] = str(out_dir or built_retriever_dir())
     out.result(info, f"Built the default retriever in {info['seconds']} s: R@1 {info['bench']['r@1']} on "

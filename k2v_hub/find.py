@@ -7,7 +7,10 @@ fingerprint* (class means of a few images of the data its card declares, :mod:`k
 stage scores that model by how close its declared data is to the dataset instead, plus a little for the
 accuracy its card reports on that data, which tells apart models that declare the same data (``stage="data"``, its
 ``data_score``); the others keep their cosine, placed on the same scale. The class means are the ones the query
-vector is made from, so this costs no model run. Optional extras, each reported as its own stage:
+vector is made from, so this costs no model run. That ranks models for use as they are; ``goal="fine-tune"``
+ranks them for fine-tuning on the dataset instead, by a small predictor of the fine-tuned accuracy made from the
+same evidence (``stage="finetune-fit"``, its ``finetune_score``; :mod:`k2v_hub.finetune_fit`). Optional extras,
+each reported as its own stage:
 
 - ``use_label_names=True`` adds label-name evidence (overlap between the dataset's class names and each model's
   labels) to the knowledge score: the ``know2vec+labels`` method. Off by default: the knowledge score alone is
@@ -56,6 +59,7 @@ from . import __version__
 from .baselines import label_match_scores
 from .errors import HubError, IndexError_, K2VError, UsageError, one_line
 from .features import FeatureExtractor
+from .finetune_fit import FinetunePredictor, load_finetune_predictor
 from .hub import split_revision
 from .index import best_first, load_index, load_retriever
 from .methods import RERANK_METHODS, rerank_method
@@ -65,6 +69,9 @@ from .retriever import Retriever
 from .utils import logger
 
 RerankMethod = Literal[("auto", *RERANK_METHODS)]
+#: What ``find_model(goal=...)`` accepts: rank for use as is, or for fine-tuning.
+GOALS = ("as-is", "fine-tune")
+Goal = Literal[GOALS]
 AUTO_RERANK = "leep"
 LABEL_WEIGHT = 0.5
 #: Re-ranked scores lie in (RERANK_BAND, RERANK_BAND + 1): above every first-stage score (at most 1 + LABEL_WEIGHT).
@@ -84,7 +91,7 @@ class Match:
         rank: 1-based rank.
         url: the model page.
         labels: the model's labels.
-        stage: which stage produced ``score``: ``"data"``, ``"vector"`` (either ``+labels``) or
+        stage: which stage produced ``score``: ``"data"``, ``"finetune-fit"``, ``"vector"`` (each ``+labels``) or
             ``"rerank:<method>"``.
         knowledge_score: cosine between the task vector and the model vector.
         label_score: label-name overlap in [0, 1] (``None`` unless label evidence was used).
@@ -92,6 +99,9 @@ class Match:
         data_score: how close the data the model's card declares is to the dataset, plus
             :data:`~k2v_hub.declared.ACCURACY_WEIGHT` x the accuracy the card reports on it (:mod:`k2v_hub.declared`;
             ``None`` when the index holds no fingerprint of it).
+        finetune_score: with ``goal="fine-tune"``, the model's predicted fine-tuned accuracy on the dataset,
+            standardised over the index's models (:mod:`k2v_hub.finetune_fit`; ``None`` otherwise, or without a
+            fingerprint).
         score_meaning: how ``score`` was computed from the fields above (for readers of the JSON output).
     """
 
@@ -107,6 +117,7 @@ class Match:
     rerank_score: float | None = None
     score_meaning: str = "cosine"
     data_score: float | None = None
+    finetune_score: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-able dict."""
@@ -278,13 +289,15 @@ def first_stage_order(vector_scores: np.ndarray, label_scores: np.ndarray | None
     return np.asarray(out, dtype=np.int64)
 
 
-def _first_stage(has_data: bool, any_data: bool, labels: bool) -> tuple[str, str]:
-    """A first-stage match's ``stage`` and ``score_meaning``: its declared-data score where it has one, else its
-    vector cosine (placed on the data scores' scale when other models have one); plus label evidence if used."""
+def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = False) -> tuple[str, str]:
+    """A first-stage match's ``stage`` and ``score_meaning``: its declared-data score where it has one (with
+    ``finetune``: ``tanh`` of its predicted fine-tuned accuracy), else its vector cosine (placed on that scale when
+    other models have one); plus label evidence if used."""
+    kind = "tanh(finetune_score)" if finetune else "data"
     if has_data:
-        stage, meaning = "data", "data_score"
+        stage, meaning = ("finetune-fit", kind) if finetune else ("data", "data_score")
     elif any_data:
-        stage, meaning = "vector", "cosine placed on the data scores' scale (same mean and spread over the index)"
+        stage, meaning = "vector", f"cosine placed on the {kind} scores' scale (same mean and spread over the index)"
     else:
         stage, meaning = "vector", "cosine"
     if labels:
@@ -326,6 +339,8 @@ def find_model(
     rerank_images: int = 64,
     rerank_endpoint: str | None = None,
     models_root: str | None = None,
+    goal: Goal = "as-is",
+    finetune_predictor=None,
     show_progress: bool = True,
     seed: int = 0,
 ) -> Matches:
@@ -349,6 +364,12 @@ def find_model(
         rerank_endpoint: re-rank through remote endpoints instead of running the models: a URL template with
             ``{model_id}`` (``InferenceClient.image_classification``; no weights are downloaded).
         models_root: a local zoo folder to load candidate models from when re-ranking (default: the Hub).
+        goal: ``"as-is"`` ranks models for use as they are (their accuracy on the dataset's classes: the data
+            score); ``"fine-tune"`` for fine-tuning on the dataset: by a predictor of the fine-tuned accuracy made
+            from the same evidence (the declared data's match, coverage and breadth, the card's reported accuracy;
+            no model run; :mod:`k2v_hub.finetune_fit`). Models without a fingerprint keep their vector either way.
+        finetune_predictor: a :class:`~k2v_hub.finetune_fit.FinetunePredictor` or its folder, for
+            ``goal="fine-tune"`` (default: the one shipped beside the default retriever).
 
     Returns:
         :class:`Matches`: a list of :class:`Match` with ``timings`` (``load_s``, ``features_s``, ``encode_s``,
@@ -358,7 +379,7 @@ def find_model(
     Raises:
         DatasetError: the dataset cannot be a query (see the module docstring for what is accepted).
         IndexError_: the index is missing, damaged, empty, or incompatible with the retriever or this version.
-        UsageError: a bad argument (``top_k < 1``, unknown ``rerank``...).
+        UsageError: a bad argument (``top_k < 1``, unknown ``rerank`` or ``goal``...).
         HubError: a Hub request failed.
 
     Example:
@@ -368,6 +389,12 @@ def find_model(
         'k2v-zoo/resnet-mnist-a-s0'
     """
     rerank = _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images)
+    if goal not in GOALS:
+        raise UsageError(f"Unknown goal {goal!r}.", f"Choose one of {', '.join(GOALS)}.")
+    predictor = None
+    if goal == "fine-tune":
+        predictor = (finetune_predictor if isinstance(finetune_predictor, FinetunePredictor)
+                     else load_finetune_predictor(finetune_predictor))
     timings: dict = {}
     t0 = time.perf_counter()
     ds = load_query_dataset(dataset, split=split, revision=revision, token=token)
@@ -403,7 +430,7 @@ def find_model(
         label_scores = label_match_scores(names, {r.model_id: r.labels for r in idx.rows})
     label_vec = None if label_scores is None else np.asarray([label_scores[r.model_id] for r in idx.rows])
     n_ranked = max(top_k, rerank_k if rerank else 0)
-    stage_one = idx.first_stage(query, means)
+    stage_one = idx.first_stage(query, means, predictor)
     knowledge, data, first = stage_one.knowledge, stage_one.data, stage_one.scores
     final = first + LABEL_WEIGHT * label_vec if use_label_names else first
     if not np.isfinite(final).all():
@@ -417,13 +444,16 @@ def find_model(
     matches.queries = 0
     for rank, i in enumerate(order_models[:n_ranked], start=1):
         row = idx.rows[i]
-        stage, meaning = _first_stage(bool(np.isfinite(data[i])), bool(np.isfinite(data).any()), use_label_names)
+        stage, meaning = _first_stage(bool(np.isfinite(data[i])), bool(np.isfinite(data).any()), use_label_names,
+                                      predictor is not None)
         matches.append(Match(
             model_id=row.model_id, revision=row.revision, score=float(final[i]), rank=rank,
             url=f"{constants.ENDPOINT}/{row.model_id}", labels=list(row.labels), stage=stage,
             knowledge_score=float(knowledge[i]),
             label_score=None if label_scores is None else float(label_scores[row.model_id]),
             score_meaning=meaning, data_score=float(data[i]) if np.isfinite(data[i]) else None,
+            finetune_score=(float(stage_one.finetune[i]) if stage_one.finetune is not None
+                            and np.isfinite(stage_one.finetune[i]) else None),
         ))
     if rerank:
         t3 = time.perf_counter()

@@ -45,6 +45,7 @@ from . import __version__
 from .declared import (data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores,
                        reported_accuracy)
 from .errors import HubError, IndexError_, K2VError, one_line
+from .finetune_fit import FinetunePredictor, finetune_features
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
                   validate_repo_id)
 from .index_row import FINGERPRINT_COLUMNS, SHARED_KEYS, IndexRow, index_features
@@ -567,6 +568,9 @@ class FirstStage:
     knowledge: np.ndarray  #: cosine between the dataset's vector and each model's
     data: np.ndarray  #: declared-data score, ``nan`` where the row has no fingerprint
     scores: np.ndarray  #: the one first-stage score: ``data`` where present, else the cosine placed on its scale
+    #: predicted fine-tuned accuracy (:mod:`k2v_hub.finetune_fit`), ``nan`` where the row has no fingerprint; ``None``
+    #: unless asked for
+    finetune: np.ndarray | None = None
 
 
 @dataclass
@@ -583,6 +587,18 @@ class K2VIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def fingerprints(self, dim: int) -> list:
+        """Each row's decoded data fingerprint (``None`` where it has none).
+
+        Raises:
+            IndexError_: a stored fingerprint is damaged or of another feature space.
+        """
+        try:
+            return [decode_fingerprint(row.data_fingerprint, dim) for row in self.rows]
+        except ValueError as exc:
+            raise IndexError_(one_line(f"Index {self.path} has a malformed data fingerprint ({exc})."),
+                              "Rebuild the index with `k2v-hub index`.") from None
+
     def data_scores(self, task_means: np.ndarray) -> np.ndarray:
         """Each row's declared-data score for a dataset's class means ``[K, D]`` (:func:`~k2v_hub.declared.data_scores`;
         ``nan`` for a row without a fingerprint).
@@ -590,18 +606,30 @@ class K2VIndex:
         Raises:
             IndexError_: a stored fingerprint is damaged or of another feature space.
         """
-        dim = int(np.shape(task_means)[1])
-        try:
-            fingerprints = [decode_fingerprint(row.data_fingerprint, dim) for row in self.rows]
-        except ValueError as exc:
-            raise IndexError_(one_line(f"Index {self.path} has a malformed data fingerprint ({exc})."),
-                              "Rebuild the index with `k2v-hub index`.") from None
+        fingerprints = self.fingerprints(int(np.shape(task_means)[1]))
         return data_scores(task_means, fingerprints, [row.reported_accuracy for row in self.rows])
 
-    def first_stage(self, query: np.ndarray, task_means: np.ndarray | None = None) -> FirstStage:
+    def finetune_scores(self, task_means: np.ndarray, predictor: FinetunePredictor) -> np.ndarray:
+        """Each row's predicted fine-tuned accuracy for a dataset's class means (``nan`` without a fingerprint).
+
+        Raises:
+            IndexError_: a stored fingerprint is damaged, or the predictor was trained in another feature space.
+        """
+        if predictor.feature_space != self.meta.get("feature_space"):
+            raise IndexError_(f"The fine-tune predictor was trained in the {predictor.feature_space!r} feature space "
+                              f"but index {self.path} was built in {self.meta.get('feature_space')!r}.",
+                              "Use a predictor trained in the index's feature space, or goal='as-is'.")
+        fingerprints = self.fingerprints(int(np.shape(task_means)[1]))
+        return predictor.predict(finetune_features(task_means, fingerprints,
+                                                   [row.reported_accuracy for row in self.rows]))
+
+    def first_stage(self, query: np.ndarray, task_means: np.ndarray | None = None,
+                    finetune: FinetunePredictor | None = None) -> FirstStage:
         """Every row's first-stage evidence for a dataset: the cosine of its vector with ``query`` (one matrix
         product), its declared-data score for ``task_means`` (``nan`` without a fingerprint, or when
         ``task_means`` is ``None``) and the one score they make (:func:`~k2v_hub.declared.first_stage_scores`).
+        With a ``finetune`` predictor, the score is made from its prediction instead of the data score:
+        ``tanh(prediction)``, the vector placed on that scale where there is none.
 
         Rank with :func:`best_first` on ``scores``. Measured with `k2v-hub bench --scale` (2 cores): the matrix
         product beat an exact FAISS index built through `datasets` at every size from 10k to 1M rows (310 ms vs
@@ -612,7 +640,10 @@ class K2VIndex:
         """
         knowledge = self.embeddings @ np.asarray(query, dtype=np.float32)
         data = np.full(len(knowledge), np.nan) if task_means is None else self.data_scores(task_means)
-        return FirstStage(knowledge, data, first_stage_scores(knowledge, data))
+        if finetune is None or task_means is None:
+            return FirstStage(knowledge, data, first_stage_scores(knowledge, data))
+        predicted = self.finetune_scores(task_means, finetune)
+        return FirstStage(knowledge, data, first_stage_scores(knowledge, np.tanh(predicted)), predicted)
 
 
 def load_index(index: str | Path, *, revision: str | None = None, token: str | None = None) -> K2VIndex:

@@ -150,9 +150,10 @@ def find_args(tiny_index, tiny_task):
 
 @pytest.fixture(scope="module")
 def variants(find_args):
-    """--format human, --format json, --json, -q, --format quiet: {flags: {code, stdout, stderr}}. Human first:
-    the machine formats switch progress bars off for the rest of the process."""
-    flags = [["--format", "human"], ["--format", "json"], ["--json"], ["-q"], ["--format", "quiet"]]
+    """--format human, --format json, --json, -q, --format quiet, and JSON with --goal fine-tune: {flags: {code,
+    stdout, stderr}}. Human first: the machine formats switch progress bars off for the rest of the process."""
+    flags = [["--format", "human"], ["--format", "json"], ["--json"], ["-q"], ["--format", "quiet"],
+             ["--format", "json", "--goal", "fine-tune"]]
     proc = subprocess.run([sys.executable, "-c", HARNESS, json.dumps([find_args + f for f in flags])],
                           capture_output=True, text=True, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -178,6 +179,17 @@ def test_find_json_is_an_array_best_first(as_json, tiny_zoo):
         assert isinstance(r["score"], float)
     # machine output: no progress bar on stderr
     assert not TQDM.search(as_json["stderr"]), as_json["stderr"][-2000:]
+
+
+def test_goal_fine_tune_ranks_by_the_shipped_predictor(as_json, variants):
+    """`--goal fine-tune` answers from the predictor shipped with the package: every match carries its
+    `finetune_score` and says so; the scores still fall along the list."""
+    answer = variants["--format json --goal fine-tune"]
+    assert answer["code"] == 0, answer["stderr"][-3000:]
+    rows = json.loads(answer["stdout"])
+    assert len(rows) == 3 and [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert all(r["stage"] == "finetune-fit" and isinstance(r["finetune_score"], float) for r in rows)
+    assert all(r["finetune_score"] is None for r in json.loads(as_json["stdout"]))
 
 
 def test_json_flag_equals_format_json(as_json, variants):

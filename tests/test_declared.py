@@ -12,7 +12,8 @@ import pytest
 from k2v_hub import find_model
 from k2v_hub.declared import (ACCURACY_WEIGHT, MAX_CLASSES, data_scores, decode_fingerprint, encode_fingerprint,
                               first_stage_scores, reported_accuracy)
-from k2v_hub.errors import IndexError_
+from k2v_hub.errors import IndexError_, UsageError
+from k2v_hub.finetune_fit import FEATURES, train_finetune_predictor
 from k2v_hub.hub import LocalSource, RepoRef, folder_revision
 from k2v_hub.index import ROWS_DIR, IndexSettings, data_columns, read_rows, write_index
 from k2v_hub.zoo.data import ZooData
@@ -160,3 +161,38 @@ def test_a_tampered_reported_accuracy_is_refused(tiny_index, tiny_task, tmp_path
     with pytest.raises(IndexError_, match="reported_accuracy outside") as err:
         find_model(str(tiny_task), index, rerank=None, show_progress=False)
     assert "Rebuild the index" in str(err.value)
+
+
+def test_goal_fine_tune_ranks_by_the_predicted_fine_tuned_accuracy(tiny_index, tiny_task, tmp_path):
+    """`goal="fine-tune"`: models with a fingerprint are ranked by the predictor's value (`finetune_score`, the
+    score is its tanh), a model without one keeps its vector placed on that scale, and `score` falls along the
+    list. The shipped predictor is used when none is given."""
+    dropped = sorted(rows_of(tiny_index))[0]
+
+    def drop(rows):
+        rows[dropped].update(data_fingerprint="", data_source="", data_note="the card names no dataset")
+
+    index = _index_with_rows(tiny_index, tmp_path, drop)
+    matches = find_model(str(tiny_task), index, top_k=5, rerank=None, goal="fine-tune", show_progress=False)
+    scores = [m.score for m in matches]
+    assert len(matches) == 5 and scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    for m in matches:
+        if m.model_id == dropped:
+            assert m.stage == "vector" and m.finetune_score is None and "tanh(finetune_score)" in m.score_meaning
+        else:
+            assert m.stage == "finetune-fit" and m.score == pytest.approx(np.tanh(m.finetune_score))
+            assert m.score_meaning == "tanh(finetune_score)" and m.data_score is not None
+    as_is = find_model(str(tiny_task), index, top_k=5, rerank=None, show_progress=False)
+    assert all(m.finetune_score is None and m.stage in ("data", "vector") for m in as_is)
+
+
+def test_a_fine_tune_predictor_of_another_feature_space_or_an_unknown_goal_is_refused(tiny_index, tiny_task,
+                                                                                      tmp_path):
+    x = np.random.default_rng(0).normal(size=(4, len(FEATURES)))
+    other = train_finetune_predictor([x], [np.arange(4.0)], steps=5, feature_space="another-space")
+    with pytest.raises(IndexError_, match="another-space") as err:
+        find_model(str(tiny_task), str(tiny_index), rerank=None, goal="fine-tune", finetune_predictor=other,
+                   show_progress=False)
+    assert "goal='as-is'" in str(err.value)
+    with pytest.raises(UsageError, match="Unknown goal"):
+        find_model(str(tiny_task), str(tiny_index), goal="fine-tuning", show_progress=False)

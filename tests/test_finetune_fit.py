@@ -68,6 +68,22 @@ def test_a_folder_without_a_predictor_is_refused_with_what_to_do(tmp_path):
     assert "--finetune-only" in str(err.value)
 
 
+def test_a_damaged_predictor_is_refused_with_what_to_do(tmp_path):
+    """Weights that are not safetensors, or a config of another shape, are refused with one message."""
+    predictor = train_finetune_predictor([np.random.default_rng(0).normal(size=(4, len(FEATURES)))],
+                                         [np.arange(4.0)], steps=5)
+    predictor.save_pretrained(tmp_path / "p")
+    (tmp_path / "p" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(UsageError, match="Cannot load the fine-tune predictor"):
+        load_finetune_predictor(tmp_path / "p")
+    predictor.save_pretrained(tmp_path / "q")
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    (tmp_path / "q" / "config.json").write_text(json.dumps(config | {"hidden": 64}))
+    with pytest.raises(UsageError, match="Cannot load the fine-tune predictor") as err:
+        load_finetune_predictor(tmp_path / "q")
+    assert "--finetune-only" in str(err.value)
+
+
 def test_training_needs_two_models_with_features_in_some_task():
     with pytest.raises(ValueError, match="No training task"):
         train_finetune_predictor([np.full((3, len(FEATURES)), np.nan)], [np.ones(3)])
