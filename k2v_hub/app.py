@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import K2VError, UsageError, one_line
-from .find import Matches, check_index_version, find_model, matches_json, retriever_for_index
+from .finetune_fit import load_finetune_predictor
+from .find import GOALS, Matches, check_index_version, find_model, matches_json, retriever_for_index
 from .index import load_index
 from .methods import RERANK_METHODS
 from .plots import plot_embedding_space
@@ -98,17 +99,31 @@ class Answerer:
     ``work_dir`` holds the uploads being read and the answers being downloaded (default: a new private temporary
     folder, removed at exit); uploaded files under ``upload_dir`` (Gradio's) are deleted after their answer.
 
+    The goal ``"fine-tune"`` is offered (``goals``) when a fine-tune predictor made in the index's feature space is
+    at hand: ``finetune_predictor`` (a folder), else the one the package ships.
+
     Raises:
         IndexError_: the index or retriever is missing, damaged or incompatible.
+        UsageError: ``finetune_predictor`` holds no predictor that loads.
     """
 
     def __init__(self, index: str, *, retriever: str | None = None, zoo: str | None = None, token: str | None = None,
                  limits: UploadLimits = UploadLimits(), work_dir: str | Path | None = None,
-                 upload_dir: str | Path | None = None):
+                 upload_dir: str | Path | None = None, finetune_predictor: str | None = None):
         self.index, self.zoo, self.token, self.limits = index, zoo, token, limits
         loaded = load_index(index, token=token)
         check_index_version(loaded.meta, loaded.rows)
         self.retriever = retriever_for_index(retriever, loaded.meta, token=token)
+        # the goal "fine-tune" is offered only with a predictor made in the index's feature space
+        try:
+            predictor = load_finetune_predictor(finetune_predictor)
+        except UsageError:
+            if finetune_predictor is not None:
+                raise
+            predictor = None
+        same_space = predictor is not None and predictor.feature_space == loaded.meta.get("feature_space")
+        self.finetune = predictor if same_space else None
+        self.goals = GOALS if self.finetune is not None else GOALS[:1]
         self.rows = {r.model_id: r for r in loaded.rows}
         self.embeddings = loaded.embeddings
         self.work_dir = Path(work_dir) if work_dir else private_folder()
@@ -117,24 +132,28 @@ class Answerer:
             (self.work_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def answer(self, source: str, *, zip_file: str | None = None, folder_files: Sequence[str] = (), hub_id: str = "",
-               top_k: int = 5, rerank: str = "auto", progress=None) -> Answer:
+               top_k: int = 5, rerank: str = "auto", goal: str = "as-is", progress=None) -> Answer:
         """Rank the index's models for the dataset given by ``source`` (``zip``, ``folder`` or ``hub``).
 
         ``folder_files``: a folder upload's stored files, each named by its relative path with
-        :data:`FOLDER_SEPARATOR` for ``/`` (:data:`FOLDER_JS`). ``progress(fraction, description)`` hears the
-        steps. Never raises: an error is the answer's ``status``.
+        :data:`FOLDER_SEPARATOR` for ``/`` (:data:`FOLDER_JS`). ``goal``: rank for use ``"as-is"`` or to
+        ``"fine-tune"`` (:func:`~k2v_hub.find.find_model`). ``progress(fraction, description)`` hears the steps.
+        Never raises: an error is the answer's ``status``.
         """
         say = progress or (lambda fraction, description: None)
         started = time.perf_counter()
         self._expire_answers()
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=self.work_dir / "uploads"))
         try:
+            if goal not in self.goals:
+                raise UsageError(f"The goal {goal!r} is not available for this index (no fine-tune predictor made in "
+                                 f"its feature space).", f"Choose {' or '.join(self.goals)}.")
             say(0.0, "Reading your dataset")
             dataset = self._dataset(source, zip_file, list(folder_files or ()), (hub_id or "").strip(), work)
             say(0.1, "Reading and embedding the images, re-ranking the candidates")
             matches = find_model(dataset, self.index, retriever=self.retriever, top_k=int(top_k),
                                  rerank=None if rerank == "none" else rerank, models_root=self.zoo, token=self.token,
-                                 show_progress=True)
+                                 goal=goal, finetune_predictor=self.finetune, show_progress=True)
             say(0.95, "Drawing the model-embedding space")
             out = Path(tempfile.mkdtemp(prefix="answer-", dir=self.work_dir / "answers"))
             json_file = out / "k2v-hub-answer.json"
@@ -263,9 +282,10 @@ def build_app(index: str, *, retriever: str | None = None, zoo: str | None = Non
     answerer = Answerer(index, retriever=retriever, zoo=zoo, token=token, limits=limits, work_dir=work,
                         upload_dir=os.environ["GRADIO_TEMP_DIR"])
 
-    def run(source, zip_file, folder_files, hub_id, top_k, rerank, progress=gr.Progress(track_tqdm=True)):
+    def run(source, zip_file, folder_files, hub_id, top_k, rerank, goal, progress=gr.Progress(track_tqdm=True)):
         a = answerer.answer(source, zip_file=zip_file, folder_files=folder_files or [], hub_id=hub_id, top_k=top_k,
-                            rerank=rerank, progress=lambda fraction, description: progress(fraction, desc=description))
+                            rerank=rerank, goal=goal,
+                            progress=lambda fraction, description: progress(fraction, desc=description))
         return a.status, a.ranking, a.picture, a.json_file
 
     with gr.Blocks(title="k2v-hub: which model fits my images?", analytics_enabled=False,
@@ -289,6 +309,9 @@ def build_app(index: str, *, retriever: str | None = None, zoo: str | None = Non
                 rerank = gr.Dropdown(list(RERANK_CHOICES), value="auto", label="Re-rank", elem_id="k2v-rerank",
                                      info="auto: LEEP on every model when the index is small enough; none: the "
                                           "vector ranking only")
+                goal = gr.Radio(list(answerer.goals), value="as-is", label="Goal", elem_id="k2v-goal",
+                                info="as-is: the model that fits your classes as it is; fine-tune: the model that "
+                                     "will fine-tune best on your images")
                 go = gr.Button("Find models", variant="primary", elem_id="k2v-go")
             with gr.Column(scale=3):
                 status = gr.Textbox(label="Status", interactive=False, elem_id="k2v-status")
@@ -299,7 +322,8 @@ def build_app(index: str, *, retriever: str | None = None, zoo: str | None = Non
                                    interactive=False, elem_id="k2v-json")
         for tab, name in ((tab_zip, "zip"), (tab_folder, "folder"), (tab_hub, "hub")):
             tab.select(lambda chosen=name: chosen, None, source)
-        go.click(run, [source, zip_file, folder_files, hub_id, top_k, rerank], [status, ranking, picture, download])
+        go.click(run, [source, zip_file, folder_files, hub_id, top_k, rerank, goal],
+                 [status, ranking, picture, download])
     return demo
 
 

@@ -25,9 +25,10 @@ from PIL import Image
 
 from k2v_hub.app import FOLDER_SEPARATOR, Answerer
 from k2v_hub.errors import IndexError_, UsageError
+from k2v_hub.finetune_fit import FEATURES, train_finetune_predictor
 from k2v_hub.find import find_model, matches_json
 
-from fakes import build_fast_index, console_script
+from fakes import FEATURE_SPACE, build_fast_index, console_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -98,15 +99,35 @@ def _folder(root: Path, members: dict) -> Path:
     return root
 
 
-def test_the_json_download_is_what_find_format_json_prints(answerer, index, tmp_path):
-    answer = answerer.answer("zip", zip_file=uploaded(tmp_path, GOOD), top_k=3)
+@pytest.mark.parametrize("goal", ["as-is", "fine-tune"])
+def test_the_json_download_is_what_find_format_json_prints(index, tmp_path, goal):
+    """The page's answer, for either goal, is what `k2v-hub find --goal ... --format json` prints (the fast index
+    is in a feature space of its own: the page is given a fine-tune predictor made in it)."""
+    predictor = train_finetune_predictor([np.random.default_rng(0).normal(size=(4, len(FEATURES)))],
+                                         [np.arange(4.0)], steps=5, feature_space=FEATURE_SPACE)
+    predictor.save_pretrained(tmp_path / "predictor")
+    answerer = Answerer(str(index), work_dir=tmp_path / "work", upload_dir=tmp_path / "gradio",
+                        finetune_predictor=str(tmp_path / "predictor"))
+    assert answerer.goals == ("as-is", "fine-tune")
+    answer = answerer.answer("zip", zip_file=uploaded(tmp_path, GOOD), top_k=3, goal=goal)
     folder = _folder(tmp_path / "dataset", GOOD)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     proc = subprocess.run([*console_script("k2v-hub"), "find", "--dataset", str(folder), "--index", str(index),
-                           "--top-k", "3", "--format", "json"], capture_output=True, text=True, env=env, timeout=300)
+                           "--top-k", "3", "--format", "json", "--goal", goal,
+                           "--finetune-predictor", str(tmp_path / "predictor")], capture_output=True, text=True,
+                          env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path(answer.json_file).read_text() == proc.stdout
+
+
+def test_fine_tune_is_offered_only_with_a_predictor_of_the_index_feature_space(answerer, tmp_path):
+    """The shipped predictor is made in another feature space than the fast index's: the page offers "as-is" only
+    and a "fine-tune" request is a message saying so."""
+    assert answerer.goals == ("as-is",)
+    answer = answerer.answer("zip", zip_file=uploaded(tmp_path, GOOD), top_k=3, goal="fine-tune")
+    assert answer.status.startswith("Error: The goal 'fine-tune' is not available") and answer.json_file is None
+    assert "Choose as-is" in answer.status and list((tmp_path / "gradio").rglob("*.zip")) == []
 
 
 def test_a_folder_upload_ranks_like_the_same_zip(answerer, tmp_path):
