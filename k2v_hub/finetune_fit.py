@@ -17,20 +17,15 @@ goal="fine-tune")`` ranks by it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import PyTorchModelHubMixin
-from safetensors.torch import load_file
 from torch import nn
 
 from .declared import fingerprint_cosines
 from .errors import UsageError
-from .hub import download_file
-from .retriever import WEIGHTS_NAME, built_retriever_dir, shipped_retriever_dir
-from .utils import give_usual_mode
+from .retriever import WEIGHTS_NAME, SafetensorsHubMixin, built_retriever_dir, shipped_retriever_dir
 
 #: The features of one candidate, in order (``_z``: standardised over the candidates of one search).
 FEATURES = ("data_z", "data", "worst_class_z", "coverage_z", "reported_accuracy", "n_classes", "spread")
@@ -66,7 +61,7 @@ def finetune_features(task_means: np.ndarray, fingerprints: list, accuracies: li
     return np.stack([_z(best), best, _z(worst), _z(coverage), acc, n_classes, spread], 1)
 
 
-class FinetunePredictor(nn.Module, PyTorchModelHubMixin, library_name="k2v-hub", tags=["k2v-hub", "model-search"]):
+class FinetunePredictor(nn.Module, SafetensorsHubMixin, library_name="k2v-hub", tags=["k2v-hub", "model-search"]):
     """Predicted Ft.Acc (standardised within a dataset) from :func:`finetune_features`: an MLP on standardised
     features. Saved and loaded with the hub mixin (``config.json`` + ``model.safetensors``); ``feature_space`` names
     the frozen feature space its fingerprints were made in (an index made in another one is refused)."""
@@ -85,25 +80,6 @@ class FinetunePredictor(nn.Module, PyTorchModelHubMixin, library_name="k2v-hub",
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, F]`` raw features -> ``[N]`` predictions."""
         return self.net((x - self.mean) / self.std).squeeze(-1)
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """Save the weights as ``model.safetensors``, with the usual file mode (`safetensors` makes 0600 files)."""
-        super()._save_pretrained(save_directory)
-        give_usual_mode(Path(save_directory) / WEIGHTS_NAME)
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
-                         map_location="cpu", strict=True, **model_kwargs):
-        """Load weights from ``model.safetensors`` only, keys checked strictly; pickle files are never read (and
-        nothing is printed: `k2v-hub find --format json` writes only its answer)."""
-        model = cls(**model_kwargs)
-        if os.path.isdir(model_id):
-            weights = Path(model_id) / WEIGHTS_NAME
-        else:
-            weights = download_file(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
-                                    force_download=force_download, local_files_only=local_files_only, token=token)
-        model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
-        return model.eval()
 
     @torch.inference_mode()
     def predict(self, features: np.ndarray) -> np.ndarray:

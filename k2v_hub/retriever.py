@@ -37,9 +37,35 @@ DEFAULT_RETRIEVER_ID = "k2v-hub/know2vec-retriever"
 BUNDLED_REVISION = "bundled"
 
 
+class SafetensorsHubMixin(PyTorchModelHubMixin):
+    """`PyTorchModelHubMixin` that saves ``model.safetensors`` with the usual file mode and loads it only (plain, or
+    in the shipping format of :mod:`k2v_hub.quantize`), keys checked strictly, pickle never read, nothing printed
+    (`k2v-hub find --format json` writes only its answer)."""
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Save the weights as ``model.safetensors``, with the usual file mode (`safetensors` makes 0600 files)."""
+        super()._save_pretrained(save_directory)
+        give_usual_mode(Path(save_directory) / WEIGHTS_NAME)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
+                         map_location="cpu", strict=True, **model_kwargs):
+        """Load weights from ``model.safetensors`` only, dequantized to float32 if in the shipping format."""
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights = Path(model_id) / WEIGHTS_NAME
+            if not weights.is_file():
+                raise K2VError(f"{model_id} has no {WEIGHTS_NAME}.", f"Is this a k2v-hub {cls.__name__} folder?")
+        else:
+            weights = download_file(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token)
+        model.load_state_dict(load_weights(weights, map_location), strict=True)
+        return model.eval()
+
+
 class Retriever(
     nn.Module,
-    PyTorchModelHubMixin,
+    SafetensorsHubMixin,
     library_name="k2v-hub",
     tags=["know2vec", "model-retrieval", "k2v-hub"],
     repo_url="https://github.com/k2v-hub/k2v-hub",
@@ -149,26 +175,6 @@ class Retriever(
             **kwargs,
         )
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """Save the weights as ``model.safetensors``, with the usual file mode (`safetensors` makes 0600 files)."""
-        super()._save_pretrained(save_directory)
-        give_usual_mode(Path(save_directory) / WEIGHTS_NAME)
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
-                         map_location="cpu", strict=True, **model_kwargs):
-        """Load weights from ``model.safetensors`` only (plain, or in the shipping format of
-        :mod:`k2v_hub.quantize`, dequantized to float32), with strict key checking; pickle files are never read."""
-        model = cls(**model_kwargs)
-        if os.path.isdir(model_id):
-            weights = Path(model_id) / WEIGHTS_NAME
-            if not weights.is_file():
-                raise K2VError(f"{model_id} has no {WEIGHTS_NAME}.", "Is this a k2v-hub retriever folder?")
-        else:
-            weights = download_file(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
-                                    force_download=force_download, local_files_only=local_files_only, token=token)
-        model.load_state_dict(load_weights(weights, map_location), strict=True)
-        return model.eval()
 
 
 #: What to do when no copy of the default retriever is on this machine and the Hub cannot give it.
