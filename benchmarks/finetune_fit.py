@@ -9,28 +9,29 @@ The data stage (`find_model`'s first stage) ranks by how close a model's declare
 (NNR and transfer) and the seen models only (the models the retriever trains on: the measured Ft.Acc of the other
 models is never used); its configuration is chosen on the validation split by tau_w against Ft.Acc (ties: the
 first listed, the smallest); ``--eval`` then scores the transfer tasks once, with the chosen configuration trained
-with three seeds. Label-blind (no class name is read) and every model a candidate.
+with three seeds, beside the data score, LEEP and exact LogME (every model run on each task's images), with paired
+95 % bootstrap intervals over tasks. Label-blind (no class name is read) and every model a candidate.
 
-``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``). No forward pass is needed: about a
-minute on 2 cores.
+``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``). About 4 minutes on 2 cores without
+``--eval``; ``--eval`` adds the forward passes of every model on the transfer tasks.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from k2v_hub.bench.finetune import finetune_scores, train_on_bench
 from k2v_hub.bench.methods import declared_scores
-from k2v_hub.bench.scoring import score_method
+from k2v_hub.bench.scoring import task_metrics
+from k2v_hub.bench.uncertainty import paired_difference
 from k2v_hub.bench.validation import choose_finetune
+from k2v_hub.methods import METHODS
 from study import bench_data, study_arguments, write_result
 
-#: The estimators' tau_w on the same transfer tasks, read from the bench's last run for comparison.
-BENCH_JSON = Path(__file__).parent / "results" / "bench.json"
+#: The estimators scored beside it on the transfer tasks (they run every model): the bench's best two there.
+ESTIMATED = ("leep", "logme_exact")
 
 
 def main() -> None:
@@ -44,15 +45,25 @@ def main() -> None:
     if args.eval:
         tasks = list(splits.transfer)
         truth, v, ft = data.truth(tasks), data.rows(tasks, data.v), data.rows(tasks, data.ft)
-        tau = lambda S: score_method(S, truth, v, ft)["tau_w"]  # noqa: E731
-        per_seed = [tau(finetune_scores(data, train_on_bench(data, splits, seed=seed, **chosen["chosen"]), tasks)[0])
-                    for seed in (0, 1, 2)]
-        bench = json.loads(BENCH_JSON.read_text())["transfer"] if BENCH_JSON.exists() else {}
+
+        def per_task(S):
+            return task_metrics(S, truth, v, ft)["tau_w"]
+
+        fits = [per_task(finetune_scores(data, train_on_bench(data, splits, seed=seed, **chosen["chosen"]),
+                                         tasks)[0]) for seed in (0, 1, 2)]
+        fp = data.forward_passes(tasks)
+        taus = {"finetune-fit": fits[0], "data": per_task(declared_scores(data, tasks)[0])}
+        for method in METHODS:
+            if method.name in ESTIMATED:
+                y = fp["labels"]
+                taus[method.name] = per_task(np.asarray([[method.estimator(fp[method.inputs][(t, m)], y[t])
+                                                          for m in data.models] for t in tasks]))
         out["transfer"] = {
-            "tasks": len(tasks), "data": tau(declared_scores(data, tasks)[0]),
-            "finetune-fit": {"tau_w_per_seed": per_seed, "mean": round(float(np.mean(per_seed)), 4),
-                             "std": round(float(np.std(per_seed)), 4)},
-            "from_bench_json": {k: bench[k]["tau_w"] for k in ("leep", "logme_exact", "nce") if k in bench}}
+            "tasks": len(tasks), "tau_w": {k: round(float(np.mean(x)), 4) for k, x in taus.items()},
+            "finetune-fit_per_seed": [round(float(np.mean(x)), 4) for x in fits],
+            "finetune-fit_seed_std": round(float(np.std([np.mean(x) for x in fits])), 4),
+            "paired": {f"finetune-fit - {k}": paired_difference(taus["finetune-fit"], x)
+                       for k, x in taus.items() if k != "finetune-fit"}}
     write_result(out, args, t0)
 
 
