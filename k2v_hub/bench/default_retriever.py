@@ -105,8 +105,7 @@ def build_default_retriever(profile: str = "bench", out_dir=None, *, work_dir=No
     info |= {"dtype": DTYPE, "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(out_dir or built_retriever_dir())
     _ship(retriever, info, out)
-    info["finetune"] = build_finetune_predictor(profile, out / SUBFOLDER, work_dir=work, seed=seed,
-                                                show_progress=show_progress)
+    info["finetune"] = _ship_finetune(data, splits, profile, seed, out / SUBFOLDER, time.perf_counter())
     return info
 
 
@@ -119,7 +118,12 @@ def build_finetune_predictor(profile: str = "bench", out_dir=None, *, work_dir=N
     work = Path(work_dir or k2v_home() / f"bench-{profile}")
     build_zoo(work / "zoo", profile, seed=seed, show_progress=show_progress)
     data = BenchData(work / "zoo", work, seed=seed, show_progress=show_progress)
-    splits = Splits.of(data.zoo)
+    return _ship_finetune(data, Splits.of(data.zoo), profile, seed, Path(out_dir or built_retriever_dir() / SUBFOLDER),
+                          t0)
+
+
+def _ship_finetune(data: BenchData, splits: Splits, profile: str, seed: int, out: Path, t0: float) -> dict:
+    """Choose, measure and save the fine-tune predictor of the zoo in ``data`` into ``out``; return its info."""
     predictor, report = choose_finetune(data, splits, seed)
     tasks = splits.transfer
     truth, v, ft = data.truth(tasks), data.rows(tasks, data.v), data.rows(tasks, data.ft)
@@ -132,7 +136,6 @@ def build_finetune_predictor(profile: str = "bench", out_dir=None, *, work_dir=N
             "transfer_tau_w": score_method(finetune_scores(data, predictor, tasks)[0], truth, v, ft)["tau_w"],
             "data_transfer_tau_w": score_method(declared_scores(data, tasks)[0], truth, v, ft)["tau_w"]}
     info["seconds"] = round(time.perf_counter() - t0, 1)
-    out = Path(out_dir or built_retriever_dir() / SUBFOLDER)
     with tempfile.TemporaryDirectory() as tmp:
         predictor.save_pretrained(tmp)
         _finetune_card(info).save(Path(tmp) / "README.md")

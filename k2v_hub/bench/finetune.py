@@ -14,6 +14,8 @@ import numpy as np
 from ..finetune_fit import FinetunePredictor, finetune_features, train_finetune_predictor
 from .data import BenchData, Splits
 
+#: Full-batch training steps by zoo profile (the tiny zoo's few rows fit in far fewer; unknown profiles: the bench's).
+STEPS = {"tiny": 300, "bench": 2000}
 #: The configurations tried on validation, smallest first.
 GRID = tuple(dict(hidden=h, depth=d, weight_decay=w) for d in (1, 2) for h in (16, 32) for w in (1e-3, 1e-1))
 
@@ -29,10 +31,12 @@ def task_features(data: BenchData, task_ids) -> list[np.ndarray]:
 
 
 def train_on_bench(data: BenchData, splits: Splits, *, seed: int = 0, **config) -> FinetunePredictor:
-    """A predictor trained on the training split's tasks, the seen models' rows only."""
+    """A predictor trained on the training split's tasks, the seen models' rows only, for the zoo profile's
+    :data:`STEPS`."""
     seen = np.isin(data.models, splits.seen)
     features = [np.where(seen[:, None], x, np.nan) for x in task_features(data, splits.train)]
-    return train_finetune_predictor(features, list(data.rows(splits.train, data.ft)), seed=seed,
+    steps = STEPS.get(data.zoo.manifest.get("profile"), STEPS["bench"])
+    return train_finetune_predictor(features, list(data.rows(splits.train, data.ft)), seed=seed, steps=steps,
                                     feature_space=data.extractor.name, **config)
 
 
