@@ -47,6 +47,12 @@ def k2v(*args, home: Path, check: bool = True, timeout: float = 900) -> subproce
     return proc
 
 
+def checked(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``proc`` (a ``k2v-hub`` run) if it exited 0."""
+    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))}: {proc.stderr[-3000:]}"
+    return proc
+
+
 def _dtypes(weights) -> set[str]:
     with safe_open(str(weights), "pt") as f:
         return {str(f.get_slice(k).get_dtype()) for k in f.keys()}
@@ -148,14 +154,13 @@ def test_without_any_copy_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_ho
 
 
 @pytest.mark.slow
-def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, tiny_task, tmp_path, k2v_home,
+def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, built_default_retriever,
                                                                      one_torch_thread):
-    """The copy the command builds here is the default, before the shipped one."""
-    home = fresh_k2v_home(tmp_path / "home", k2v_home)
-    (tmp_path / "work").mkdir()
-    shutil.copytree(tiny_zoo, tmp_path / "work" / "zoo")
+    """The copy the command builds here is the default, before the shipped one. The four commands ran ahead
+    (``conftest.py``), one after the other, on an empty cache and a copy of the tiny zoo."""
+    runs, home = iter(built_default_retriever["runs"]), built_default_retriever["home"]
     command = COMMAND.format(profile="tiny", seed=0)
-    info = json.loads(k2v(*command.split()[1:], "--work", tmp_path / "work", "--format", "json", home=home).stdout)
+    info = json.loads(checked(next(runs)).stdout)  # build-retriever --profile tiny --seed 0 --work WORK
     built = home / "default_retriever"
     saved = json.loads((built / "config.json").read_text())["training_info"]
     assert saved["command"] == info["command"] == command
@@ -164,18 +169,15 @@ def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, ti
     assert 0 <= saved["bench"]["r@1"] <= 1 and saved["bench"]["eval_tasks"] > 0
     assert (built / "README.md").read_text().count("|") > 10
 
-    org = ZooData(tiny_zoo).org
-    report = json.loads(k2v("index", "--org", org, "--zoo", tiny_zoo, "--out", tmp_path / "idx", "--format", "json",
-                            home=home).stdout)
+    index = built_default_retriever["index"]
+    report = json.loads(checked(next(runs)).stdout)  # index --org ORG --zoo ZOO --out IDX
     assert report["indexed"] and not report["skipped"]
-    meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
+    meta = json.loads((index / "k2v_index.json").read_text())
     assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
     assert meta["retriever_fingerprint"] == Retriever.from_pretrained(str(built)).float().fingerprint()
     assert meta["retriever_fingerprint"] != json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
-    matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
-                             "--format", "json", home=home).stdout)
+    matches = json.loads(checked(next(runs)).stdout)  # find --dataset TASK --index IDX --rerank none
     assert {m["model_id"] for m in matches} <= set(ZooData(tiny_zoo).model_ids) and matches
     assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
-    adapted = json.loads(k2v("train", "--index", tmp_path / "idx", "--out", tmp_path / "adapted", "--steps", 2,
-                             "--format", "json", home=home).stdout)
-    assert adapted["mode"] == "self-supervised" and (tmp_path / "adapted" / WEIGHTS_NAME).is_file()
+    adapted = json.loads(checked(next(runs)).stdout)  # train --index IDX --out ADAPTED --steps 2
+    assert adapted["mode"] == "self-supervised" and (built_default_retriever["adapted"] / WEIGHTS_NAME).is_file()
