@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,21 +29,11 @@ from k2v_hub.retriever import (BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_N
 from k2v_hub.zoo.data import ZooData
 from k2v_hub.zoo.plan import plan_zoo
 
-from fakes import console_script, fresh_k2v_home
+from fakes import fresh_k2v_home
 
 BUILD_RECORD = Path(__file__).parents[1] / "benchmarks" / "results" / "default-retriever.json"
 #: The project flags any committed file over 5 MiB.
 FIVE_MIB = 5_242_880
-
-
-def k2v(*args, home: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``k2v-hub`` offline with ``home`` as its K2V_HUB_HOME."""
-    env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([*console_script("k2v-hub"), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if check:
-        assert proc.returncode == 0, f"k2v-hub {' '.join(map(str, args))}: {proc.stderr[-3000:]}"
-    return proc
 
 
 def checked(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -125,17 +114,16 @@ def test_a_copy_built_here_comes_before_the_shipped_one(tmp_path, monkeypatch):
     assert bundled_retriever_dir() == tmp_path / "default_retriever"
 
 
-def test_with_no_retriever_anywhere_the_shipped_copy_indexes_and_finds(tiny_zoo, tiny_task, tmp_path, k2v_home):
-    home = fresh_k2v_home(tmp_path / "home", k2v_home)
-    zoo = ZooData(tiny_zoo)
-    report = json.loads(k2v("index", "--org", zoo.org, "--zoo", tiny_zoo, "--out", tmp_path / "idx", "--format",
-                            "json", home=home).stdout)
+def test_with_no_retriever_anywhere_the_shipped_copy_indexes_and_finds(tiny_zoo, shipped_default_retriever):
+    """The two commands ran ahead (``conftest.py``), one after the other, on an empty cache."""
+    runs, home = iter(shipped_default_retriever["runs"]), shipped_default_retriever["home"]
+    zoo, index = ZooData(tiny_zoo), shipped_default_retriever["index"]
+    report = json.loads(checked(next(runs)).stdout)  # index --org ORG --zoo ZOO --out IDX
     assert report["indexed"] and not report["skipped"] and not (home / "default_retriever").exists()
-    meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
+    meta = json.loads((index / "k2v_index.json").read_text())
     assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
     assert meta["retriever_fingerprint"] == json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
-    matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
-                             "--format", "json", home=home).stdout)
+    matches = json.loads(checked(next(runs)).stdout)  # find --dataset TASK --index IDX --rerank none
     assert matches and {m["model_id"] for m in matches} <= set(zoo.model_ids)
     assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
 
