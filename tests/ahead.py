@@ -78,6 +78,68 @@ def cli_train_index_find(out: Path) -> dict:
     return {"retriever": retriever, "index": index, "runs": results}
 
 
+def shipped_default_retriever(out: Path) -> dict:
+    """With no retriever anywhere (an empty K2V_HUB_HOME) and no ``--retriever``: ``k2v-hub index`` of the cached
+    tiny zoo's org, then ``find`` on its first evaluation task, through the console script, offline, stopping at
+    the first failure (tests/test_default_retriever.py): the folders and the CompletedProcess of each."""
+    from k2v_hub.zoo.data import ZooData
+
+    from fakes import console_script
+
+    zoo_dir = cached_tiny_zoo()
+    zoo = ZooData(zoo_dir)
+    task = zoo.task_path((zoo.task_ids(split="eval", kind="nnr") or zoo.task_ids(kind="nnr"))[0])
+    home, index = out / "home", out / "idx"
+    home.mkdir()
+    runs = [["index", "--org", zoo.org, "--zoo", str(zoo_dir), "--out", str(index), "--format", "json"],
+            ["find", "--dataset", str(task), "--index", str(index), "--rerank", "none", "--format", "json"]]
+    env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    results = []
+    for args in runs:
+        proc = subprocess.run([*console_script("k2v-hub"), *args], capture_output=True, text=True, env=env,
+                              timeout=900)
+        results.append(proc)
+        if proc.returncode != 0:
+            break
+    return {"home": home, "index": index, "task": task, "runs": results}
+
+
+def built_default_retriever(out: Path) -> dict:
+    """``k2v-hub build-retriever --profile tiny --seed 0`` (the documented command) with ``--work`` a copy of the
+    cached tiny zoo and a K2V_HUB_HOME of its own with no retriever in it, then, with no ``--retriever`` anywhere,
+    ``index`` of the zoo's org, ``find`` on its first evaluation task and ``train`` (adapt) on that index, in turn
+    through the console script, offline, stopping at the first failure (tests/test_default_retriever.py): the
+    folders they wrote and the CompletedProcess of each."""
+    import shutil
+
+    from k2v_hub.bench.default_retriever import COMMAND
+    from k2v_hub.zoo.data import ZooData
+
+    from fakes import console_script
+
+    zoo_dir = cached_tiny_zoo()
+    zoo = ZooData(zoo_dir)
+    task = zoo.task_path((zoo.task_ids(split="eval", kind="nnr") or zoo.task_ids(kind="nnr"))[0])
+    home, work, index, adapted = out / "home", out / "work", out / "idx", out / "adapted"
+    home.mkdir()
+    work.mkdir()
+    shutil.copytree(zoo_dir, work / "zoo")
+    runs = [[*COMMAND.format(profile="tiny", seed=0).split()[1:], "--work", str(work), "--format", "json"],
+            ["index", "--org", zoo.org, "--zoo", str(zoo_dir), "--out", str(index), "--format", "json"],
+            ["find", "--dataset", str(task), "--index", str(index), "--rerank", "none", "--format", "json"],
+            ["train", "--index", str(index), "--out", str(adapted), "--steps", "2", "--format", "json"]]
+    env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    results = []
+    for args in runs:
+        proc = subprocess.run([*console_script("k2v-hub"), *args], capture_output=True, text=True, env=env,
+                              timeout=900)
+        results.append(proc)
+        if proc.returncode != 0:
+            break
+    return {"home": home, "built": home / "default_retriever", "index": index, "adapted": adapted, "task": task,
+            "runs": results}
+
+
 def task_image_hashes(profile: str) -> dict[str, set[str]]:
     """Replay a zoo plan's tasks and their image draws (no model is trained): ``{pool part: sha256 of every
     support and query image of its tasks}`` (tests/test_splits.py)."""
@@ -110,6 +172,7 @@ def bench_task_image_hashes(out: Path) -> dict[str, set[str]]:
 
 
 JOBS = {"fresh_tiny_zoo": fresh_tiny_zoo, "cli_train_index_find": cli_train_index_find,
+        "shipped_default_retriever": shipped_default_retriever, "built_default_retriever": built_default_retriever,
         "bench_task_image_hashes": bench_task_image_hashes}
 
 if __name__ == "__main__":

@@ -127,6 +127,21 @@ def cli_train_index_find(request) -> dict:
 
 
 @pytest.fixture(scope="session")
+def shipped_default_retriever(request) -> dict:
+    """``k2v-hub index`` then ``find`` with no ``--retriever`` anywhere, on an empty cache, run ahead:
+    ``{home, index, task, runs}`` (folders and CompletedProcesses)."""
+    return request.config.stash[_ahead].result("shipped_default_retriever")
+
+
+@pytest.fixture(scope="session")
+def built_default_retriever(request) -> dict:
+    """``k2v-hub build-retriever --profile tiny --seed 0``, then ``index``, ``find`` and ``train`` (adapt) with no
+    ``--retriever`` anywhere, on an empty cache, run ahead: ``{home, built, index, adapted, task, runs}`` (folders
+    and CompletedProcesses)."""
+    return request.config.stash[_ahead].result("built_default_retriever")
+
+
+@pytest.fixture(scope="session")
 def bench_task_image_hashes(request) -> dict:
     """``ahead.task_image_hashes("bench")``, computed ahead."""
     return request.config.stash[_ahead].result("bench_task_image_hashes")

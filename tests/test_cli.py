@@ -4,6 +4,7 @@ one next to the interpreter running the tests: no activated venv needed)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -307,28 +308,36 @@ def test_push_asks_first_on_a_terminal_unless_yes(tiny_zoo, tiny_retriever, tmp_
 
     from k2v_hub.zoo.data import ZooData
 
-    args = [*K2V, "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--out", str(tmp_path / "ix"),
-            "--push", "someone/k2v-index"]
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args + ["--retriever", str(tiny_retriever)], stdin=slave, stdout=slave, stderr=slave,
-                            env=env())
-    os.close(slave)
-    shown = b""
-    while b"[y/N]" not in shown:
-        data = os.read(master, 4096)
-        assert data, shown
-        shown += data
-    os.write(master, b"n\n")
-    assert proc.wait(timeout=120) == 130
-    os.close(master)
-    assert b"Push the index to someone/k2v-index" in shown and not (tmp_path / "ix").exists()
+    args = [*K2V, "index", "--org", ZooData(tiny_zoo).org, "--zoo", str(tiny_zoo), "--push", "someone/k2v-index"]
+    # the two runs need nothing from each other (own --out folders): side by side, each mostly start-up
+    yes_master, yes_slave = pty.openpty()
+    with open(tmp_path / "yes.out", "w") as out, open(tmp_path / "yes.err", "w") as err:
+        yes = subprocess.Popen(args + ["--out", str(tmp_path / "ix-yes"), "--retriever", str(tmp_path / "missing"),
+                                       "--yes"], stdin=yes_slave, stdout=out, stderr=err, env=env())
+    os.close(yes_slave)
+    try:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(args + ["--out", str(tmp_path / "ix"), "--retriever", str(tiny_retriever)],
+                                stdin=slave, stdout=slave, stderr=slave, env=env())
+        os.close(slave)
+        shown = b""
+        while b"[y/N]" not in shown:
+            data = os.read(master, 4096)
+            assert data, shown
+            shown += data
+        os.write(master, b"n\n")
+        assert proc.wait(timeout=120) == 130
+        os.close(master)
+        assert b"Push the index to someone/k2v-index" in shown and not (tmp_path / "ix").exists()
 
-    master, slave = pty.openpty()
-    proc = subprocess.run(args + ["--retriever", str(tmp_path / "missing"), "--yes"], stdin=slave,
-                          capture_output=True, text=True, env=env(), timeout=120)
-    os.close(slave)
-    os.close(master)
-    assert proc.returncode != 0 and "[y/N]" not in proc.stdout + proc.stderr
+        assert yes.wait(timeout=120) != 0
+    finally:
+        if yes.poll() is None:
+            yes.kill()
+            yes.wait()
+        os.close(yes_master)
+    printed = (tmp_path / "yes.out").read_text() + (tmp_path / "yes.err").read_text()
+    assert "[y/N]" not in printed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,22 +371,37 @@ def test_bad_index_and_usage_errors_have_their_exit_codes(errors):
 
 # ---------------------------------------------------------------------------------------------------------------
 # `k2v-hub demo` builds a zoo and trains a retriever unless its folder already holds them (as on a second run): it
-# starts here from a folder holding copies of the session's tiny zoo and retriever, so it only indexes and answers.
+# starts here from folders holding copies of the session's tiny zoo and retriever, so it only indexes and answers.
+# The piped run and the human/quiet runs each get a folder of their own and are started side by side when the first
+# demo test runs (each is mostly start-up, imports and the black-box re-rank); each test checks its own.
 @pytest.fixture(scope="module")
-def demo_dir(tiny_zoo, tiny_retriever, tmp_path_factory):
+def demo_runs(tiny_zoo, tiny_retriever, tmp_path_factory):
     import shutil
 
-    out = tmp_path_factory.mktemp("demo")
-    shutil.copytree(tiny_zoo, out / "zoo", symlinks=True)
-    shutil.copytree(tiny_retriever, out / "retriever")
-    return out
+    from fakes import start_process
+
+    dirs = {}
+    for name in ("piped", "human"):
+        out = dirs[name] = tmp_path_factory.mktemp(f"demo-{name}")
+        shutil.copytree(tiny_zoo, out / "zoo", symlinks=True)
+        shutil.copytree(tiny_retriever, out / "retriever")
+    piped = start_process([*K2V, "demo", "--out", dirs["piped"]], env=env())  # stdout is a pipe
+    flags = [["--format", "human"], ["-q"]]
+    human = start_process([sys.executable, "-c", HARNESS, json.dumps([["demo", "--out", str(dirs["human"]), *f]
+                                                                      for f in flags])], env=env())
+    runs = {"piped": functools.lru_cache(maxsize=None)(piped), "human": functools.lru_cache(maxsize=None)(human)}
+    yield runs
+    for wait in runs.values():  # a test that failed before waiting leaves no process behind
+        wait()
 
 
-def test_demo_piped_prints_its_json_result_and_progress_on_stderr(demo_dir, tiny_zoo):
+def test_demo_piped_prints_its_json_result_and_progress_on_stderr(demo_runs, tiny_zoo):
     """`k2v-hub demo > demo.log`: stdout is not a terminal, so the format is json and the JSON result is printed."""
     from k2v_hub.zoo.data import ZooData
 
-    proc = k2v("demo", "--out", demo_dir)  # stdout is a pipe: --format auto is json
+    proc = demo_runs["piped"]()  # k2v-hub demo --out DIR, stdout is a pipe: --format auto is json
+    if proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
     result = json.loads(proc.stdout)
     rows = result["matches"]
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
@@ -388,11 +412,8 @@ def test_demo_piped_prints_its_json_result_and_progress_on_stderr(demo_dir, tiny
     assert "4/4 Which model fits" in proc.stderr and not TQDM.search(proc.stderr)
 
 
-def test_demo_human_prints_a_table_and_quiet_the_ids(demo_dir):
-    flags = [["--format", "human"], ["-q"]]
-    proc = subprocess.run([sys.executable, "-c", HARNESS, json.dumps([["demo", "--out", str(demo_dir), *f]
-                                                                      for f in flags])],
-                          capture_output=True, text=True, env=env(), timeout=600)
+def test_demo_human_prints_a_table_and_quiet_the_ids(demo_runs):
+    proc = demo_runs["human"]()  # demo --out DIR --format human, then -q, in one process
     assert proc.returncode == 0, proc.stderr[-3000:]
     human, quiet = json.loads(proc.stdout)
     assert human["code"] == 0 and quiet["code"] == 0, (human["stderr"][-2000:], quiet["stderr"][-2000:])

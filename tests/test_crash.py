@@ -72,13 +72,15 @@ LAUNCHER = textwrap.dedent("""
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def pixel_retriever(tmp_path_factory) -> Path:
-    """An untrained retriever on 8x8 pixels with 48 probes (cheap to load, cheap to query with)."""
+    """An untrained retriever on 8x8 pixels with 48 probes of the kinds that need no font discovery (cheap to load,
+    cheap to build its probes in every process, cheap to query with)."""
     from k2v_hub.features import FeatureExtractor
     from k2v_hub.knowledge import load_probe_set
     from k2v_hub.pipeline import new_retriever, save_retriever
 
     out = tmp_path_factory.mktemp("pixel-retriever")
-    _, fingerprint, spec = load_probe_set({"source": "builtin", "n": 48, "size": 32, "seed": 0})
+    _, fingerprint, spec = load_probe_set({"source": "builtin", "n": 48, "size": 32, "seed": 0,
+                                         "kinds": ["shapes", "textures"]})
     retriever = new_retriever(FeatureExtractor.from_pretrained("pixels-8"), probe_spec=spec,
                               probe_fingerprint=fingerprint, embed_dim=32, hidden_dim=32, max_classes=6)
     save_retriever(retriever, out)

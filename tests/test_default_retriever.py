@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,20 +29,16 @@ from k2v_hub.retriever import (BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_N
 from k2v_hub.zoo.data import ZooData
 from k2v_hub.zoo.plan import plan_zoo
 
-from fakes import console_script, fresh_k2v_home
+from fakes import fresh_k2v_home
 
 BUILD_RECORD = Path(__file__).parents[1] / "benchmarks" / "results" / "default-retriever.json"
 #: The project flags any committed file over 5 MiB.
 FIVE_MIB = 5_242_880
 
 
-def k2v(*args, home: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``k2v-hub`` offline with ``home`` as its K2V_HUB_HOME."""
-    env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([*console_script("k2v-hub"), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if check:
-        assert proc.returncode == 0, f"k2v-hub {' '.join(map(str, args))}: {proc.stderr[-3000:]}"
+def checked(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``proc`` (a ``k2v-hub`` run) if it exited 0."""
+    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))}: {proc.stderr[-3000:]}"
     return proc
 
 
@@ -119,17 +114,16 @@ def test_a_copy_built_here_comes_before_the_shipped_one(tmp_path, monkeypatch):
     assert bundled_retriever_dir() == tmp_path / "default_retriever"
 
 
-def test_with_no_retriever_anywhere_the_shipped_copy_indexes_and_finds(tiny_zoo, tiny_task, tmp_path, k2v_home):
-    home = fresh_k2v_home(tmp_path / "home", k2v_home)
-    zoo = ZooData(tiny_zoo)
-    report = json.loads(k2v("index", "--org", zoo.org, "--zoo", tiny_zoo, "--out", tmp_path / "idx", "--format",
-                            "json", home=home).stdout)
+def test_with_no_retriever_anywhere_the_shipped_copy_indexes_and_finds(tiny_zoo, shipped_default_retriever):
+    """The two commands ran ahead (``conftest.py``), one after the other, on an empty cache."""
+    runs, home = iter(shipped_default_retriever["runs"]), shipped_default_retriever["home"]
+    zoo, index = ZooData(tiny_zoo), shipped_default_retriever["index"]
+    report = json.loads(checked(next(runs)).stdout)  # index --org ORG --zoo ZOO --out IDX
     assert report["indexed"] and not report["skipped"] and not (home / "default_retriever").exists()
-    meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
+    meta = json.loads((index / "k2v_index.json").read_text())
     assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
     assert meta["retriever_fingerprint"] == json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
-    matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
-                             "--format", "json", home=home).stdout)
+    matches = json.loads(checked(next(runs)).stdout)  # find --dataset TASK --index IDX --rerank none
     assert matches and {m["model_id"] for m in matches} <= set(zoo.model_ids)
     assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
 
@@ -148,14 +142,13 @@ def test_without_any_copy_index_says_how_to_build_one(tiny_zoo, tmp_path, k2v_ho
 
 
 @pytest.mark.slow
-def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, tiny_task, tmp_path, k2v_home,
+def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, built_default_retriever,
                                                                      one_torch_thread):
-    """The copy the command builds here is the default, before the shipped one."""
-    home = fresh_k2v_home(tmp_path / "home", k2v_home)
-    (tmp_path / "work").mkdir()
-    shutil.copytree(tiny_zoo, tmp_path / "work" / "zoo")
+    """The copy the command builds here is the default, before the shipped one. The four commands ran ahead
+    (``conftest.py``), one after the other, on an empty cache and a copy of the tiny zoo."""
+    runs, home = iter(built_default_retriever["runs"]), built_default_retriever["home"]
     command = COMMAND.format(profile="tiny", seed=0)
-    info = json.loads(k2v(*command.split()[1:], "--work", tmp_path / "work", "--format", "json", home=home).stdout)
+    info = json.loads(checked(next(runs)).stdout)  # build-retriever --profile tiny --seed 0 --work WORK
     built = home / "default_retriever"
     saved = json.loads((built / "config.json").read_text())["training_info"]
     assert saved["command"] == info["command"] == command
@@ -164,18 +157,15 @@ def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, ti
     assert 0 <= saved["bench"]["r@1"] <= 1 and saved["bench"]["eval_tasks"] > 0
     assert (built / "README.md").read_text().count("|") > 10
 
-    org = ZooData(tiny_zoo).org
-    report = json.loads(k2v("index", "--org", org, "--zoo", tiny_zoo, "--out", tmp_path / "idx", "--format", "json",
-                            home=home).stdout)
+    index = built_default_retriever["index"]
+    report = json.loads(checked(next(runs)).stdout)  # index --org ORG --zoo ZOO --out IDX
     assert report["indexed"] and not report["skipped"]
-    meta = json.loads((tmp_path / "idx" / "k2v_index.json").read_text())
+    meta = json.loads((index / "k2v_index.json").read_text())
     assert (meta["retriever_id"], meta["retriever_revision"]) == (DEFAULT_RETRIEVER_ID, BUNDLED_REVISION)
     assert meta["retriever_fingerprint"] == Retriever.from_pretrained(str(built)).float().fingerprint()
     assert meta["retriever_fingerprint"] != json.loads(BUILD_RECORD.read_text())["weights_fingerprint"]
-    matches = json.loads(k2v("find", "--dataset", tiny_task, "--index", tmp_path / "idx", "--rerank", "none",
-                             "--format", "json", home=home).stdout)
+    matches = json.loads(checked(next(runs)).stdout)  # find --dataset TASK --index IDX --rerank none
     assert {m["model_id"] for m in matches} <= set(ZooData(tiny_zoo).model_ids) and matches
     assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
-    adapted = json.loads(k2v("train", "--index", tmp_path / "idx", "--out", tmp_path / "adapted", "--steps", 2,
-                             "--format", "json", home=home).stdout)
-    assert adapted["mode"] == "self-supervised" and (tmp_path / "adapted" / WEIGHTS_NAME).is_file()
+    adapted = json.loads(checked(next(runs)).stdout)  # train --index IDX --out ADAPTED --steps 2
+    assert adapted["mode"] == "self-supervised" and (built_default_retriever["adapted"] / WEIGHTS_NAME).is_file()

@@ -15,7 +15,7 @@ import pytest
 
 from k2v_hub.testing.hub_server import HubServer
 
-from fakes import console_script  # noqa: E402
+from fakes import console_script, start_process  # noqa: E402
 
 TOKEN = "hf_" + secrets.token_hex(16)
 _ENV_DROP = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
@@ -46,7 +46,9 @@ def session(tmp_path_factory, tiny_zoo, tiny_retriever, k2v_home):
             server.add_files(model_id, {f.relative_to(folder).as_posix(): f for f in folder.rglob("*") if f.is_file()})
         outputs = []
 
-        def k2v(*args, token_env: bool, extra_env=None, check=True):
+        def start(*args, token_env: bool, extra_env=None, check=True):
+            """Start ``k2v-hub ARGS``; return a function that waits for it, records its output and returns it
+            (checked, with ``check``, once every run started before it has been waited for)."""
             env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
             env.update({"HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(work / "hf_home"),
                         "K2V_HUB_HOME": str(work / "k2v_home"), "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -54,11 +56,24 @@ def session(tmp_path_factory, tiny_zoo, tiny_retriever, k2v_home):
             if token_env:
                 env["HF_TOKEN"] = TOKEN
             env.update(extra_env or {})
-            proc = subprocess.run([*console_script("k2v-hub"), *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
-            outputs.append((args, proc.stdout, proc.stderr))
-            if check:
-                assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}"
+            wait = start_process([*console_script("k2v-hub"), *map(str, args)], env=env, timeout=600)
+
+            def result():
+                proc = wait()
+                outputs.append((args, proc.stdout, proc.stderr))
+                return proc
+
+            result.check = check
+            return result
+
+        def checked(run, proc):
+            assert not run.check or proc.returncode == 0, \
+                f"{proc.args[1:]}: {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}"
             return proc
+
+        def k2v(*args, **kw):
+            run = start(*args, **kw)
+            return checked(run, run())
 
         org = zoo.org
         # a retriever pushed from Python with token=... (what `k2v-hub train --push --token` does after training),
@@ -76,14 +91,17 @@ def session(tmp_path_factory, tiny_zoo, tiny_retriever, k2v_home):
         report = json.loads(k2v("index", "--org", org, "--limit", "1", "--out", work / "index", "--retriever",
                                 f"{org}/k2v-retriever", "--push", f"{org}/k2v-index", "--push-cards",
                                 "--token", TOKEN, "--verbose", "--format", "json", token_env=False).stdout)
-        # HF_TOKEN: find on the Hub index, push a card again, a failing Hub call with the traceback shown
-        k2v("find", "--dataset", zoo.task_path(zoo.task_ids()[0]), "--index", f"{org}/k2v-index", "--verbose",
-            "--format", "human", "--max-images-per-class", "4", token_env=True)
-        k2v("push-card", "--model", report["indexed"][0], "--index", work / "index", "--verbose", token_env=True)
-        failed = k2v("push-card", "--model", f"{org}/not-in-the-index", "--index", f"{org}/k2v-index",
-                     token_env=True, extra_env={"HF_DEBUG": "1"}, check=False)
-        denied = k2v("push-card", "--model", report["indexed"][0], "--index", work / "index", "--token",
-                     TOKEN[:-4] + "beef", "--verbose", token_env=False, check=False)
+        # HF_TOKEN: find on the Hub index, push a card again, a failing Hub call with the traceback shown; and a
+        # wrong --token. None needs another's result: they run side by side (most of each is start-up).
+        runs = [start("find", "--dataset", zoo.task_path(zoo.task_ids()[0]), "--index", f"{org}/k2v-index",
+                      "--verbose", "--format", "human", "--max-images-per-class", "4", token_env=True),
+                start("push-card", "--model", report["indexed"][0], "--index", work / "index", "--verbose",
+                      token_env=True),
+                start("push-card", "--model", f"{org}/not-in-the-index", "--index", f"{org}/k2v-index",
+                      token_env=True, extra_env={"HF_DEBUG": "1"}, check=False),
+                start("push-card", "--model", report["indexed"][0], "--index", work / "index", "--token",
+                      TOKEN[:-4] + "beef", "--verbose", token_env=False, check=False)]
+        _, _, failed, denied = [checked(run, proc) for run, proc in [(run, run()) for run in runs]]
         yield {"work": work, "server": server, "outputs": outputs, "report": report, "zoo": zoo,
                "failed": failed, "denied": denied}
 
