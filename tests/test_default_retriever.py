@@ -20,9 +20,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from k2v_hub import retriever as retriever_module
-from k2v_hub.bench.default_retriever import COMMAND, MAX_BYTES
+from k2v_hub.bench.default_retriever import COMMAND, FINETUNE_COMMAND, MAX_BYTES
 from k2v_hub.cli import main
 from k2v_hub.errors import K2VError
+from k2v_hub.finetune_fit import SUBFOLDER, bundled_finetune_dir, load_finetune_predictor
 from k2v_hub.quantize import DTYPE, SCALE_SUFFIX, load_weights, save_quantized
 from k2v_hub.retriever import (BUNDLED_REVISION, DEFAULT_RETRIEVER_ID, WEIGHTS_NAME, Retriever, bundled_retriever_dir,
                                shipped_retriever_dir)
@@ -105,6 +106,11 @@ def test_the_shipping_format_round_trips_within_one_int8_step(tmp_path):
         load_weights(tmp_path / "bad.safetensors")
 
 
+def saved_space(folder: Path) -> str:
+    """The feature space a retriever folder's config names."""
+    return json.loads((folder / "config.json").read_text())["feature_space"]
+
+
 def test_a_copy_built_here_comes_before_the_shipped_one(tmp_path, monkeypatch):
     monkeypatch.setenv("K2V_HUB_HOME", str(tmp_path))
     assert bundled_retriever_dir() == shipped_retriever_dir()
@@ -112,6 +118,10 @@ def test_a_copy_built_here_comes_before_the_shipped_one(tmp_path, monkeypatch):
     assert bundled_retriever_dir() == shipped_retriever_dir()  # no weights: not a copy
     shutil.copy(shipped_retriever_dir() / WEIGHTS_NAME, tmp_path / "default_retriever" / WEIGHTS_NAME)
     assert bundled_retriever_dir() == tmp_path / "default_retriever"
+    # the fine-tune predictor the same way: the one built here, beside that copy, comes first
+    assert bundled_finetune_dir() == shipped_retriever_dir() / SUBFOLDER
+    shutil.copytree(shipped_retriever_dir() / SUBFOLDER, tmp_path / "default_retriever" / SUBFOLDER)
+    assert bundled_finetune_dir() == tmp_path / "default_retriever" / SUBFOLDER
 
 
 def test_with_no_retriever_anywhere_the_shipped_copy_indexes_and_finds(tiny_zoo, shipped_default_retriever):
@@ -156,6 +166,10 @@ def test_build_then_index_find_and_adapt_with_no_retriever_anywhere(tiny_zoo, bu
     assert _dtypes(built / WEIGHTS_NAME) == {"I8", "F16"} and saved["dtype"] == DTYPE
     assert 0 <= saved["bench"]["r@1"] <= 1 and saved["bench"]["eval_tasks"] > 0
     assert (built / "README.md").read_text().count("|") > 10
+    # the fine-tune predictor of `find --goal fine-tune` is built beside it, in the retriever's feature space
+    assert info["finetune"]["command"] == FINETUNE_COMMAND.format(profile="tiny", seed=0)
+    assert load_finetune_predictor(built / SUBFOLDER).feature_space == saved_space(built)
+    assert "transfer tasks" in (built / SUBFOLDER / "README.md").read_text()
 
     index = built_default_retriever["index"]
     report = json.loads(checked(next(runs)).stdout)  # index --org ORG --zoo ZOO --out IDX
