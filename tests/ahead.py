@@ -78,21 +78,11 @@ def cli_train_index_find(out: Path) -> dict:
     return {"retriever": retriever, "index": index, "runs": results}
 
 
-def shipped_default_retriever(out: Path) -> dict:
-    """With no retriever anywhere (an empty K2V_HUB_HOME) and no ``--retriever``: ``k2v-hub index`` of the cached
-    tiny zoo's org, then ``find`` on its first evaluation task, through the console script, offline, stopping at
-    the first failure (tests/test_default_retriever.py): the folders and the CompletedProcess of each."""
-    from k2v_hub.zoo.data import ZooData
-
+def _offline_runs(runs: list[list[str]], home: Path) -> list[subprocess.CompletedProcess]:
+    """Each ``k2v-hub`` command of ``runs`` in turn through the console script, offline, with ``home`` as its
+    K2V_HUB_HOME, stopping at the first failure."""
     from fakes import console_script
 
-    zoo_dir = cached_tiny_zoo()
-    zoo = ZooData(zoo_dir)
-    task = zoo.task_path((zoo.task_ids(split="eval", kind="nnr") or zoo.task_ids(kind="nnr"))[0])
-    home, index = out / "home", out / "idx"
-    home.mkdir()
-    runs = [["index", "--org", zoo.org, "--zoo", str(zoo_dir), "--out", str(index), "--format", "json"],
-            ["find", "--dataset", str(task), "--index", str(index), "--rerank", "none", "--format", "json"]]
     env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     results = []
     for args in runs:
@@ -101,6 +91,23 @@ def shipped_default_retriever(out: Path) -> dict:
         results.append(proc)
         if proc.returncode != 0:
             break
+    return results
+
+
+def shipped_default_retriever(out: Path) -> dict:
+    """With no retriever anywhere (an empty K2V_HUB_HOME) and no ``--retriever``: ``k2v-hub index`` of the cached
+    tiny zoo's org, then ``find`` on its first evaluation task, through the console script, offline, stopping at
+    the first failure (tests/test_default_retriever.py): the folders and the CompletedProcess of each."""
+    from k2v_hub.zoo.data import ZooData
+
+    zoo_dir = cached_tiny_zoo()
+    zoo = ZooData(zoo_dir)
+    task = zoo.task_path((zoo.task_ids(split="eval", kind="nnr") or zoo.task_ids(kind="nnr"))[0])
+    home, index = out / "home", out / "idx"
+    home.mkdir()
+    runs = [["index", "--org", zoo.org, "--zoo", str(zoo_dir), "--out", str(index), "--format", "json"],
+            ["find", "--dataset", str(task), "--index", str(index), "--rerank", "none", "--format", "json"]]
+    results = _offline_runs(runs, home)
     return {"home": home, "index": index, "task": task, "runs": results}
 
 
@@ -115,8 +122,6 @@ def built_default_retriever(out: Path) -> dict:
     from k2v_hub.bench.default_retriever import COMMAND
     from k2v_hub.zoo.data import ZooData
 
-    from fakes import console_script
-
     zoo_dir = cached_tiny_zoo()
     zoo = ZooData(zoo_dir)
     task = zoo.task_path((zoo.task_ids(split="eval", kind="nnr") or zoo.task_ids(kind="nnr"))[0])
@@ -128,14 +133,7 @@ def built_default_retriever(out: Path) -> dict:
             ["index", "--org", zoo.org, "--zoo", str(zoo_dir), "--out", str(index), "--format", "json"],
             ["find", "--dataset", str(task), "--index", str(index), "--rerank", "none", "--format", "json"],
             ["train", "--index", str(index), "--out", str(adapted), "--steps", "2", "--format", "json"]]
-    env = {**os.environ, "K2V_HUB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    results = []
-    for args in runs:
-        proc = subprocess.run([*console_script("k2v-hub"), *args], capture_output=True, text=True, env=env,
-                              timeout=900)
-        results.append(proc)
-        if proc.returncode != 0:
-            break
+    results = _offline_runs(runs, home)
     return {"home": home, "built": home / "default_retriever", "index": index, "adapted": adapted, "task": task,
             "runs": results}
 
