@@ -13,6 +13,9 @@ model about some of your images, when the models can be fetched (a Hub index, or
     python examples/choose_model_for_my_dataset.py --dataset my-org/my-images --index my-org/k2v-index \
         --top-k 3 --rerank leep
 
+    # ranked for fine-tuning on your images rather than for use as is (predicted from the models' cards)
+    python examples/choose_model_for_my_dataset.py --dataset ./my_dataset --index ./index --goal fine-tune
+
 The same from the command line: ``k2v-hub find --dataset ... --index ...``.
 """
 
@@ -39,6 +42,8 @@ def main(argv=None) -> None:
                         help="re-score candidates (vectors + label names) by asking them, as black boxes, about some of "
                              "your images; auto: every model of a small org, when the models can be fetched")
     parser.add_argument("--zoo", default=None, help="local folder of the candidate models, for --rerank offline")
+    parser.add_argument("--goal", choices=["as-is", "fine-tune"], default="as-is",
+                        help="rank for using a model as it is, or for fine-tuning it on your images")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
@@ -53,6 +58,7 @@ def main(argv=None) -> None:
         use_label_names=args.use_label_names,
         rerank=None if args.rerank == "none" else args.rerank,
         models_root=args.zoo,
+        goal=args.goal,
         show_progress=not args.json,
     )
 

@@ -149,6 +149,12 @@ def test_choose_model_for_my_dataset(examples, capsys):
     answer = json.loads(capsys.readouterr().out)
     assert [m["model_id"] for m in answer["matches"]] == [row[1] for row in table]
     assert answer["queries"] == 0 and answer["timings"]["search_s"] >= 0
+    # ranked for fine-tuning instead: every match says so and carries its predicted fine-tuned accuracy
+    example.main(["--dataset", str(task), "--index", str(index), "--top-k", "3", "--max-images-per-class", "8",
+                  "--rerank", "none", "--goal", "fine-tune", "--json"])
+    tuned = json.loads(capsys.readouterr().out)["matches"]
+    assert len(tuned) == 3 and {m["model_id"] for m in tuned} <= indexed
+    assert all(m["stage"] == "finetune-fit" and isinstance(m["finetune_score"], float) for m in tuned)
 
 
 def _get(url: str) -> str:
