@@ -13,8 +13,8 @@ as it loads); ``benchmarks/results/default-retriever.json`` records it.
 
 Beside it, in ``finetune/``, the fine-tune predictor ``find_model(goal="fine-tune")`` ranks by
 (:mod:`k2v_hub.finetune_fit`): trained on the same zoo's training tasks and seen models, its configuration chosen on
-the validation split (:func:`build_finetune_predictor`; ``--finetune-only`` builds it alone, in about a minute once
-the zoo is built).
+the validation split (:func:`build_finetune_predictor`; ``--finetune-only`` builds it alone, in about 4 minutes
+on the bench zoo once it is built).
 """
 
 from __future__ import annotations
@@ -136,13 +136,11 @@ def _ship_finetune(data: BenchData, splits: Splits, profile: str, seed: int, out
             "transfer_tau_w": score_method(finetune_scores(data, predictor, tasks)[0], truth, v, ft)["tau_w"],
             "data_transfer_tau_w": score_method(declared_scores(data, tasks)[0], truth, v, ft)["tau_w"]}
     info["seconds"] = round(time.perf_counter() - t0, 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        predictor.save_pretrained(tmp)
-        _finetune_card(info).save(Path(tmp) / "README.md")
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(tmp, out)
-    for path in (out, *out.iterdir()):
-        give_usual_mode(path)
+    def write(folder: Path) -> None:
+        predictor.save_pretrained(folder)
+        _finetune_card(info).save(folder / "README.md")
+
+    _replace_folder(out, write)
     return info
 
 
@@ -217,10 +215,19 @@ def _shipped_numbers(retriever: Retriever, float32: dict, knowledge, data: Bench
 
 def _ship(retriever: Retriever, info: dict, out_dir: Path) -> None:
     """Save ``retriever`` in the shipping format with ``info`` and its card into ``out_dir`` (replacing it)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        _save(retriever, Path(tmp), info)
-        if (Path(tmp) / WEIGHTS_NAME).stat().st_size > MAX_BYTES:
+    def write(folder: Path) -> None:
+        _save(retriever, folder, info)
+        if (folder / WEIGHTS_NAME).stat().st_size > MAX_BYTES:
             raise K2VError(f"The weights exceed {MAX_BYTES} bytes.", "Use a smaller configuration.")
+
+    _replace_folder(out_dir, write)
+
+
+def _replace_folder(out_dir: Path, write) -> None:
+    """Fill a temporary folder with ``write(folder)``, then put it in place of ``out_dir``, files in the usual mode
+    (a failed ``write`` leaves ``out_dir`` as it was)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp))
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.copytree(tmp, out_dir)
     for path in (out_dir, *out_dir.iterdir()):
