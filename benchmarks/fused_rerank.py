@@ -2,12 +2,14 @@
 
     python benchmarks/fused_rerank.py [--work DIR] [--eval] [--out FILE]
 
-`find_model`'s two-stage search re-ranks the first stage's ``k`` candidates by LEEP alone
+`find_model`'s two-stage search re-ranked the first stage's ``k`` candidates by LEEP alone
 (``two-stage-data-leep@k`` in the bench). Here the candidates are re-ranked by ``z(LEEP) + lambda * z(data)``, both
 standardised over the ``k`` candidates (what a search can compute: LEEP exists for the candidates only), label-blind,
-every model a candidate. ``lambda = 0`` is the bench's two-stage search. ``k`` and ``lambda`` are chosen on the
-validation split (R@1, ties: the first listed); ``--eval`` then scores the evaluation split, the unseen-domain folds
-and the transfer tasks once with the chosen pair. Not in `find_model` yet: this measures whether it should be.
+every model a candidate: `find_model`'s own :func:`k2v_hub.rerank.fuse_scores`, through the bench's
+``two_stage(..., fusion=lambda)`` (``fused-data-leep@k`` in the bench). ``lambda = 0`` is LEEP alone. ``k`` and
+``lambda`` are chosen on the validation split (R@1, ties: the first listed); ``--eval`` then scores the evaluation
+split, the unseen-domain folds and the transfer tasks once with the chosen pair. This study chose
+`find_model`'s default, :data:`k2v_hub.rerank.FUSION_WEIGHT`.
 
 ``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``); the forward passes of every model on
 the tasks scored are recomputed (about 5 s per task on 2 cores).
@@ -30,22 +32,6 @@ KS = (3, 5, 10)
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
-def _z(v: np.ndarray) -> np.ndarray:
-    return (v - v.mean()) / (v.std() + 1e-12)
-
-
-def fused_two_stage(first: np.ndarray, second: np.ndarray, k: int, lam: float) -> np.ndarray:
-    """Per task: ``first``'s top ``k`` re-ranked by ``z(second) + lam * z(first)`` over those ``k``; the rest keep
-    ``first``'s order below them."""
-    out = np.full_like(first, -1e6, dtype=np.float64)
-    for i in range(len(first)):
-        order = np.argsort(-first[i], kind="stable")
-        top, rest = order[:k], order[k:]
-        out[i, top] = 1e3 + _z(np.nan_to_num(second[i][top], nan=-1e5)) + lam * _z(first[i][top])
-        out[i, rest] = -np.arange(len(rest), dtype=np.float64)
-    return out
-
-
 def _r1(data: BenchData, S: np.ndarray, tasks: list[str]) -> float:
     return round(float(np.mean(pool_task_metrics(data, "x", S, tasks)["r@1"])), 4)
 
@@ -61,7 +47,7 @@ def table(data: BenchData, tasks: list[str], D: np.ndarray, L: np.ndarray, k: in
           base_k: int) -> dict:
     """R@1 of LEEP over every model, the data stage, the bench's two-stage (``base_k``) and the fused one."""
     rows = {"leep": L, "data": D, f"two-stage-data-leep@{base_k}": two_stage(D, L, base_k),
-            f"two-stage-data-leep@{k}": two_stage(D, L, k), f"fused@{k} lambda={lam}": fused_two_stage(D, L, k, lam)}
+            f"two-stage-data-leep@{k}": two_stage(D, L, k), f"fused@{k} lambda={lam}": two_stage(D, L, k, fusion=lam)}
     return {"n": len(tasks), **{name: _r1(data, S, tasks) for name, S in rows.items()}}
 
 
@@ -73,7 +59,8 @@ def main() -> None:
     data, splits = bench_data(work)
     val = list(splits.val)
     D, L = scores(data, val)
-    grid = {f"k={k}, lambda={lam}": {"val_r@1": _r1(data, fused_two_stage(D, L, k, lam), val), "k": k, "lambda": lam}
+    grid = {f"k={k}, lambda={lam}": {"val_r@1": _r1(data, two_stage(D, L, k, fusion=lam), val), "k": k,
+                                     "lambda": lam}
             for k in KS for lam in LAMBDAS}
     best = max(row["val_r@1"] for row in grid.values())
     chosen = next(row for row in grid.values() if row["val_r@1"] == best)
@@ -101,7 +88,7 @@ def main() -> None:
         truth, v, ft = data.truth(ids), data.rows(ids, data.v), data.rows(ids, data.ft)
         out["transfer_tau_w"] = {name: score_method(S, truth, v, ft)["tau_w"] for name, S in (
             ("leep", Le[rows]), ("data", De[rows]), ("two-stage-data-leep@3", two_stage(De[rows], Le[rows], 3)),
-            (f"fused@{k} lambda={lam}", fused_two_stage(De[rows], Le[rows], k, lam)))}
+            (f"fused@{k} lambda={lam}", two_stage(De[rows], Le[rows], k, fusion=lam)))}
     write_result(out, args, t0)
 
 

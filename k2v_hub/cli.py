@@ -371,6 +371,10 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
 @click.option("--rerank-images", type=int, default=64, show_default=True)
 @click.option("--rerank-endpoint", default=None, metavar="URL_TEMPLATE",
               help="Re-rank through remote endpoints (URL with {model_id}); no weights are downloaded.")
+@click.option("--rerank-fusion", type=click.FloatRange(min=0), default=None, metavar="WEIGHT",
+              help="How much of the declared-data first stage's score the re-rank keeps (--goal as-is): candidates "
+              "ordered by z(estimator) + WEIGHT * z(first-stage score). Default 0.5 (chosen on the bench's "
+              "validation split); 0: the estimator alone.")
 @click.option("--zoo", "zoo_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="Local zoo to load re-rank candidates from (default: the Hub).")
 @click.option("--goal", type=click.Choice(["as-is", "fine-tune"]), default="as-is", show_default=True,
@@ -381,8 +385,8 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
 @click.option("--no-truncate", is_flag=True)
 @common_options
 def find(dataset, index, retriever, top_k, split, revision, image_column, label_column, max_images_per_class,
-         use_label_names, rerank, rerank_k, rerank_images, rerank_endpoint, zoo_dir, goal, finetune_predictor,
-         no_truncate, token, fmt, as_json, quiet, verbose):
+         use_label_names, rerank, rerank_k, rerank_images, rerank_endpoint, rerank_fusion, zoo_dir, goal,
+         finetune_predictor, no_truncate, token, fmt, as_json, quiet, verbose):
     """Find models for a dataset."""
     out = Output(fmt, as_json, quiet, verbose, no_truncate)
     from .hub import dataset_reference, index_reference
@@ -390,12 +394,14 @@ def find(dataset, index, retriever, top_k, split, revision, image_column, label_
     dataset_reference(dataset)  # a mistyped --dataset or --index fails in a second, before torch loads
     index_reference(index)
     from .find import find_model, match_rows, matches_json
+    from .rerank import FUSION_WEIGHT
 
     matches = find_model(dataset, index, retriever=retriever, top_k=top_k, split=split, revision=revision,
                          image_column=image_column, label_column=label_column, token=_token(token),
                          max_images_per_class=max_images_per_class, use_label_names=use_label_names,
                          rerank=None if rerank == "none" else rerank, rerank_k=rerank_k,
-                         rerank_images=rerank_images, rerank_endpoint=rerank_endpoint, models_root=zoo_dir,
+                         rerank_images=rerank_images, rerank_endpoint=rerank_endpoint,
+                         rerank_fusion=FUSION_WEIGHT if rerank_fusion is None else rerank_fusion, models_root=zoo_dir,
                          goal=goal, finetune_predictor=finetune_predictor, show_progress=out.progress)
     if out.fmt == "json":  # the one serialisation of an answer, shared with the web app's JSON download
         click.echo(matches_json(matches))

@@ -20,6 +20,11 @@ each reported as its own stage:
   ``rerank="logme"`` needs each candidate's penultimate features, so it downloads the weights. The candidates
   come from the vectors *and* from label-name evidence (:func:`first_stage_order`): the second stage cannot
   recover a model the first one dropped, and on image domains nobody indexed the vectors alone often drop it.
+- With the declared-data first stage and ``goal="as-is"``, the re-rank keeps that stage's evidence: the candidates
+  are ordered by ``z(rerank_score) + rerank_fusion * z(first-stage score)`` over them
+  (:func:`~k2v_hub.rerank.fuse_scores`; ``rerank_fusion`` :data:`~k2v_hub.rerank.FUSION_WEIGHT` by default, chosen
+  on the bench's validation split; ``0`` re-ranks by the estimator alone, as without fingerprints or with
+  ``goal="fine-tune"``).
 - ``rerank="auto"`` (the default): a small org, whose whole index fits in ``rerank_k``, gets the full black-box
   LEEP re-rank when its models can be fetched (``models_root=`` given, or a Hub index); otherwise the vector
   ranking. Each match says which stage produced its score (``stage``).
@@ -27,7 +32,8 @@ each reported as its own stage:
 **One score along the list.** ``score`` never rises with rank, so sorting by it gives the ranking: a first-stage
 match scores its data score or cosine (:func:`~k2v_hub.declared.first_stage_scores`, in [-1, 1.02]; plus
 ``LABEL_WEIGHT`` x the label overlap with ``use_label_names``), at most 1.5; a
-re-ranked one scores its estimator's value mapped into the band (2, 3), order kept (:func:`rerank_band_score`), so
+re-ranked one scores its estimator's value (fused with the first stage's, above) mapped into the band (2, 3), order
+kept (:func:`rerank_band_score`), so
 every re-ranked candidate sits above every match that was not re-ranked. Each stage's raw value stays in its own
 field (``knowledge_score``, ``label_score``, ``rerank_score``) and ``score_meaning`` says which formula applies.
 
@@ -64,7 +70,7 @@ from .hub import split_revision
 from .index import best_first, load_index, load_retriever
 from .methods import RERANK_METHODS, rerank_method
 from .query_data import class_means, find_columns, load_query_dataset, select_query_rows
-from .rerank import rerank_matches
+from .rerank import FUSION_WEIGHT, fuse_scores, rerank_matches
 from .retriever import Retriever
 from .utils import logger
 
@@ -87,7 +93,8 @@ class Match:
         revision: the commit the index describes.
         score: the final score, on one scale along the whole list: it never rises with rank. A first-stage match's
             ``data_score`` or cosine (plus ``LABEL_WEIGHT`` x ``label_score`` with label evidence), at most 1.5; for a
-            re-ranked one, ``rerank_score`` mapped into (2, 3) with its order kept (:func:`rerank_band_score`).
+            re-ranked one, ``rerank_score`` (fused with the first stage's score: ``rerank_fusion``) mapped into
+            (2, 3) with its order kept (:func:`rerank_band_score`).
         rank: 1-based rank.
         url: the model page.
         labels: the model's labels.
@@ -305,9 +312,13 @@ def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = 
     return stage, meaning
 
 
-def _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images):
+def _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images, rerank_fusion):
     """Refuse bad arguments; return ``rerank`` with a method in the registry's spelling (``logme-probs`` is
     ``logme_probs``, :mod:`k2v_hub.methods`)."""
+    if (isinstance(rerank_fusion, bool) or not isinstance(rerank_fusion, numbers.Real)
+            or not math.isfinite(rerank_fusion) or rerank_fusion < 0):
+        raise UsageError(f"rerank_fusion must be a finite number >= 0, got {rerank_fusion!r}.",
+                         f"Pass rerank_fusion={FUSION_WEIGHT} (the default), or 0 to re-rank by the estimator alone.")
     for name, value in (("top_k", top_k), ("max_images_per_class", max_images_per_class), ("rerank_k", rerank_k),
                         ("rerank_images", rerank_images)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -338,6 +349,7 @@ def find_model(
     rerank_k: int = 5,
     rerank_images: int = 64,
     rerank_endpoint: str | None = None,
+    rerank_fusion: float = FUSION_WEIGHT,
     models_root: str | None = None,
     goal: Goal = "as-is",
     finetune_predictor=None,
@@ -363,6 +375,9 @@ def find_model(
             on every model when the whole index fits in ``rerank_k`` and its models can be fetched, else none.
         rerank_endpoint: re-rank through remote endpoints instead of running the models: a URL template with
             ``{model_id}`` (``InferenceClient.image_classification``; no weights are downloaded).
+        rerank_fusion: with the declared-data first stage and ``goal="as-is"``, how much of the first stage's
+            score the re-rank keeps: candidates ordered by ``z(rerank_score) + rerank_fusion * z(first-stage
+            score)`` over them; ``0``: by the estimator alone (:func:`~k2v_hub.rerank.fuse_scores`).
         models_root: a local zoo folder to load candidate models from when re-ranking (default: the Hub).
         goal: ``"as-is"`` ranks models for use as they are (their accuracy on the dataset's classes: the data
             score); ``"fine-tune"`` for fine-tuning on the dataset: by a predictor of the fine-tuned accuracy made
@@ -379,7 +394,7 @@ def find_model(
     Raises:
         DatasetError: the dataset cannot be a query (see the module docstring for what is accepted).
         IndexError_: the index is missing, damaged, empty, or incompatible with the retriever or this version.
-        UsageError: a bad argument (``top_k < 1``, unknown ``rerank`` or ``goal``...).
+        UsageError: a bad argument (``top_k < 1``, unknown ``rerank`` or ``goal``, negative ``rerank_fusion``...).
         HubError: a Hub request failed.
 
     Example:
@@ -388,7 +403,7 @@ def find_model(
         >>> matches[0].model_id  # doctest: +SKIP
         'k2v-zoo/resnet-mnist-a-s0'
     """
-    rerank = _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images)
+    rerank = _check_arguments(top_k, max_images_per_class, rerank, rerank_k, rerank_images, rerank_fusion)
     if goal not in GOALS:
         raise UsageError(f"Unknown goal {goal!r}.", f"Choose one of {', '.join(GOALS)}.")
     predictor = None
@@ -462,10 +477,20 @@ def find_model(
         matches.queries = rerank_matches(matches[:rerank_k], used, image_column, label_column, method=rerank,
                                          n_images=rerank_images, token=token, models_root=models_root,
                                          endpoint=rerank_endpoint, seed=seed)
-        for m in matches[:rerank_k]:
-            m.score = rerank_band_score(m.rerank_score)
-            m.score_meaning = (f"{RERANK_BAND + 0.5:g} + atan(rerank_score) / pi: re-ranked by "
-                               f"{m.stage.split(':', 1)[1]}, above every match that was not")
+        head = matches[:rerank_k]
+        fusion = float(rerank_fusion) if goal == "as-is" and np.isfinite(data).any() else 0.0
+        fused = fuse_scores([m.rerank_score for m in head], first[order_models[:len(head)]], fusion)
+        for m, value in zip(head, fused):
+            by = m.stage.split(":", 1)[1]
+            if fusion:
+                m.score = rerank_band_score(float(value))
+                m.score_meaning = (f"{RERANK_BAND + 0.5:g} + atan(z(rerank_score) + {fusion:g} * z(first-stage "
+                                   f"score)) / pi, z over the {len(head)} candidates: re-ranked by {by} with the "
+                                   "first stage's evidence, above every match that was not")
+            else:
+                m.score = rerank_band_score(m.rerank_score)
+                m.score_meaning = (f"{RERANK_BAND + 0.5:g} + atan(rerank_score) / pi: re-ranked by {by}, above "
+                                   "every match that was not")
         head = sorted(matches[:rerank_k], key=lambda m: -m.score)
         rest = matches[rerank_k:]
         matches[:] = head + rest

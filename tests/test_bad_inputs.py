@@ -430,6 +430,8 @@ def test_hub_id_that_does_not_exist_offline(index, monkeypatch):
     ({"top_k": 2.5}, "top_k must be an integer >= 1"),
     ({"max_images_per_class": 0}, "max_images_per_class"),
     ({"rerank": "magic"}, "Unknown rerank method"),
+    ({"rerank_fusion": -0.5}, "rerank_fusion must be a finite number >= 0"),
+    ({"rerank_fusion": float("nan")}, "rerank_fusion must be a finite number >= 0"),
 ])
 def test_bad_arguments(index, kwargs, match):
     with pytest.raises(UsageError, match=match) as info:

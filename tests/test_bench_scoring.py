@@ -42,6 +42,32 @@ def test_two_stage_reranks_the_vector_candidates_by_leep_and_keeps_the_rest_belo
     assert int(np.argmax(m["two-stage-leep@3"][0])) == 3
 
 
+def test_fused_rerank_keeps_the_data_evidence_as_find_model_does():
+    """``fused-data-leep@3``: the data stage's 3 candidates ordered by z(LEEP) + weight x z(data) over them (the
+    function `find_model` uses); LEEP alone would put model 2 first, the data score's lead puts model 0 first."""
+    from k2v_hub.rerank import fuse_scores
+
+    data = np.array([[0.95, 0.5, 0.45, 0.1]])
+    leep = np.array([[-1.05, -1.2, -1.0, 0.0]])  # model 3 (best LEEP) is not a candidate
+    m, s = with_hybrids({"know2vec": data, "leep": leep, "data": data}, {"know2vec": 0.0, "leep": 4.0, "data": 0.1},
+                        np.zeros_like(data), n_models=4, fusion=0.5)
+    assert list(np.argsort(-m["two-stage-data-leep@3"][0])) == [2, 0, 1, 3]
+    assert list(np.argsort(-m["fused-data-leep@3"][0])) == [0, 2, 1, 3]
+    assert list(np.argsort(-fuse_scores(leep[0, :3], data[0, :3], 0.5))) == [0, 2, 1]
+    assert s["fused-data-leep@3"] == s["two-stage-data-leep@3"] == 0.1 + 4.0 * 3 / 4
+    m0, _ = with_hybrids({"know2vec": data, "leep": leep, "data": data}, {"know2vec": 0.0, "leep": 0.0, "data": 0.0},
+                         np.zeros_like(data), n_models=4, fusion=0.0)
+    assert np.array_equal(np.argsort(-m0["fused-data-leep@3"][0]), np.argsort(-m0["two-stage-data-leep@3"][0]))
+
+
+def test_fuse_scores_ranks_a_failed_estimate_last_and_standardises_a_single_candidate_to_zero():
+    from k2v_hub.rerank import fuse_scores
+
+    fused = fuse_scores([-1.0, float("nan"), -2.0], [0.1, 0.9, 0.2], 0.5)
+    assert np.isfinite(fused).all() and int(np.argmin(fused)) == 1
+    assert fuse_scores([-3.0], [0.4], 0.5).tolist() == [0.0]
+
+
 
 def test_random_row_is_the_exact_expectation_of_a_random_ranking():
     """What `random` reports is the mean over all orderings, not one lucky draw."""

@@ -114,6 +114,15 @@ def test_new_flags_are_there():
     assert "--revision" in k2v("push-card", "--help").stdout
 
 
+def test_rerank_fusion_flag_states_the_library_default_and_refuses_a_negative_weight():
+    from k2v_hub.rerank import FUSION_WEIGHT
+
+    text = " ".join(k2v("find", "--help").stdout.split())
+    assert "--rerank-fusion WEIGHT" in text and f"Default {FUSION_WEIGHT:g} (chosen on the bench's validation" in text
+    proc = k2v("find", "--dataset", "x", "--index", "y", "--rerank-fusion", "-1", check=False)
+    assert proc.returncode == 2 and "--rerank-fusion" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_exit_codes_are_documented():
     import k2v_hub.cli as cli
 

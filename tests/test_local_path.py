@@ -69,8 +69,10 @@ def test_find_model_python_api_matches_cli(tiny_index, tiny_task):
 
 
 def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_index, tiny_task):
-    """The whole tiny org fits in rerank_k: with its models at hand (--zoo), every score comes from LEEP."""
+    """The whole tiny org fits in rerank_k: with its models at hand (--zoo), every score comes from LEEP, fused with
+    the data score (every zoo card names its data) as the default weight says."""
     from k2v_hub.find import rerank_band_score
+    from k2v_hub.rerank import FUSION_WEIGHT, fuse_scores
     from k2v_hub.zoo.data import ZooData
 
     zoo = ZooData(tiny_zoo)
@@ -84,7 +86,9 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     assert {m["stage"] for m in answer} == {"rerank:leep"}
     assert [m["score"] for m in answer] == sorted((m["score"] for m in answer), reverse=True)
     assert all(m["rerank_score"] <= 0 for m in answer)  # LEEP is a mean log-likelihood
-    assert all(m["score"] == pytest.approx(rerank_band_score(m["rerank_score"]), abs=1e-12) for m in answer)
+    fused = fuse_scores([m["rerank_score"] for m in answer], [m["data_score"] for m in answer], FUSION_WEIGHT)
+    assert [m["score"] for m in answer] == pytest.approx([rerank_band_score(v) for v in fused], abs=1e-9)
+    assert all("z(rerank_score) + 0.5 * z(first-stage score)" in m["score_meaning"] for m in answer)
     # the top score is LEEP of that model's black-box answers on the 20 images drawn from the query rows
     import datasets
     import numpy as np
@@ -110,22 +114,36 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
 def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_task):
     """LEEP re-ranks 2 of the org's 5 models: the list holds re-ranked and first-stage matches, and `score` falls
     along all of it (raw, LEEP values are negative and cosines positive: the scores would jump up after the head).
-    Each stage's raw value stays in its own field; the JSON says what `score` is."""
+    Each stage's raw value stays in its own field; the JSON says what `score` is. With ``rerank_fusion=0`` the
+    head is in LEEP's order alone."""
     from k2v_hub import find_model
+    from k2v_hub.find import rerank_band_score
 
     cli = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
                     "--rerank", "leep", "--rerank-k", "2", "--rerank-images", "12", "--format", "json")
     matches = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank="leep", rerank_k=2, rerank_images=12,
                          models_root=str(tiny_zoo), show_progress=False)
-    scores = [m.score for m in matches]
-    assert len(matches) == 5 and scores == sorted(scores, reverse=True)
-    head, rest = matches[:2], matches[2:]
-    assert [m.stage for m in head] == ["rerank:leep"] * 2 and {m.stage for m in rest} == {"data"}
-    assert head[0].rerank_score >= head[1].rerank_score and all(m.rerank_score <= 0 for m in head)
-    assert all(m.rerank_score is None and m.score == m.data_score for m in rest)
-    assert min(m.score for m in head) > max(m.score for m in rest)
-    assert all("re-ranked by leep" in m.score_meaning for m in head)
-    assert {m.score_meaning for m in rest} == {"data_score"}
+    alone = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank="leep", rerank_k=2, rerank_images=12,
+                       models_root=str(tiny_zoo), rerank_fusion=0, show_progress=False)
+    for answer in (matches, alone):
+        scores = [m.score for m in answer]
+        assert len(answer) == 5 and scores == sorted(scores, reverse=True)
+        head, rest = answer[:2], answer[2:]
+        assert [m.stage for m in head] == ["rerank:leep"] * 2 and {m.stage for m in rest} == {"data"}
+        assert all(m.rerank_score <= 0 for m in head)
+        assert all(m.rerank_score is None and m.score == m.data_score for m in rest)
+        assert min(m.score for m in head) > max(m.score for m in rest)
+        assert all("re-ranked by leep" in m.score_meaning for m in head)
+        assert {m.score_meaning for m in rest} == {"data_score"}
+    # alone: LEEP's order and its band score; fused: z over two candidates is -1/+1, so with the weight 0.5 LEEP
+    # still decides the order and the data score moves each score by 0.5 toward agreement or away from it
+    assert alone[0].rerank_score >= alone[1].rerank_score
+    assert all(m.score == pytest.approx(rerank_band_score(m.rerank_score), abs=1e-12) for m in alone[:2])
+    head = matches[:2]
+    assert [m.model_id for m in head] == [m.model_id for m in alone[:2]]
+    agree = 1.0 if (head[0].data_score - head[1].data_score) >= 0 else -1.0
+    assert [m.score for m in head] == pytest.approx([rerank_band_score(1 + 0.5 * agree),
+                                                     rerank_band_score(-1 - 0.5 * agree)], abs=1e-9)
 
     cli = json.loads(cli().stdout)
     assert [m["score"] for m in cli] == sorted((m["score"] for m in cli), reverse=True)

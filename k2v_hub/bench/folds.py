@@ -20,7 +20,8 @@ from .studies import train_on_probes
 
 N_FOLDS = 5
 FOLD_METRICS = ("know2vec r@1", "know2vec recall@10", "two-stage-leep@3 r@1", "two-stage-leep@3 label-blind r@1",
-                "leep r@1", "data r@1", "data recall@10", "two-stage-data-leep@3 label-blind r@1")
+                "leep r@1", "data r@1", "data recall@10", "two-stage-data-leep@3 label-blind r@1",
+                "fused-data-leep@3 label-blind r@1")
 
 
 def domain_folds(data: BenchData, n_folds: int = N_FOLDS) -> list[list[str]]:
@@ -104,8 +105,8 @@ def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, fingerprint
                                  {"know2vec": 0.0, "leep": 0.0, "data": 0.0}, lab, n_models=len(data.models))
         row[key] = score_method(hybrid["two-stage-leep@3"], truth, v, ft, seed)["r@1"]
         if blind:
-            row["two-stage-data-leep@3 label-blind r@1"] = score_method(hybrid["two-stage-data-leep@3"], truth, v,
-                                                                        ft, seed)["r@1"]
+            for name in ("two-stage-data-leep@3", "fused-data-leep@3"):
+                row[f"{name} label-blind r@1"] = score_method(hybrid[name], truth, v, ft, seed)["r@1"]
     return row
 
 

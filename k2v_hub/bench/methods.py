@@ -2,7 +2,8 @@
 
 The baselines of the registry (:mod:`k2v_hub.methods`: the estimators, run on real forward passes, and the
 rankings from metadata), Know2Vec's vector search, and the hybrids: Know2Vec plus label names, and the two-stage
-search that re-ranks Know2Vec's candidates by LEEP.
+search that re-ranks Know2Vec's candidates (or the declared-data stage's) by LEEP, alone or fused with the first
+stage's score as `find_model` does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..baselines import (card_dataset_scores, label_match_scores, param_count_fr
 from ..find import LABEL_WEIGHT
 from ..hub import read_card_metadata
 from ..methods import ESTIMATORS, METHODS
+from ..rerank import FUSION_WEIGHT, fuse_scores
 from ..utils import logger, progress
 from .data import BenchData
 from .finetune import finetune_scores
@@ -33,6 +35,7 @@ ACCESS = {
     "finetune-fit": "metadata (card datasets and reported accuracy, an MLP trained on the seen models' measured "
                     "Ft.Acc; no model run)",
     "two-stage-data-leep@3": "black-box (predictions on 3 models)",
+    "fused-data-leep@3": "black-box (predictions on 3 models)",
     **{m.name: m.access for m in METHODS},
     # the offline zoo has no downloads: its "popularity" is seeded random numbers, not a signal
     "popularity": "metadata (offline zoo: seeded random downloads)",
@@ -170,34 +173,40 @@ def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, tas
     return meths, secs, label_scores(data, task_ids, label_blind=label_blind)
 
 
-def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray | None = None) -> np.ndarray:
+def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray | None = None,
+              fusion: float = 0.0) -> np.ndarray:
     """Re-rank ``k`` candidates of ``first`` by ``second``; the rest keep their first-stage order below them.
 
     With ``labels`` (label-name overlap ``[tasks, models]``) the candidates are those `find_model` takes: vectors
-    and label names interleaved (:func:`k2v_hub.find.first_stage_order`); without, the top-k of ``first``.
+    and label names interleaved (:func:`k2v_hub.find.first_stage_order`); without, the top-k of ``first``. With
+    ``fusion`` the candidates are ordered as `find_model` orders them with its declared-data first stage:
+    ``z(second) + fusion * z(first)`` over them (:func:`k2v_hub.rerank.fuse_scores`; ``0``: by ``second`` alone).
     """
     out = np.full_like(first, -1e6, dtype=np.float64)
     for i in range(len(first)):
         order = first_stage_candidates(first, labels, i)
         top = order[:k]
         rest = order[k:]
-        sec = np.nan_to_num(second[i][top], nan=-1e5)
+        sec = fuse_scores(second[i][top], first[i][top], fusion)
         out[i, top] = 1e3 + (sec - sec.min()) / (np.ptp(sec) + 1e-12)
         out[i, rest] = -np.arange(len(rest), dtype=np.float64)
     return out
 
 
 def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=(3,),
-                 label_weight: float | None = None) -> tuple[dict, dict]:
+                 label_weight: float | None = None, fusion: float | None = None) -> tuple[dict, dict]:
     """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape).
 
     ``know2vec+labels`` adds ``label_weight`` (default: `find_model`'s) times the label overlap. The LEEP hybrids
     (``know2vec+leep@k``: vector candidates; ``two-stage-leep@k``: `find_model`'s candidates from vectors and
-    label names; ``two-stage-data-leep@k``: from the declared-data first stage, ``data``, and label names) need a
-    ``leep`` matrix; each is charged ``k`` of the ``n_models`` forward passes.
+    label names; ``two-stage-data-leep@k``: from the declared-data first stage, ``data``, and label names;
+    ``fused-data-leep@k``: the same candidates ordered by LEEP fused with the data score, weight ``fusion``
+    (default: `find_model`'s), as `find_model` orders them) need a ``leep`` matrix; each is charged ``k`` of the
+    ``n_models`` forward passes.
     """
     meths, secs = dict(meths), dict(secs)
     weight = LABEL_WEIGHT if label_weight is None else label_weight
+    fusion = FUSION_WEIGHT if fusion is None else fusion
     meths["know2vec+labels"] = meths["know2vec"] + weight * lab
     secs["know2vec+labels"] = secs["know2vec"]
     for k in ks if "leep" in meths else ():
@@ -207,5 +216,7 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
             secs[name] = secs["know2vec"] + secs["leep"] * k / n_models
         if "data" in meths:
             meths[f"two-stage-data-leep@{k}"] = two_stage(meths["data"], meths["leep"], k, labels=lab)
-            secs[f"two-stage-data-leep@{k}"] = secs["data"] + secs["leep"] * k / n_models
+            meths[f"fused-data-leep@{k}"] = two_stage(meths["data"], meths["leep"], k, labels=lab, fusion=fusion)
+            for name in (f"two-stage-data-leep@{k}", f"fused-data-leep@{k}"):
+                secs[name] = secs["data"] + secs["leep"] * k / n_models
     return meths, secs

@@ -63,6 +63,9 @@ def _header_sections(r: dict) -> list[str]:
         out += rows_table("rerank_k", v["rerank_k"]["grid"], ["val_r@1"]) + [""]
         if "data_rerank_k" in v:
             out += rows_table("data_rerank_k", v["data_rerank_k"]["grid"], ["val_r@1"]) + [""]
+        if "data_fusion" in v:
+            out += rows_table(f"data_fusion (k={v['data_fusion']['rerank_k']})", v["data_fusion"]["grid"],
+                              ["val_r@1"]) + [""]
         if "data_accuracy_weight" in v:
             out += rows_table("data_accuracy_weight", v["data_accuracy_weight"]["grid"], ["val_r@1"]) + [""]
         if "finetune_fit" in v:
@@ -79,7 +82,7 @@ def _folds(u: dict) -> list[str]:
         return []
     cols = ["domains", "tasks", "train_models", "know2vec r@1", "know2vec recall@10", "two-stage-leep@3 r@1",
             "two-stage-leep@3 label-blind r@1", "leep r@1", "data r@1", "data recall@10",
-            "two-stage-data-leep@3 label-blind r@1"]
+            "two-stage-data-leep@3 label-blind r@1", "fused-data-leep@3 label-blind r@1"]
     rows = {str(i): {**f, "domains": ", ".join(f["domains"])} for i, f in enumerate(u["folds"])}
     return (["", "### Folds (each fold's domains out of training and probes; candidates: every model)", ""]
             + rows_table("fold", rows, cols)

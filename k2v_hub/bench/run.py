@@ -160,20 +160,22 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     search = choose_search(data, splits, fp, main, knowledge, seed)
     data.accuracy_weight = search["data_accuracy_weight"]["chosen"]
     data.finetune_predictor, search["finetune_fit"] = choose_finetune(data, splits, seed)
-    k, weight = search["rerank_k"]["chosen"], search["label_weight"]["chosen"]
+    k, weight, fusion = (search["rerank_k"]["chosen"], search["label_weight"]["chosen"],
+                         search["data_fusion"]["chosen"])
     ks = tuple(sorted({3, k, search["data_rerank_k"]["chosen"]}))
 
     by_method, graphs = {"know2vec": main, "know2vec-ssl": ssl, "know2vec-adapted": adapted}, knowledge.graphs
     results = run_header(profile, command, seed, data, splits)
     results["disjoint_images"] = disjoint_images(data.zoo, show_progress=show_progress)
     results["validation"] = validation_report(splits, data, training_grid, search, args)
-    tables = nnr_tables(data, fp, by_method, graphs, splits, seed, ks=ks, label_weight=weight)
+    tables = nnr_tables(data, fp, by_method, graphs, splits, seed, ks=ks, label_weight=weight, fusion=fusion)
     results["methods"], results["settings"] = tables["methods"], tables["settings"]
     results["comparisons"] = tables["comparisons"]
-    results["transfer"] = transfer_table(data, fp, by_method, graphs, splits.transfer, label_weight=weight)
+    results["transfer"] = transfer_table(data, fp, by_method, graphs, splits.transfer, label_weight=weight,
+                                         fusion=fusion)
     if label_blind:
         results["label_blind"] = label_blind_table(data, fp, by_method, graphs, splits, seed, ks=ks,
-                                                   label_weight=weight)
+                                                   label_weight=weight, fusion=fusion)
     results["dropped_methods"] = dict(data.dropped)
     results["oracle_views"] = oracle_views(data, main, knowledge, splits.eval_all, seed)
     results["unseen_domains"] = unseen_domains(data, fp, args, seed, show_progress, n_folds=folds)
@@ -213,13 +215,15 @@ def validation_report(splits: Splits, data: BenchData, training: dict, search: d
                        "task_noise": args.task_noise, "label_weight": search["label_weight"]["chosen"],
                        "rerank_k": search["rerank_k"]["chosen"], "data_rerank_k": search["data_rerank_k"]["chosen"],
                        "data_accuracy_weight": search["data_accuracy_weight"]["chosen"],
+                       "data_fusion": search["data_fusion"]["chosen"],
                        "finetune_fit": search["finetune_fit"]["chosen"]},
             "chosen_on": {"steps": "validation", "task_class_dropout": "validation", "task_noise": "validation",
                           "label_weight": "validation", "rerank_k": "validation", "data_rerank_k": "validation",
-                          "data_accuracy_weight": "validation",
+                          "data_accuracy_weight": "validation", "data_fusion": "validation",
                           "finetune_fit": "validation (tau_w against Ft.Acc)"},
             "training": training, "label_weight": search["label_weight"], "rerank_k": search["rerank_k"],
             "data_rerank_k": search["data_rerank_k"], "data_accuracy_weight": search["data_accuracy_weight"],
+            "data_fusion": search["data_fusion"],
             "finetune_fit": search["finetune_fit"],
             "criterion": "R@1 on the validation tasks, every model a candidate; ties: the first listed"}
 

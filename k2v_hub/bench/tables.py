@@ -17,7 +17,8 @@ from .uncertainty import paired_difference
 
 #: The differences the targets compare, as (method, reference): paired bootstrap over the same tasks.
 COMPARISONS = (("know2vec", "leep"), ("two-stage-leep@3", "leep"), ("data", "know2vec"),
-               ("two-stage-data-leep@3", "leep"), ("data", "data-fingerprint"), ("data", "leep"))
+               ("two-stage-data-leep@3", "leep"), ("data", "data-fingerprint"), ("data", "leep"),
+               ("fused-data-leep@3", "two-stage-data-leep@3"), ("fused-data-leep@3", "leep"))
 _ESTIMATOR_NAMES = {m.name for m in ESTIMATORS}
 
 
@@ -46,7 +47,8 @@ def comparisons(data: BenchData, task_ids, meths: dict, seed: int, columns=None)
 
 
 def nnr_tables(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits: Splits, seed: int, *,
-               label_blind: bool = False, ks=(3,), label_weight: float | None = None) -> dict:
+               label_blind: bool = False, ks=(3,), label_weight: float | None = None,
+               fusion: float | None = None) -> dict:
     """Table 1: every method on the NNR eval tasks, and per setting (``seen``, ``inductive``, ``seen_pool``: the
     seen tasks with the seen models as the only candidates).
 
@@ -55,7 +57,8 @@ def nnr_tables(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits
     """
     eval_all, n_models = splits.eval_all, len(data.models)
     base_scores, base_secs, lab = method_scores(data, fp, retrievers, graphs, eval_all, label_blind=label_blind)
-    meths, secs = with_hybrids(base_scores, base_secs, lab, n_models=n_models, ks=ks, label_weight=label_weight)
+    meths, secs = with_hybrids(base_scores, base_secs, lab, n_models=n_models, ks=ks, label_weight=label_weight,
+                               fusion=fusion)
     settings, compared = {}, {"all": comparisons(data, eval_all, meths, seed)}
     for name, ids in (("seen", splits.eval_seen), ("inductive", splits.eval_inductive)):
         if ids:
@@ -67,7 +70,8 @@ def nnr_tables(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits
         # the paper's Table 1: the candidates are the models the retriever was trained on
         sub, cols = [eval_all.index(t) for t in splits.eval_seen], [data.col[m] for m in splits.seen]
         pool_scores, pool_secs = with_hybrids({k: v[sub][:, cols] for k, v in base_scores.items()}, base_secs,
-                                              lab[sub][:, cols], n_models=n_models, ks=ks, label_weight=label_weight)
+                                              lab[sub][:, cols], n_models=n_models, ks=ks, label_weight=label_weight,
+                                              fusion=fusion)
         settings["seen_pool"] = method_table(data, splits.eval_seen, pool_scores, pool_secs, seed, columns=cols)
         compared["seen_pool"] = comparisons(data, splits.eval_seen, pool_scores, seed, columns=cols)
     return {"methods": method_table(data, eval_all, meths, secs, seed), "settings": settings,
@@ -75,11 +79,11 @@ def nnr_tables(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits
 
 
 def transfer_table(data: BenchData, fp: dict, retrievers: dict, graphs: dict, task_ids, *,
-                   label_weight: float | None = None) -> dict:
+                   label_weight: float | None = None, fusion: float | None = None) -> dict:
     """Table 2: each method's correlation with the fine-tuned accuracy over the transfer tasks (``random``: the
     expectation of a random ranking, 0)."""
     meths, _ = with_hybrids(*method_scores(data, fp, retrievers, graphs, task_ids), n_models=len(data.models),
-                            label_weight=label_weight)
+                            label_weight=label_weight, fusion=fusion)
     table = {name: correlations(S, data.rows(task_ids, data.ft)) for name, S in meths.items()}
     if "random" in table:
         table["random"] = {k: 0.0 for k in table["random"]}
@@ -87,8 +91,8 @@ def transfer_table(data: BenchData, fp: dict, retrievers: dict, graphs: dict, ta
 
 
 def label_blind_table(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits: Splits, seed: int, *,
-                      ks=(3,), label_weight: float | None = None) -> dict:
+                      ks=(3,), label_weight: float | None = None, fusion: float | None = None) -> dict:
     """Table 1 with the tasks' label names replaced by ``class_0..``: every task, and per setting."""
     tables = nnr_tables(data, fp, retrievers, graphs, splits, seed, label_blind=True, ks=ks,
-                        label_weight=label_weight)
+                        label_weight=label_weight, fusion=fusion)
     return {"methods": tables["methods"], "settings": tables["settings"], "comparisons": tables["comparisons"]}

@@ -7,7 +7,8 @@ chooses, by R@1 there (candidates: every model):
 - the retriever's training length and task augmentation (the encoders and losses stay the paper's);
 - the weight of the label-name evidence in ``know2vec+labels``;
 - ``rerank_k``, how many first-stage candidates the two-stage search re-ranks with LEEP (``data_rerank_k``: the
-  same for the declared-data first stage, label-blind);
+  same for the declared-data first stage, label-blind), and how much of the data score that re-rank keeps
+  (``data_fusion``, the weight of :func:`k2v_hub.rerank.fuse_scores`; `find_model`'s default first);
 - the configuration of ``finetune-fit`` (:mod:`k2v_hub.bench.finetune`), by weighted Kendall tau against Ft.Acc
   (it predicts fine-tuned accuracy, not R@1).
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..baselines import leep
 from ..declared import ACCURACY_WEIGHT
+from ..rerank import FUSION_WEIGHT
 from ..train import TrainingArguments, train_retriever
 from ..utils import progress
 from ..finetune_fit import FinetunePredictor
@@ -39,6 +41,8 @@ LABEL_WEIGHTS = (0.5, 0.0, 0.25, 1.0)
 RERANK_KS = (3, 5, 10)
 #: Weights of the cards' reported accuracy in the data score; `find_model`'s first (it wins ties).
 ACCURACY_WEIGHTS = (ACCURACY_WEIGHT, 0.0, 0.005, 0.01, 0.05, 0.1)
+#: Weights of the data score in the fused re-rank; `find_model`'s first (it wins ties), 0 is LEEP alone.
+FUSION_WEIGHTS = (FUSION_WEIGHT, 0.0, 0.25, 1.0, 2.0)
 
 
 def _r1(data: BenchData, S: np.ndarray, task_ids, seed: int) -> float:
@@ -93,10 +97,14 @@ def choose_search(data: BenchData, splits: Splits, fp: dict, retriever, knowledg
     declared, _ = declared_scores(data, tasks, accuracy_weight=chosen_weight)
     data_ks = {str(k): {"val_r@1": _r1(data, two_stage(declared, leep_scores, k), tasks, seed), "rerank_k": k}
                for k in RERANK_KS}
+    data_k = data_ks[_pick(data_ks)]["rerank_k"]
+    fusion = {str(w): {"val_r@1": _r1(data, two_stage(declared, leep_scores, data_k, fusion=w), tasks, seed),
+                       "fusion": w} for w in FUSION_WEIGHTS}
     return {"label_weight": {"grid": weights, "chosen": weights[_pick(weights)]["label_weight"]},
             "rerank_k": {"grid": ks, "chosen": ks[_pick(ks)]["rerank_k"]},
             "data_accuracy_weight": {"grid": accuracy, "chosen": chosen_weight},
-            "data_rerank_k": {"grid": data_ks, "chosen": data_ks[_pick(data_ks)]["rerank_k"]}}
+            "data_rerank_k": {"grid": data_ks, "chosen": data_k},
+            "data_fusion": {"grid": fusion, "chosen": fusion[_pick(fusion)]["fusion"], "rerank_k": data_k}}
 
 
 
