@@ -8,8 +8,8 @@ standardised over the ``k`` candidates (what a search can compute: LEEP exists f
 every model a candidate: `find_model`'s own :func:`k2v_hub.rerank.fuse_scores`, through the bench's
 ``two_stage(..., fusion=lambda)`` (``fused-data-leep@k`` in the bench). ``lambda = 0`` is LEEP alone. ``k`` and
 ``lambda`` are chosen on the validation split (R@1, ties: the first listed); ``--eval`` then scores the evaluation
-split, the unseen-domain folds and the transfer tasks once with the chosen pair. This study chose
-`find_model`'s default, :data:`k2v_hub.rerank.FUSION_WEIGHT`.
+split, the unseen-domain folds and the transfer tasks once with the chosen pair, and with `find_model`'s defaults
+(``rerank_k`` candidates, :data:`k2v_hub.rerank.FUSION_WEIGHT`).
 
 ``--work`` is the bench's work folder (default ``$K2V_HUB_HOME/bench-bench``); the forward passes of every model on
 the tasks scored are recomputed (about 5 s per task on 2 cores).
@@ -17,6 +17,7 @@ the tasks scored are recomputed (about 5 s per task on 2 cores).
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
@@ -26,9 +27,13 @@ from k2v_hub.bench.data import BenchData
 from k2v_hub.bench.folds import domain_folds, fold_split
 from k2v_hub.bench.methods import declared_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics, score_method
+from k2v_hub.find import find_model
+from k2v_hub.rerank import FUSION_WEIGHT
 from study import bench_data, study_arguments, write_result
 
 KS = (3, 5, 10)
+#: `find_model`'s default number of re-ranked candidates.
+DEFAULT_K = inspect.signature(find_model).parameters["rerank_k"].default
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -45,9 +50,13 @@ def scores(data: BenchData, tasks: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def table(data: BenchData, tasks: list[str], D: np.ndarray, L: np.ndarray, k: int, lam: float,
           base_k: int) -> dict:
-    """R@1 of LEEP over every model, the data stage, the bench's two-stage (``base_k``) and the fused one."""
+    """R@1 of LEEP over every model, the data stage, the bench's two-stage (``base_k``), the fused one, and
+    `find_model`'s defaults (its ``rerank_k`` candidates, by LEEP alone and fused with its default weight)."""
     rows = {"leep": L, "data": D, f"two-stage-data-leep@{base_k}": two_stage(D, L, base_k),
-            f"two-stage-data-leep@{k}": two_stage(D, L, k), f"fused@{k} lambda={lam}": two_stage(D, L, k, fusion=lam)}
+            f"two-stage-data-leep@{k}": two_stage(D, L, k), f"fused@{k} lambda={lam}": two_stage(D, L, k, fusion=lam),
+            f"two-stage-data-leep@{DEFAULT_K}": two_stage(D, L, DEFAULT_K),
+            f"find_model default: fused@{DEFAULT_K} lambda={FUSION_WEIGHT}": two_stage(D, L, DEFAULT_K,
+                                                                                    fusion=FUSION_WEIGHT)}
     return {"n": len(tasks), **{name: _r1(data, S, tasks) for name, S in rows.items()}}
 
 
@@ -88,7 +97,9 @@ def main() -> None:
         truth, v, ft = data.truth(ids), data.rows(ids, data.v), data.rows(ids, data.ft)
         out["transfer_tau_w"] = {name: score_method(S, truth, v, ft)["tau_w"] for name, S in (
             ("leep", Le[rows]), ("data", De[rows]), ("two-stage-data-leep@3", two_stage(De[rows], Le[rows], 3)),
-            (f"fused@{k} lambda={lam}", two_stage(De[rows], Le[rows], k, fusion=lam)))}
+            (f"fused@{k} lambda={lam}", two_stage(De[rows], Le[rows], k, fusion=lam)),
+            (f"find_model default: fused@{DEFAULT_K} lambda={FUSION_WEIGHT}",
+             two_stage(De[rows], Le[rows], DEFAULT_K, fusion=FUSION_WEIGHT)))}
     write_result(out, args, t0)
 
 
