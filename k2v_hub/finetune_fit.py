@@ -26,17 +26,12 @@ from torch import nn
 from .declared import fingerprint_cosines
 from .errors import UsageError
 from .retriever import WEIGHTS_NAME, SafetensorsHubMixin, built_retriever_dir, shipped_retriever_dir
+from .utils import standardise
 
-#: The features of one candidate, in order (``_z``: standardised over the candidates of one search).
+#: The features of one candidate, in order (``_z``: standardised over the candidates of one search, ``_EPS``).
 FEATURES = ("data_z", "data", "worst_class_z", "coverage_z", "reported_accuracy", "n_classes", "spread")
-
-
-def _z(v: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(v)
-    out = np.full_like(v, np.nan, dtype=np.float64)
-    if ok.any():
-        out[ok] = (v[ok] - v[ok].mean()) / (v[ok].std() + 1e-9)
-    return out
+#: The standardisation's guard against a zero spread (the shipped predictor was trained with it).
+_EPS = 1e-9
 
 
 def finetune_features(task_means: np.ndarray, fingerprints: list, accuracies: list | None = None) -> np.ndarray:
@@ -58,7 +53,8 @@ def finetune_features(task_means: np.ndarray, fingerprints: list, accuracies: li
     known = np.isfinite(acc) & np.isfinite(best)
     acc = np.where(known, acc, acc[known].mean() if known.any() else 0.0)
     acc[~np.isfinite(best)] = np.nan
-    return np.stack([_z(best), best, _z(worst), _z(coverage), acc, n_classes, spread], 1)
+    return np.stack([standardise(best, _EPS), best, standardise(worst, _EPS), standardise(coverage, _EPS), acc,
+                     n_classes, spread], 1)
 
 
 class FinetunePredictor(nn.Module, SafetensorsHubMixin, library_name="k2v-hub", tags=["k2v-hub", "model-search"]):
@@ -109,7 +105,7 @@ def train_finetune_predictor(features: list[np.ndarray], ft_acc: list[np.ndarray
         ok = np.isfinite(x).all(1) & np.isfinite(y)
         if ok.sum() > 1:
             xs.append(x[ok])
-            ys.append(_z(y[ok]))
+            ys.append(standardise(y[ok], _EPS))
     if not xs:
         raise ValueError("No training task has two models with features and a measured Ft.Acc.")
     X = torch.as_tensor(np.concatenate(xs), dtype=torch.float32)

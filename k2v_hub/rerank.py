@@ -21,7 +21,7 @@ from .features import penultimate_features
 from .hub import HubSource, LocalSource, RepoRef
 from .methods import METHODS, RERANK_METHODS, rerank_method
 from .oracle import InferenceOracle, TransformersOracle, check_model_folder, to_rgb
-from .utils import logger
+from .utils import logger, standardise
 
 #: How much of the first stage's score the re-rank keeps (`find_model`'s default): chosen with LEEP on the bench's
 #: validation split, label-blind, pooled over two builds of the zoo (R@1 0.8654 against 0.8462 for LEEP alone with 3
@@ -52,11 +52,7 @@ def fuse_scores(rerank_values, first_values, weight: float = FUSION_WEIGHT) -> n
     f = np.asarray(first_values, dtype=np.float64)
     bad = ~np.isfinite(r)
     r[bad] = (r[~bad].min() - 1.0) if (~bad).any() else 0.0
-    return _z(r) + (weight * _z(f) if weight else 0.0)
-
-
-def _z(v: np.ndarray) -> np.ndarray:
-    return (v - v.mean()) / (v.std() + 1e-12)
+    return standardise(r) + (weight * standardise(f) if weight else 0.0)
 
 
 def rerank_matches(matches, ds, image_column: str, label_column: str, *, method: str, n_images: int = 64,

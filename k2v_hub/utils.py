@@ -21,6 +21,16 @@ def progress(iterable=None, *, desc: str, total: int | None = None, name: str = 
     return hf_tqdm(iterable, desc=desc, total=total, name=name, leave=False, **kwargs)
 
 
+def standardise(v, eps: float = 1e-12) -> np.ndarray:
+    """``v``'s finite entries as z-scores over themselves (``(v - mean) / (std + eps)``); non-finite ones are NaN."""
+    v = np.asarray(v, dtype=np.float64)
+    ok = np.isfinite(v)
+    out = np.full_like(v, np.nan)
+    if ok.any():
+        out[ok] = (v[ok] - v[ok].mean()) / (v[ok].std() + eps)
+    return out
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (if installed) for deterministic runs."""
     random.seed(seed)
