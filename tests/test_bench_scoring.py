@@ -109,3 +109,24 @@ def test_the_built_zoo_keeps_training_and_evaluation_images_apart(tiny_zoo):
     report = disjoint_images(ZooData(tiny_zoo))
     assert report["train_vs_eval"] and report["train_vs_val"] and report["val_vs_eval"]
     assert min(report["images"].values()) > 0
+
+
+def test_the_ceiling_ranks_models_by_their_accuracy_on_the_support_images_and_scores_it_on_the_query_truth():
+    """``ceiling``: a model lacking one of the task's classes scores lower on the support images; the reference
+    counts a hit only where that ranking finds the query split's best model."""
+    from k2v_hub.bench.ceiling import ceiling_report, support_accuracy
+
+    right = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])  # cat, cat, dog, dog: all right
+    fp = {"probs": {(t, m): right for t in ("t1", "t2") for m in ("a", "b")},
+          "labels": {"t1": np.array([0, 0, 1, 1]), "t2": np.array([0, 0, 1, 1])}}
+    truth = np.array([[0.9, 0.4], [0.5, 0.6]])  # query truth: model a best on t1, model b on t2
+    rows = {"t1": 0, "t2": 1}
+    data = SimpleNamespace(models=["a", "b"], labels={"a": ["cat", "dog"], "b": ["cat", "bird"]},
+                           zoo=SimpleNamespace(task=lambda t: {"class_names": ["cat", "dog"]}),
+                           truth=lambda ids: truth[[rows[t] for t in ids]], v=truth, ft=truth,
+                           rows=lambda ids, mat: mat[[rows[t] for t in ids]])
+    assert support_accuracy(data, fp, ["t1", "t2"]).tolist() == [[1.0, 0.5], [1.0, 0.5]]  # b has no "dog"
+    splits = SimpleNamespace(eval_seen=["t1", "t2"], eval_inductive=[], val_seen=["t1"], val_unseen=[])
+    report = ceiling_report(data, fp, splits, seed=0)
+    assert report["seen"] == {"r@1": 0.5, "n": 2} and report["val_seen"] == {"r@1": 1.0, "n": 1}
+    assert "inductive" not in report
