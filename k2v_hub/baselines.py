@@ -320,6 +320,33 @@ def nce_from_probs(probs, labels) -> float:
     return nce(np.argmax(p, axis=1), labels)
 
 
+def head_accuracy(probs, labels, model_labels: Sequence[str], task_labels: Sequence[str]) -> float:
+    """The model used as it is: the accuracy of its own head on the dataset's images, restricted to the dataset's
+    class names it has; an image of a class the model lacks counts as wrong, and a model with none of the names
+    scores 0. Names match exactly, surrounding spaces aside: case counts (``a`` and ``A`` are two classes of a
+    letters dataset), so rename a dataset's classes to the model's labels before asking.
+
+    Args:
+        probs: ``[N, Z]`` the model's predictions, columns in the order of ``model_labels``.
+        labels: ``[N]`` indices into ``task_labels``.
+        model_labels: the model's label names (``config.id2label`` order).
+        task_labels: the dataset's class names.
+    """
+    p = _as_probs(probs)
+    y = np.asarray(labels).reshape(-1)
+    if len(y) != len(p):
+        raise ValueError(f"labels has {len(y)} entries but probs has {len(p)} rows")
+    if len(model_labels) != p.shape[1]:
+        raise ValueError(f"probs has {p.shape[1]} columns but the model has {len(model_labels)} labels")
+    column = {str(name).strip(): z for z, name in enumerate(model_labels)}
+    shared = [(c, column[str(name).strip()]) for c, name in enumerate(task_labels) if str(name).strip() in column]
+    if not shared:
+        return 0.0
+    classes = np.asarray([c for c, _ in shared])
+    predicted = classes[p[:, [z for _, z in shared]].argmax(axis=1)]
+    return float((predicted == y).mean())
+
+
 # --------------------------------------------------------------------------- H-score
 
 

@@ -20,6 +20,9 @@ each reported as its own stage:
   ``rerank="logme"`` needs each candidate's penultimate features, so it downloads the weights. The candidates
   come from the vectors *and* from label-name evidence (:func:`first_stage_order`): the second stage cannot
   recover a model the first one dropped, and on image domains nobody indexed the vectors alone often drop it.
+  ``rerank="head-accuracy"`` asks the same black boxes and measures what "as it is" means: each candidate's own
+  head's accuracy on the user's images, over the dataset's class names it has (a class it lacks counts as wrong);
+  it needs class names that mean something (models whose labels share none of them score 0).
 - With the declared-data first stage and ``goal="as-is"``, the re-rank keeps that stage's evidence: the candidates
   are ordered by ``z(rerank_score) + rerank_fusion * z(first-stage score)`` over them
   (:func:`~k2v_hub.rerank.fuse_scores`; ``rerank_fusion`` :data:`~k2v_hub.rerank.FUSION_WEIGHT` by default, chosen
@@ -476,7 +479,8 @@ def find_model(
         used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())
         matches.queries = rerank_matches(matches[:rerank_k], used, image_column, label_column, method=rerank,
                                          n_images=rerank_images, token=token, models_root=models_root,
-                                         endpoint=rerank_endpoint, seed=seed)
+                                         endpoint=rerank_endpoint, seed=seed,
+                                         class_names={str(k): n for k, n in zip(keys, names)})
         head = matches[:rerank_k]
         fusion = float(rerank_fusion) if goal == "as-is" and np.isfinite(data).any() else 0.0
         fused = fuse_scores([m.rerank_score for m in head], first[order_models[:len(head)]], fusion)

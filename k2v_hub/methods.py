@@ -35,6 +35,8 @@ class Method:
         rerank: ``"black-box"`` or ``"grey-box"`` if `find_model` can re-rank its candidates with it, else ``None``.
         needs_n_above_d: its estimate only means something with more images than feature dimensions (N > D):
             H-score's ``tr(cov(f)^-1 cov(E[f|y]))`` is ``C - 1`` for every model whenever ``N <= D``.
+        needs_names: it reads the class names too: ``estimator(inputs, labels, model_labels, task_labels)``
+            (meaningless label-blind, where the dataset's names are ``class_0..``).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Method:
     inputs: str | None = None
     rerank: str | None = None
     needs_n_above_d: bool = False
+    needs_names: bool = False
 
     @property
     def option(self) -> str:
@@ -61,6 +64,8 @@ METHODS: tuple[Method, ...] = (
     Method("leep", PREDICTIONS, baselines.leep, "probs", rerank="black-box"),
     Method("nce", PREDICTIONS, baselines.nce_from_probs, "probs", rerank="black-box"),
     Method("logme_probs", PREDICTIONS, baselines.logme_probs, "probs", rerank="black-box"),
+    # the model as it is: its own head's accuracy on the dataset's class names it has (needs meaningful names)
+    Method("head_accuracy", PREDICTIONS, baselines.head_accuracy, "probs", rerank="black-box", needs_names=True),
     Method("random", "none"),
     Method("popularity", "metadata"),
     Method("size", "metadata (safetensors header)"),
@@ -71,7 +76,8 @@ METHODS: tuple[Method, ...] = (
 #: The methods with an estimator (they run every model on the dataset's images).
 ESTIMATORS: tuple[Method, ...] = tuple(m for m in METHODS if m.estimator is not None)
 
-#: What ``find_model(rerank=...)`` and ``--rerank`` accept, black-box methods first: ``leep, nce, logme-probs, logme``.
+#: What ``find_model(rerank=...)`` and ``--rerank`` accept, black-box methods first: ``leep, nce, logme-probs,
+#: head-accuracy, logme``.
 RERANK_METHODS: tuple[str, ...] = tuple(m.option for box in ("black-box", "grey-box") for m in METHODS
                                         if m.rerank == box)
 

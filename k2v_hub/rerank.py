@@ -1,6 +1,6 @@
 """The second stage of `find_model`: re-score the top-k candidates with a transferability estimator.
 
-Black-box methods (``leep``, ``nce``, ``logme-probs``) ask each candidate, through the same
+Black-box methods (``leep``, ``nce``, ``logme-probs``, ``head-accuracy``) ask each candidate, through the same
 :class:`~k2v_hub.oracle.Oracle` interface used for indexing, for its predictions on at most ``n_images`` of the
 user's images; the query cost is counted. ``logme`` needs each candidate's penultimate features (grey-box: the
 weights are downloaded and run). Which methods can re-rank, and how: :mod:`k2v_hub.methods`.
@@ -28,7 +28,7 @@ from .utils import logger, standardise
 #: or 5 candidates; ``benchmarks/fused_rerank.py``, README "Benchmark"). A small gain: one to three tasks in 52.
 FUSION_WEIGHT = 0.5
 
-#: What an endpoint can re-rank with: the black-box methods (``leep, nce or logme-probs``).
+#: What an endpoint can re-rank with: the black-box methods (``leep, nce, logme-probs or head-accuracy``).
 _BLACK_BOX = [m.option for m in METHODS if m.rerank == "black-box"]
 
 
@@ -41,7 +41,7 @@ def _sample(ds, label_column: str, n_images: int, seed: int):
     raw = list(sub[label_column])
     keys = sorted({str(x) for x in raw})
     labels = np.asarray([keys.index(str(x)) for x in raw])
-    return sub, labels
+    return sub, labels, keys
 
 
 def fuse_scores(rerank_values, first_values, weight: float = FUSION_WEIGHT) -> np.ndarray:
@@ -57,13 +57,14 @@ def fuse_scores(rerank_values, first_values, weight: float = FUSION_WEIGHT) -> n
 
 def rerank_matches(matches, ds, image_column: str, label_column: str, *, method: str, n_images: int = 64,
                    token: str | None = None, models_root: str | None = None, endpoint: str | None = None,
-                   seed: int = 0) -> int:
+                   seed: int = 0, class_names: dict | None = None) -> int:
     """Set each match's ``rerank_score`` (the estimator's raw value) and ``stage`` in place; return black-box
     queries spent. (`find_model` maps ``rerank_score`` onto its one ``score`` scale.)
 
     Each candidate is asked through an :class:`~k2v_hub.oracle.Oracle`: a remote endpoint when ``endpoint`` (a URL
     template with ``{model_id}``) is given, and no weights are downloaded; otherwise a local pipeline on the
-    model's files from ``models_root`` or the Hub.
+    model's files from ``models_root`` or the Hub. ``class_names`` (``str(label value) -> class name``) names the
+    classes for a method that reads names (``head-accuracy``); without it a label value is its own name.
     """
     chosen = rerank_method(method)
     if chosen is None:
@@ -73,7 +74,8 @@ def rerank_matches(matches, ds, image_column: str, label_column: str, *, method:
                        f"An endpoint answers predictions only: use {', '.join(_BLACK_BOX[:-1])} or {_BLACK_BOX[-1]}, "
                        "and a URL template with {model_id} (e.g. https://my-endpoints.example/{model_id}).")
     source = None if endpoint else (LocalSource(models_root) if models_root else HubSource(token=token))
-    sub, labels = _sample(ds, label_column, n_images, seed)
+    sub, labels, keys = _sample(ds, label_column, n_images, seed)
+    names = [(class_names or {}).get(k, k) for k in keys]
     images = [to_rgb(im) for im in sub[image_column]]
     queries = 0
     for match in matches:
@@ -85,7 +87,9 @@ def rerank_matches(matches, ds, image_column: str, label_column: str, *, method:
                                      token=token) if endpoint else TransformersOracle(folder, view="full")
             inputs = oracle.predict_proba(images)
             queries += oracle.n_queries
-        value = float(chosen.estimator(inputs, labels))
+        # a method that reads names gets the columns' names: the black box's labels, in its column order
+        value = float(chosen.estimator(inputs, labels, oracle.labels, names) if chosen.needs_names
+                      else chosen.estimator(inputs, labels))
         match.rerank_score = value
         match.stage = f"rerank:{chosen.option}"
         logger.info("rerank %s %s = %.4f", chosen.option, match.model_id, value)

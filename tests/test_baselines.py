@@ -260,7 +260,7 @@ def test_estimator_registry_metadata_and_calls():
     assert {"logme", "leep", "nce", "h_score", "h_score_reg", "nleep", "logme_probs"} <= set(by_name)
     assert by_name["logme"].access == "grey-box (features)" and by_name["logme"].rerank == "grey-box"
     assert by_name["leep"].access == "black-box (predictions, all models)" and by_name["leep"].rerank == "black-box"
-    assert RERANK_METHODS == ("leep", "nce", "logme-probs", "logme")
+    assert RERANK_METHODS == ("leep", "nce", "logme-probs", "head-accuracy", "logme")
     assert rerank_method("logme-probs") is rerank_method("logme_probs") is by_name["logme_probs"]
     assert rerank_method("h_score") is None and rerank_method("magic") is None
     rng = np.random.default_rng(11)
@@ -268,7 +268,22 @@ def test_estimator_registry_metadata_and_calls():
     probs = rng.dirichlet(np.ones(5), size=60)
     for name, method in by_name.items():
         arg = feats if method.inputs == "features" else probs
-        assert math.isfinite(method.estimator(arg, y)), name
+        names = ([f"l{z}" for z in range(5)], ["l0", "l1", "l2"]) if method.needs_names else ()
+        assert math.isfinite(method.estimator(arg, y, *names)), name
+
+
+def test_head_accuracy_scores_the_model_as_it_is_on_the_class_names_it_has():
+    """Its own head over the dataset's names it has (exact names; case counts); a class it lacks counts wrong."""
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7], [0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    y = np.array([0, 1, 1, 2])  # cat, dog, dog, bird
+    model = [" cat", "fish", "dog "]
+    # the head restricted to cat/dog: row 0 cat (right), row 1 dog (right), row 2 dog (0.3 > 0.2, right), row 3 cat
+    # (a bird the model cannot name: wrong)
+    assert B.head_accuracy(probs, y, model, ["cat", "dog", "bird"]) == 0.75
+    assert B.head_accuracy(probs, y, model, ["class_0", "class_1", "class_2"]) == 0.0  # label-blind: no evidence
+    assert B.head_accuracy(probs, y, model, ["Cat", "dog", "bird"]) == 0.5  # "Cat" is not "cat": rows 0, 3 wrong
+    with pytest.raises(ValueError, match="columns"):
+        B.head_accuracy(probs, y, ["cat", "dog"], ["cat", "dog", "bird"])
 
 
 def test_rank_models_best_first_deterministic_ties_nan_last():

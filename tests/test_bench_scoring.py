@@ -60,6 +60,25 @@ def test_fused_rerank_keeps_the_data_evidence_as_find_model_does():
     assert np.array_equal(np.argsort(-m0["fused-data-leep@3"][0]), np.argsort(-m0["two-stage-data-leep@3"][0]))
 
 
+def test_head_accuracy_reranks_the_data_candidates_and_its_ties_keep_the_first_stage_order():
+    """``two-stage-data-head-accuracy@3`` (only with class names): the data stage's 3 candidates by their own
+    head's accuracy; two candidates at the same accuracy stay in the data stage's order, whatever the seed."""
+    data = np.array([[0.9, 0.8, 0.7, 0.1]])
+    head = np.array([[0.5, 1.0, 1.0, 1.0]])  # model 3 is not a candidate; models 1 and 2 tie
+    leep = np.zeros_like(data)
+    m, s = with_hybrids({"know2vec": data, "leep": leep, "data": data, "head_accuracy": head},
+                        {"know2vec": 0.0, "leep": 4.0, "data": 0.1, "head_accuracy": 4.0}, np.zeros_like(data),
+                        n_models=4)
+    assert list(np.argsort(-m["two-stage-data-head-accuracy@3"][0], kind="stable")) == [1, 2, 0, 3]
+    assert s["two-stage-data-head-accuracy@3"] == 0.1 + 4.0 * 3 / 4
+    truth = np.array([[0.0, 0.5, 1.0, 0.0]])
+    hits = [score_method(m["two-stage-data-head-accuracy@3"], truth, truth, truth, seed)["r@1"] for seed in range(8)]
+    assert hits == [0.0] * 8  # model 1 (first by data among the tied) is picked with every seed, never model 2
+    blind, _ = with_hybrids({"know2vec": data, "leep": leep, "data": data}, {"know2vec": 0.0, "leep": 0.0,
+                            "data": 0.0}, np.zeros_like(data), n_models=4)
+    assert not any("head-accuracy" in name for name in blind)  # label-blind runs have no head_accuracy matrix
+
+
 def test_fuse_scores_ranks_a_failed_estimate_last_and_standardises_a_single_candidate_to_zero():
     from k2v_hub.rerank import fuse_scores
 
@@ -109,24 +128,3 @@ def test_the_built_zoo_keeps_training_and_evaluation_images_apart(tiny_zoo):
     report = disjoint_images(ZooData(tiny_zoo))
     assert report["train_vs_eval"] and report["train_vs_val"] and report["val_vs_eval"]
     assert min(report["images"].values()) > 0
-
-
-def test_the_ceiling_ranks_models_by_their_accuracy_on_the_support_images_and_scores_it_on_the_query_truth():
-    """``ceiling``: a model lacking one of the task's classes scores lower on the support images; the reference
-    counts a hit only where that ranking finds the query split's best model."""
-    from k2v_hub.bench.ceiling import ceiling_report, support_accuracy
-
-    right = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])  # cat, cat, dog, dog: all right
-    fp = {"probs": {(t, m): right for t in ("t1", "t2") for m in ("a", "b")},
-          "labels": {"t1": np.array([0, 0, 1, 1]), "t2": np.array([0, 0, 1, 1])}}
-    truth = np.array([[0.9, 0.4], [0.5, 0.6]])  # query truth: model a best on t1, model b on t2
-    rows = {"t1": 0, "t2": 1}
-    data = SimpleNamespace(models=["a", "b"], labels={"a": ["cat", "dog"], "b": ["cat", "bird"]},
-                           zoo=SimpleNamespace(task=lambda t: {"class_names": ["cat", "dog"]}),
-                           truth=lambda ids: truth[[rows[t] for t in ids]], v=truth, ft=truth,
-                           rows=lambda ids, mat: mat[[rows[t] for t in ids]])
-    assert support_accuracy(data, fp, ["t1", "t2"]).tolist() == [[1.0, 0.5], [1.0, 0.5]]  # b has no "dog"
-    splits = SimpleNamespace(eval_seen=["t1", "t2"], eval_inductive=[], val_seen=["t1"], val_unseen=[])
-    report = ceiling_report(data, fp, splits, seed=0)
-    assert report["seen"] == {"r@1": 0.5, "n": 2} and report["val_seen"] == {"r@1": 1.0, "n": 1}
-    assert "inductive" not in report

@@ -102,7 +102,7 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     image_column, label_column, names = find_columns(ds)
     chosen, keys, _ = select_query_rows(ds, label_column, names)
     used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())
-    sub, labels = _sample(used, label_column, 20, 0)
+    sub, labels, _ = _sample(used, label_column, 20, 0)
     probs = TransformersOracle(tiny_zoo / answer[0]["model_id"]).predict_proba([to_rgb(im) for im in sub[image_column]])
     assert answer[0]["rerank_score"] == pytest.approx(leep(probs, labels), abs=1e-5)
     # without the models at hand the same call stays on the first stage (nothing is downloaded): every zoo card
@@ -150,6 +150,41 @@ def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_tas
     assert [m["model_id"] for m in cli] == [m.model_id for m in matches]
     assert all({"score", "score_meaning", "knowledge_score", "data_score", "rerank_score", "stage"} <= set(m)
                for m in cli)
+
+
+def test_head_accuracy_rerank_measures_each_candidate_as_it_is_on_the_users_class_names(tiny_zoo, tiny_index,
+                                                                                      tiny_task):
+    """``rerank="head-accuracy"``: each candidate's own head on the user's images, over the dataset's class names it
+    has; the task's own model (it knows every class) comes first (tied or alone), a model that knows none of the names scores 0."""
+    import datasets
+    import numpy as np
+
+    from k2v_hub import find_model
+    from k2v_hub.baselines import head_accuracy
+    from k2v_hub.oracle import TransformersOracle, to_rgb
+    from k2v_hub.query_data import find_columns, select_query_rows
+    from k2v_hub.rerank import _sample
+    from k2v_hub.zoo.data import ZooData
+
+    matches = find_model(str(tiny_task), str(tiny_index), top_k=10, rerank="head-accuracy", rerank_k=10,
+                         rerank_images=20, models_root=str(tiny_zoo), rerank_fusion=0, show_progress=False)
+    assert {m.stage for m in matches} == {"rerank:head-accuracy"}
+    ds = datasets.load_from_disk(str(tiny_task))["support"]
+    image_column, label_column, class_names = find_columns(ds)
+    chosen, keys, names = select_query_rows(ds, label_column, class_names)
+    used = ds.select(np.sort(np.concatenate([chosen[k] for k in keys])).tolist())
+    sub, labels, sampled = _sample(used, label_column, 20, 0)
+    task_names = [dict(zip(map(str, keys), names))[k] for k in sampled]
+    for m in matches:
+        oracle = TransformersOracle(tiny_zoo / m.model_id)
+        probs = oracle.predict_proba([to_rgb(im) for im in sub[image_column]])
+        assert m.rerank_score == pytest.approx(head_accuracy(probs, labels, oracle.labels, task_names), abs=1e-9)
+    assert [m.rerank_score for m in matches] == sorted((m.rerank_score for m in matches), reverse=True)
+    origin = ZooData(tiny_zoo).task(tiny_task.name)["origin_model"]
+    assert matches[0].rerank_score > 0 and origin in [m.model_id for m in matches
+                                                      if m.rerank_score == matches[0].rerank_score]
+    strangers = [m for m in matches if not set(m.labels) & set(names)]
+    assert strangers and all(m.rerank_score == 0 for m in strangers)
 
 
 def test_rerank_counts_queries_and_takes_candidates_from_labels_too(tiny_zoo, tiny_index, tiny_task):

@@ -36,6 +36,7 @@ ACCESS = {
                     "Ft.Acc; no model run)",
     "two-stage-data-leep@3": "black-box (predictions on 3 models)",
     "fused-data-leep@3": "black-box (predictions on 3 models)",
+    "two-stage-data-head-accuracy@3": "black-box (predictions on 3 models; the task's class names)",
     **{m.name: m.access for m in METHODS},
     # the offline zoo has no downloads: its "popularity" is seeded random numbers, not a signal
     "popularity": "metadata (offline zoo: seeded random downloads)",
@@ -52,6 +53,11 @@ def baseline_scores(data: BenchData, fp: dict, task_ids, *, label_blind: bool = 
         data.estimates[key] = estimator_scores(data, fp, task_ids)
     methods, secs = data.estimates[key]
     methods, secs = {k: v.copy() for k, v in methods.items()}, dict(secs)
+    if label_blind:  # the dataset's names are class_0..: a method that reads them has no evidence
+        for method in ESTIMATORS:
+            if method.needs_names and methods.pop(method.name, None) is not None:
+                secs.pop(method.name)
+                data.dropped[f"{method.name} (label-blind)"] = "reads the task's class names, which label-blind has not"
     for name, S in metadata_scores(data, task_ids, label_blind=label_blind).items():
         methods[name], secs[name] = S, 0.0
     return methods, secs
@@ -72,8 +78,9 @@ def estimator_scores(data: BenchData, fp: dict, task_ids) -> tuple[dict, dict]:
             y = fp["labels"][t]
             for j, model in enumerate(data.models):
                 t0 = time.perf_counter()
+                names = (data.labels[model], data.zoo.task(t)["class_names"]) if method.needs_names else ()
                 try:
-                    S[i, j] = method.estimator(fp[method.inputs][(t, model)], y)
+                    S[i, j] = method.estimator(fp[method.inputs][(t, model)], y, *names)
                 except Exception as exc:  # noqa: BLE001 - a failed estimate ranks last
                     logger.info("%s failed on %s/%s: %s", method.name, t, model, exc)
                     S[i, j] = np.nan
@@ -181,6 +188,7 @@ def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray 
     and label names interleaved (:func:`k2v_hub.find.first_stage_order`); without, the top-k of ``first``. With
     ``fusion`` the candidates are ordered as `find_model` orders them with its declared-data first stage:
     ``z(second) + fusion * z(first)`` over them (:func:`k2v_hub.rerank.fuse_scores`; ``0``: by ``second`` alone).
+    Candidates the second stage ties keep their first-stage order (as `find_model`'s stable sort keeps them).
     """
     out = np.full_like(first, -1e6, dtype=np.float64)
     for i in range(len(first)):
@@ -188,7 +196,7 @@ def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray 
         top = order[:k]
         rest = order[k:]
         sec = fuse_scores(second[i][top], first[i][top], fusion)
-        out[i, top] = 1e3 + (sec - sec.min()) / (np.ptp(sec) + 1e-12)
+        out[i, top] = 1e3 + (sec - sec.min()) / (np.ptp(sec) + 1e-12) - 1e-9 * np.arange(len(top))
         out[i, rest] = -np.arange(len(rest), dtype=np.float64)
     return out
 
@@ -202,7 +210,8 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
     label names; ``two-stage-data-leep@k``: from the declared-data first stage, ``data``, and label names;
     ``fused-data-leep@k``: the same candidates ordered by LEEP fused with the data score, weight ``fusion``
     (default: `find_model`'s), as `find_model` orders them) need a ``leep`` matrix; each is charged ``k`` of the
-    ``n_models`` forward passes.
+    ``n_models`` forward passes. With class names (a ``head_accuracy`` matrix: not label-blind),
+    ``two-stage-data-head-accuracy@k`` re-ranks the same candidates by their own head's accuracy on the task.
     """
     meths, secs = dict(meths), dict(secs)
     weight = LABEL_WEIGHT if label_weight is None else label_weight
@@ -219,4 +228,8 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
             meths[f"fused-data-leep@{k}"] = two_stage(meths["data"], meths["leep"], k, labels=lab, fusion=fusion)
             for name in (f"two-stage-data-leep@{k}", f"fused-data-leep@{k}"):
                 secs[name] = secs["data"] + secs["leep"] * k / n_models
+    for k in ks if "head_accuracy" in meths and "data" in meths else ():
+        name = f"two-stage-data-head-accuracy@{k}"
+        meths[name] = two_stage(meths["data"], meths["head_accuracy"], k, labels=lab)
+        secs[name] = secs["data"] + secs["head_accuracy"] * k / n_models
     return meths, secs

@@ -115,11 +115,6 @@ def to_markdown(r: dict) -> str:
         for name, methods in r["label_blind"].get("settings", {}).items():
             out += ["", f"### Label-blind, setting: {name}{SETTING_NOTES.get(name, '')}", ""]
             out += methods_table(methods, ["r@1", "r@3", "rel@1", "tau_w"])
-    if r.get("ceiling"):
-        ce = r["ceiling"]
-        out += ["", "## Ceiling: every model run, label names known, on the support images", "",
-                f"Ranking: {ce['ranking']}; truth: {ce['truth']}. R@1 (every model a candidate): "
-                + ", ".join(f"{k} {v['r@1']} ({v['n']} tasks)" for k, v in ce.items() if isinstance(v, dict)) + "."]
     out += ["", "## Oracle views (one retriever, knowledge rebuilt from each view)", "", "| view | r@1 | queries/model |",
             "|---|---|---|"]
     for view, row in r["oracle_views"].items():

@@ -22,7 +22,6 @@ from ..retriever import Retriever
 from ..train import (TrainingArguments, TrainingData, combine_training_data, self_supervised_data,
                      train_retriever)
 from ..zoo.build import build_zoo
-from .ceiling import ceiling_report
 from .data import BenchData, Knowledge, ProbeSet, Splits
 from .folds import N_FOLDS, unseen_domains
 from .leakage import disjoint_images
@@ -178,7 +177,6 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         results["label_blind"] = label_blind_table(data, fp, by_method, graphs, splits, seed, ks=ks,
                                                    label_weight=weight, fusion=fusion)
     results["dropped_methods"] = dict(data.dropped)
-    results["ceiling"] = ceiling_report(data, fp, splits, seed)
     results["oracle_views"] = oracle_views(data, main, knowledge, splits.eval_all, seed)
     results["unseen_domains"] = unseen_domains(data, fp, args, seed, show_progress, n_folds=folds)
     if ablation:

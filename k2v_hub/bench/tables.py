@@ -18,7 +18,8 @@ from .uncertainty import paired_difference
 #: The differences the targets compare, as (method, reference): paired bootstrap over the same tasks.
 COMPARISONS = (("know2vec", "leep"), ("two-stage-leep@3", "leep"), ("data", "know2vec"),
                ("two-stage-data-leep@3", "leep"), ("data", "data-fingerprint"), ("data", "leep"),
-               ("fused-data-leep@3", "two-stage-data-leep@3"), ("fused-data-leep@3", "leep"))
+               ("fused-data-leep@3", "two-stage-data-leep@3"), ("fused-data-leep@3", "leep"),
+               ("two-stage-data-head-accuracy@3", "two-stage-data-leep@3"), ("two-stage-data-head-accuracy@3", "leep"))
 _ESTIMATOR_NAMES = {m.name for m in ESTIMATORS}
 
 
