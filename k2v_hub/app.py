@@ -307,8 +307,9 @@ def build_app(index: str, *, retriever: str | None = None, zoo: str | None = Non
                 top_k = gr.Slider(1, max(1, min(50, len(answerer.rows))), value=min(5, len(answerer.rows)),
                                   step=1, label="Top-k")
                 rerank = gr.Dropdown(list(RERANK_CHOICES), value="auto", label="Re-rank", elem_id="k2v-rerank",
-                                     info="auto: LEEP on every model when the index is small enough; none: the "
-                                          "vector ranking only")
+                                     info="auto: every model, when the index is small enough, by its own "
+                                          "accuracy on your images if it knows your class names, else by LEEP; "
+                                          "none: the first stage only")
                 goal = gr.Radio(list(answerer.goals), value="as-is", label="Goal", elem_id="k2v-goal",
                                 info="as-is: the model that fits your classes as it is; fine-tune: the model that "
                                      "will fine-tune best on your images")

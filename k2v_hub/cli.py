@@ -366,8 +366,9 @@ def index(org, zoo_dir, out_dir, retriever, push_to, push_cards, create_pr, priv
 @click.option("--rerank", type=ChoicesOf("methods", "RERANK_METHODS", first=("auto", "none")), default="auto",
               show_default=True, help="Re-score candidates (vectors + label names) by querying them as black boxes "
               "(logme: grey-box). head-accuracy: each candidate's own accuracy on your images, over your class "
-              "names it has. auto: LEEP on every model when the whole index fits in --rerank-k and the models "
-              "can be fetched (a Hub index, or --zoo); none: the vector ranking only.")
+              "names it has. auto: every model when the whole index fits in --rerank-k and the models can be "
+              "fetched (a Hub index, or --zoo), by head-accuracy when a model's labels name one of your classes "
+              "(--goal as-is), else LEEP; none: the first stage only.")
 @click.option("--rerank-k", type=int, default=5, show_default=True)
 @click.option("--rerank-images", type=int, default=64, show_default=True)
 @click.option("--rerank-endpoint", default=None, metavar="URL_TEMPLATE",

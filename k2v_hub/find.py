@@ -29,8 +29,9 @@ each reported as its own stage:
   on the bench's validation split; ``0`` re-ranks by the estimator alone, as without fingerprints or with
   ``goal="fine-tune"``).
 - ``rerank="auto"`` (the default): a small org, whose whole index fits in ``rerank_k``, gets the full black-box
-  LEEP re-rank when its models can be fetched (``models_root=`` given, or a Hub index); otherwise the vector
-  ranking. Each match says which stage produced its score (``stage``).
+  re-rank when its models can be fetched (``models_root=`` given, or a Hub index): ``head-accuracy`` when the goal
+  is ``"as-is"`` and some model's labels name one of the dataset's classes exactly, LEEP otherwise; a larger index
+  stays on the first stage. Each match says which stage produced its score (``stage``).
 
 **One score along the list.** ``score`` never rises with rank, so sorting by it gives the ranking: a first-stage
 match scores its data score or cosine (:func:`~k2v_hub.declared.first_stage_scores`, in [-1, 1.02]; plus
@@ -82,6 +83,10 @@ RerankMethod = Literal[("auto", *RERANK_METHODS)]
 GOALS = ("as-is", "fine-tune")
 Goal = Literal[GOALS]
 AUTO_RERANK = "leep"
+#: ``rerank="auto"``'s method when the dataset's class names are among the models' labels and ``goal="as-is"``: their
+#: own heads' accuracy on the dataset (bench validation split, names known, every model run: R@1 0.9038 against
+#: LEEP's 0.7692; fused with the data score as find_model does: 0.9038 against 0.8654).
+AUTO_RERANK_NAMED = "head-accuracy"
 LABEL_WEIGHT = 0.5
 #: Re-ranked scores lie in (RERANK_BAND, RERANK_BAND + 1): above every first-stage score (at most 1 + LABEL_WEIGHT).
 RERANK_BAND = 2.0
@@ -299,6 +304,15 @@ def first_stage_order(vector_scores: np.ndarray, label_scores: np.ndarray | None
     return np.asarray(out, dtype=np.int64)
 
 
+def _auto_rerank(names, rows, goal: str) -> str:
+    """``rerank="auto"``'s method for a small org: each model's own accuracy on the dataset when the goal is to use
+    a model as it is and at least one model names one of the dataset's classes exactly (the match
+    :func:`~k2v_hub.baselines.head_accuracy` makes); else LEEP."""
+    wanted = {str(n).strip() for n in names}
+    shared = any(wanted & {str(label).strip() for label in row.labels} for row in rows)
+    return AUTO_RERANK_NAMED if goal == "as-is" and shared else AUTO_RERANK
+
+
 def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = False) -> tuple[str, str]:
     """A first-stage match's ``stage`` and ``score_meaning``: its declared-data score where it has one (with
     ``finetune``: ``tanh`` of its predicted fine-tuned accuracy), else its vector cosine (placed on that scale when
@@ -374,8 +388,9 @@ def find_model(
         max_images_per_class: images per class used for the task vector (one is enough).
         use_label_names: add label-name evidence to the knowledge score (``know2vec+labels``).
         rerank: re-score ``rerank_k`` candidates (vectors plus label names) with a transferability estimator on up
-            to ``rerank_images`` images (drawn from the images already used for the class means). ``"auto"``: LEEP
-            on every model when the whole index fits in ``rerank_k`` and its models can be fetched, else none.
+            to ``rerank_images`` images (drawn from the images already used for the class means). ``"auto"``: every
+            model when the whole index fits in ``rerank_k`` and its models can be fetched, else none; by
+            ``head-accuracy`` when ``goal="as-is"`` and a model's labels name one of the dataset's classes, else LEEP.
         rerank_endpoint: re-rank through remote endpoints instead of running the models: a URL template with
             ``{model_id}`` (``InferenceClient.image_classification``; no weights are downloaded).
         rerank_fusion: with the declared-data first stage and ``goal="as-is"``, how much of the first stage's
@@ -442,7 +457,7 @@ def find_model(
     t2 = time.perf_counter()
     if rerank == "auto":
         reachable = models_root is not None or rerank_endpoint is not None or idx.repo_id is not None
-        rerank = AUTO_RERANK if reachable and len(idx.rows) <= rerank_k else None
+        rerank = _auto_rerank(names, idx.rows, goal) if reachable and len(idx.rows) <= rerank_k else None
     label_scores = None
     if use_label_names or rerank:
         label_scores = label_match_scores(names, {r.model_id: r.labels for r in idx.rows})

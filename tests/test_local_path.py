@@ -68,19 +68,37 @@ def test_find_model_python_api_matches_cli(tiny_index, tiny_task):
     assert set(matches.timings) >= {"features_s", "encode_s", "search_s"}
 
 
-def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_index, tiny_task):
-    """The whole tiny org fits in rerank_k: with its models at hand (--zoo), every score comes from LEEP, fused with
-    the data score (every zoo card names its data) as the default weight says."""
+def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_index, tiny_task, tmp_path):
+    """The whole tiny org fits in rerank_k: with its models at hand (--zoo), every score comes from the second
+    stage, fused with the data score (every zoo card names its data) as the default weight says: by each model's
+    own accuracy when the dataset's class names are the models' labels (the tiny task's are), by LEEP when no
+    model knows them (the same images, classes renamed)."""
+    import datasets
+
     from k2v_hub.find import rerank_band_score
+    from k2v_hub.query_data import find_columns
     from k2v_hub.rerank import FUSION_WEIGHT, fuse_scores
     from k2v_hub.zoo.data import ZooData
 
     zoo = ZooData(tiny_zoo)
-    answer = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
+    task = datasets.load_from_disk(str(tiny_task))
+    label_column = find_columns(task["support"])[1]
+    n_classes = task["support"].features[label_column].num_classes
+    renamed = tmp_path / "renamed"
+    task.cast_column(label_column, datasets.ClassLabel(names=[f"class_{i}" for i in range(n_classes)])) \
+        .save_to_disk(str(renamed))
+    named = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
+                      "--format", "json", "--top-k", "10", "--rerank-images", "20")
+    answer = start_cli("find", "--dataset", str(renamed), "--index", str(tiny_index), "--zoo", str(tiny_zoo),
                        "--format", "json", "--top-k", "10", "--rerank-images", "20")
     # without the models at hand (no --zoo) the same call, checked below
     first_stage = start_cli("find", "--dataset", str(tiny_task), "--index", str(tiny_index), "--format", "json",
                             "--top-k", "10")
+    named = json.loads(named().stdout)
+    assert len(named) == len(zoo.model_ids) and {m["stage"] for m in named} == {"rerank:head-accuracy"}
+    assert all(0 <= m["rerank_score"] <= 1 for m in named) and named[0]["rerank_score"] > 0  # accuracies
+    fused = fuse_scores([m["rerank_score"] for m in named], [m["data_score"] for m in named], FUSION_WEIGHT)
+    assert [m["score"] for m in named] == pytest.approx([rerank_band_score(v) for v in fused], abs=1e-9)
     answer = json.loads(answer().stdout)
     assert len(answer) == len(zoo.model_ids)
     assert {m["stage"] for m in answer} == {"rerank:leep"}
@@ -90,11 +108,10 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     assert [m["score"] for m in answer] == pytest.approx([rerank_band_score(v) for v in fused], abs=1e-9)
     assert all("z(rerank_score) + 0.5 * z(first-stage score)" in m["score_meaning"] for m in answer)
     # the top score is LEEP of that model's black-box answers on the 20 images drawn from the query rows
-    import datasets
     import numpy as np
 
     from k2v_hub.baselines import leep
-    from k2v_hub.query_data import find_columns, select_query_rows
+    from k2v_hub.query_data import select_query_rows
     from k2v_hub.oracle import TransformersOracle, to_rgb
     from k2v_hub.rerank import _sample
 
