@@ -36,6 +36,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from .. import baselines
 from ..errors import K2VError
 from ..utils import atomic_directory
 from .models import predict_logits_and_features, uint8_to_pixel_values
@@ -263,7 +264,8 @@ def load_task_data(tasks_dir: str | Path, spec: TaskSpec) -> TaskData:
 def head_accuracy(
     query_logits: np.ndarray, model_labels: list[str], task_labels: list[str], query_labels: np.ndarray
 ) -> float:
-    """V.Acc: the model's own head restricted to the task labels it has.
+    """V.Acc: the model's own head restricted to the task labels it has, the `head_accuracy` method's definition
+    (:func:`k2v_hub.baselines.head_accuracy`, names matched as :func:`label_key` matches them) on these logits.
 
     Args:
         query_logits: [N, C] logits over the model's labels.
@@ -273,14 +275,9 @@ def head_accuracy(
     """
     if len(query_labels) == 0:
         return 0.0
-    col_of = {label_key(name): i for i, name in enumerate(model_labels)}
-    shared = [(j, col_of[label_key(t)]) for j, t in enumerate(task_labels) if label_key(t) in col_of]
-    if not shared:
-        return 0.0
-    task_idx = np.asarray([j for j, _ in shared])
-    cols = np.asarray([c for _, c in shared])
-    pred = task_idx[np.asarray(query_logits)[:, cols].argmax(axis=1)]
-    return float((pred == np.asarray(query_labels)).mean())
+    logits = np.asarray(query_logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))  # the softmax's order, without normalising
+    return baselines.head_accuracy(probs, query_labels, model_labels, task_labels)
 
 
 def probe_accuracy(
