@@ -85,7 +85,7 @@ Goal = Literal[GOALS]
 AUTO_RERANK = "leep"
 #: ``rerank="auto"``'s method when the dataset's class names are among the models' labels and ``goal="as-is"``: their
 #: own heads' accuracy on the dataset (bench validation split, names known, every model run: R@1 0.9038 against
-#: LEEP's 0.7692; fused with the data score as find_model does: 0.9038 against 0.8654).
+#: LEEP's 0.7692; fused with the data score as find_model does: 0.9038 against 0.8654; benchmarks/head_accuracy.py).
 AUTO_RERANK_NAMED = "head-accuracy"
 LABEL_WEIGHT = 0.5
 #: Re-ranked scores lie in (RERANK_BAND, RERANK_BAND + 1): above every first-stage score (at most 1 + LABEL_WEIGHT).
