@@ -73,7 +73,8 @@ def _header_sections(r: dict) -> list[str]:
                     f"{v['finetune_fit']['data_val_tau_w']}):", ""]
             out += rows_table("configuration", v["finetune_fit"]["grid"], ["val_tau_w"]) + [""]
     for name, why in r.get("dropped_methods", {}).items():
-        out += [f"`{name}` is not in the tables: {why}.", ""]
+        method, blind = name.removesuffix(" (label-blind)"), name.endswith(" (label-blind)")
+        out += [f"`{method}` is not in the {'label-blind ' if blind else ''}tables: {why}.", ""]
     return out
 
 
