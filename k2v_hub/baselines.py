@@ -320,6 +320,12 @@ def nce_from_probs(probs, labels) -> float:
     return nce(np.argmax(p, axis=1), labels)
 
 
+def exact_label(name) -> str:
+    """How :func:`head_accuracy` matches a dataset's class name to a model's label: exactly, surrounding spaces
+    aside (case counts)."""
+    return str(name).strip()
+
+
 def head_accuracy(probs, labels, model_labels: Sequence[str], task_labels: Sequence[str]) -> float:
     """The model used as it is: the accuracy of its own head on the dataset's images, restricted to the dataset's
     class names it has; an image of a class the model lacks counts as wrong, and a model with none of the names
@@ -338,8 +344,8 @@ def head_accuracy(probs, labels, model_labels: Sequence[str], task_labels: Seque
         raise ValueError(f"labels has {len(y)} entries but probs has {len(p)} rows")
     if len(model_labels) != p.shape[1]:
         raise ValueError(f"probs has {p.shape[1]} columns but the model has {len(model_labels)} labels")
-    column = {str(name).strip(): z for z, name in enumerate(model_labels)}
-    shared = [(c, column[str(name).strip()]) for c, name in enumerate(task_labels) if str(name).strip() in column]
+    column = {exact_label(name): z for z, name in enumerate(model_labels)}
+    shared = [(c, column[exact_label(name)]) for c, name in enumerate(task_labels) if exact_label(name) in column]
     if not shared:
         return 0.0
     classes = np.asarray([c for c, _ in shared])

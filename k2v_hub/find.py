@@ -66,7 +66,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from transformers.utils import logging as hf_logging
 
 from . import __version__
-from .baselines import label_match_scores
+from .baselines import exact_label, label_match_scores
 from .errors import HubError, IndexError_, K2VError, UsageError, one_line
 from .features import FeatureExtractor
 from .finetune_fit import FinetunePredictor, load_finetune_predictor
@@ -308,8 +308,8 @@ def _auto_rerank(names, rows, goal: str) -> str:
     """``rerank="auto"``'s method for a small org: each model's own accuracy on the dataset when the goal is to use
     a model as it is and at least one model names one of the dataset's classes exactly (the match
     :func:`~k2v_hub.baselines.head_accuracy` makes); else LEEP."""
-    wanted = {str(n).strip() for n in names}
-    shared = any(wanted & {str(label).strip() for label in row.labels} for row in rows)
+    wanted = {exact_label(n) for n in names}
+    shared = any(wanted & {exact_label(label) for label in row.labels} for row in rows)
     return AUTO_RERANK_NAMED if goal == "as-is" and shared else AUTO_RERANK
 
 

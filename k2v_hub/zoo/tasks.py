@@ -89,7 +89,7 @@ def label_key(name: str) -> str:
 
     Case is kept: in the zoo it is meaningful (Latin ``a`` vs ``A``, Greek ``γ`` vs ``Γ`` are different classes).
     """
-    return str(name).strip()
+    return baselines.exact_label(name)
 
 
 @dataclass
