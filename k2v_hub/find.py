@@ -6,8 +6,12 @@ compared with every model vector by cosine (one matrix product). Where the index
 fingerprint* (class means of a few images of the data its card declares, :mod:`k2v_hub.declared`), the first
 stage scores that model by how close its declared data is to the dataset instead, plus a little for the
 accuracy its card reports on that data, which tells apart models that declare the same data (``stage="data"``, its
-``data_score``); the others keep their cosine, placed on the same scale. The class means are the ones the query
-vector is made from, so this costs no model run. That ranks models for use as they are; ``goal="fine-tune"``
+``data_score``); the others keep their cosine, placed on the same scale. When the best data match is a model the
+retriever was trained on with ground truth (``training_info.trained_models``, e.g. a retriever trained on the org's
+own zoo with ``k2v-hub train``), the vector weighs in on every score (``stage="data+vector"``,
+:func:`~k2v_hub.declared.first_stage_scores`): among its training models it knows more than the data; on others it
+is kept out, as it pulls them towards a trained sibling. The class means are the ones the query vector is made
+from, so this costs no model run. That ranks models for use as they are; ``goal="fine-tune"``
 ranks them for fine-tuning on the dataset instead, by a small predictor of the fine-tuned accuracy made from the
 same evidence (``stage="finetune-fit"``, its ``finetune_score``; :mod:`k2v_hub.finetune_fit`). Optional extras,
 each reported as its own stage:
@@ -67,6 +71,7 @@ from transformers.utils import logging as hf_logging
 
 from . import __version__
 from .baselines import exact_label, label_match_scores
+from .declared import TRAINED_VECTOR_WEIGHT
 from .errors import HubError, IndexError_, K2VError, UsageError, one_line
 from .features import FeatureExtractor
 from .finetune_fit import FinetunePredictor, load_finetune_predictor
@@ -313,10 +318,12 @@ def _auto_rerank(names, rows, goal: str) -> str:
     return AUTO_RERANK_NAMED if goal == "as-is" and shared else AUTO_RERANK
 
 
-def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = False) -> tuple[str, str]:
+def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = False,
+                 vector: bool = False) -> tuple[str, str]:
     """A first-stage match's ``stage`` and ``score_meaning``: its declared-data score where it has one (with
     ``finetune``: ``tanh`` of its predicted fine-tuned accuracy), else its vector cosine (placed on that scale when
-    other models have one); plus label evidence if used."""
+    other models have one); with ``vector`` (the best data match is a model the retriever trained on) the vector
+    weighs in; plus label evidence if used."""
     kind = "tanh(finetune_score)" if finetune else "data"
     if has_data:
         stage, meaning = ("finetune-fit", kind) if finetune else ("data", "data_score")
@@ -324,6 +331,10 @@ def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = 
         stage, meaning = "vector", f"cosine placed on the {kind} scores' scale (same mean and spread over the index)"
     else:
         stage, meaning = "vector", "cosine"
+    if vector:
+        stage = "data+vector" if has_data else stage
+        meaning += (f" + {TRAINED_VECTOR_WEIGHT} x the scores' spread x the standardised knowledge_score (the best "
+                    "data match is a model the retriever was trained on), mapped into [-1, 1.02] in order")
     if labels:
         return f"{stage}+labels", f"{meaning} + {LABEL_WEIGHT} * label_score"
     return stage, meaning
@@ -463,7 +474,7 @@ def find_model(
         label_scores = label_match_scores(names, {r.model_id: r.labels for r in idx.rows})
     label_vec = None if label_scores is None else np.asarray([label_scores[r.model_id] for r in idx.rows])
     n_ranked = max(top_k, rerank_k if rerank else 0)
-    stage_one = idx.first_stage(query, means, predictor)
+    stage_one = idx.first_stage(query, means, predictor, retriever.trained_mask([r.model_id for r in idx.rows]))
     knowledge, data, first = stage_one.knowledge, stage_one.data, stage_one.scores
     final = first + LABEL_WEIGHT * label_vec if use_label_names else first
     if not np.isfinite(final).all():
@@ -478,7 +489,7 @@ def find_model(
     for rank, i in enumerate(order_models[:n_ranked], start=1):
         row = idx.rows[i]
         stage, meaning = _first_stage(bool(np.isfinite(data[i])), bool(np.isfinite(data).any()), use_label_names,
-                                      predictor is not None)
+                                      predictor is not None, stage_one.vector_weighs_in)
         matches.append(Match(
             model_id=row.model_id, revision=row.revision, score=float(final[i]), rank=rank,
             url=f"{constants.ENDPOINT}/{row.model_id}", labels=list(row.labels), stage=stage,

@@ -43,7 +43,7 @@ from PIL import Image
 
 from . import __version__
 from .declared import (data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores,
-                       reported_accuracy)
+                       reported_accuracy, vector_weighs_in)
 from .errors import HubError, IndexError_, K2VError, one_line
 from .finetune_fit import FinetunePredictor, finetune_features
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
@@ -571,6 +571,8 @@ class FirstStage:
     #: predicted fine-tuned accuracy (:mod:`k2v_hub.finetune_fit`), ``nan`` where the row has no fingerprint; ``None``
     #: unless asked for
     finetune: np.ndarray | None = None
+    #: whether the vector weighs in on ``scores`` (the best data match is a model the retriever trained on)
+    vector_weighs_in: bool = False
 
 
 @dataclass
@@ -624,10 +626,11 @@ class K2VIndex:
                                                    [row.reported_accuracy for row in self.rows]))
 
     def first_stage(self, query: np.ndarray, task_means: np.ndarray | None = None,
-                    finetune: FinetunePredictor | None = None) -> FirstStage:
+                    finetune: FinetunePredictor | None = None, trained: np.ndarray | None = None) -> FirstStage:
         """Every row's first-stage evidence for a dataset: the cosine of its vector with ``query`` (one matrix
         product), its declared-data score for ``task_means`` (``nan`` without a fingerprint, or when
-        ``task_means`` is ``None``) and the one score they make (:func:`~k2v_hub.declared.first_stage_scores`).
+        ``task_means`` is ``None``) and the one score they make (:func:`~k2v_hub.declared.first_stage_scores`;
+        ``trained``: the rows whose model the retriever was trained on, where the vector weighs in).
         With a ``finetune`` predictor, the score is made from its prediction instead of the data score:
         ``tanh(prediction)``, the vector placed on that scale where there is none.
 
@@ -641,7 +644,8 @@ class K2VIndex:
         knowledge = self.embeddings @ np.asarray(query, dtype=np.float32)
         data = np.full(len(knowledge), np.nan) if task_means is None else self.data_scores(task_means)
         if finetune is None or task_means is None:
-            return FirstStage(knowledge, data, first_stage_scores(knowledge, data))
+            weighs_in = bool(np.isfinite(data).any()) and vector_weighs_in(first_stage_scores(knowledge, data), trained)
+            return FirstStage(knowledge, data, first_stage_scores(knowledge, data, trained), vector_weighs_in=weighs_in)
         predicted = self.finetune_scores(task_means, finetune)
         return FirstStage(knowledge, data, first_stage_scores(knowledge, np.tanh(predicted)), predicted)
 

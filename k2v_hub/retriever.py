@@ -150,6 +150,17 @@ class Retriever(
         self.eval()
         return self.encode_tasks([class_means])[0].numpy().astype(np.float32)
 
+    def trained_mask(self, model_ids) -> np.ndarray | None:
+        """Which of ``model_ids`` this retriever was trained on with ground truth (its ``training_info``: mode
+        ``supervised``, ids in ``trained_models``); ``None`` when none of them is."""
+        info = self.training_info if isinstance(self.training_info, dict) else {}
+        ids = info.get("trained_models")
+        if info.get("mode") != "supervised" or not isinstance(ids, list):
+            return None
+        known = {i for i in ids if isinstance(i, str)}
+        mask = np.array([m in known for m in model_ids], dtype=bool)
+        return mask if mask.any() else None
+
     def fingerprint(self) -> str:
         """sha256[:16] of the weights (names, shapes and bytes, in order): identifies this exact retriever."""
         h = hashlib.sha256()
@@ -220,4 +231,5 @@ def load_bundled_retriever() -> Retriever:
 def _training_summary(info: dict) -> str:
     if not info:
         return "Not recorded."
-    return "\n".join(f"- **{k}**: {v}" for k, v in info.items())
+    return "\n".join(f"- **{k}**: {len(v)} (listed in config.json)" if isinstance(v, list) and len(v) > 8
+                     else f"- **{k}**: {v}" for k, v in info.items())

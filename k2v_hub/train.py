@@ -277,6 +277,7 @@ def _train(retriever, data, args, accelerator, show_progress) -> dict:
         "mode": data.mode,
         "steps": args.steps,
         "models": len(data.graphs),
+        "trained_models": list(data.model_ids),
         "tasks": len(data.tasks),
         "processes": accelerator.num_processes,
         "seconds": round(time.perf_counter() - start, 2),

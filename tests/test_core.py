@@ -400,6 +400,20 @@ def test_training_separable_reaches_recall_1_and_is_deterministic():
     assert a.fingerprint() != r1.fingerprint()
 
 
+def test_a_trained_retriever_knows_which_models_it_trained_on(tmp_path):
+    from k2v_hub.retriever import Retriever
+
+    r, data, metrics = _train(steps=5)
+    assert metrics["trained_models"] == data.model_ids
+    r.save_pretrained(tmp_path / "r")
+    back = Retriever.from_pretrained(tmp_path / "r")
+    assert back.trained_mask(["m1", "other/model", "m5"]).tolist() == [True, False, True]
+    assert back.trained_mask(["other/model"]) is None
+    back.training_info = {**back.training_info, "mode": "self-supervised"}  # no ground truth: not counted
+    assert back.trained_mask(["m1"]) is None
+    assert _small_retriever().trained_mask(["m1"]) is None  # never trained
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"sal": "hinge"}, "sal="),
     ({"steps": 0}, "steps"),

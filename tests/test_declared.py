@@ -11,11 +11,12 @@ import pytest
 
 from k2v_hub import find_model
 from k2v_hub.declared import (ACCURACY_WEIGHT, MAX_CLASSES, data_scores, decode_fingerprint, encode_fingerprint,
-                              first_stage_scores, reported_accuracy)
+                              first_stage_scores, reported_accuracy, vector_weighs_in)
 from k2v_hub.errors import IndexError_, UsageError
 from k2v_hub.finetune_fit import FEATURES, train_finetune_predictor
 from k2v_hub.hub import LocalSource, RepoRef, folder_revision
 from k2v_hub.index import ROWS_DIR, IndexSettings, data_columns, read_rows, write_index
+from k2v_hub.retriever import Retriever
 from k2v_hub.zoo.data import ZooData
 
 from fakes import rows_of  # noqa: E402
@@ -64,7 +65,16 @@ def _index_with_rows(tiny_index, tmp_path, edit) -> str:
     return str(out)
 
 
-def test_models_without_a_fingerprint_keep_their_vector_on_the_same_scale(tiny_index, tiny_task, tmp_path):
+def _listing_no_models(retriever_dir) -> Retriever:
+    """The tiny retriever as one that does not list the models it trained on (as the shipped default): the
+    vector never weighs in on the data scores."""
+    plain = Retriever.from_pretrained(retriever_dir)
+    plain.training_info = {k: v for k, v in plain.training_info.items() if k != "trained_models"}
+    return plain
+
+
+def test_models_without_a_fingerprint_keep_their_vector_on_the_same_scale(tiny_index, tiny_retriever, tiny_task,
+                                                                          tmp_path):
     """Two of five models lose their fingerprint: they are scored by their cosine placed on the data scores'
     scale, the others by their data score, and `score` still falls along the list."""
     dropped = sorted(rows_of(tiny_index))[:2]
@@ -74,7 +84,8 @@ def test_models_without_a_fingerprint_keep_their_vector_on_the_same_scale(tiny_i
             rows[model_id].update(data_fingerprint="", data_source="", data_note="the card names no dataset")
 
     index = _index_with_rows(tiny_index, tmp_path, drop)
-    matches = find_model(str(tiny_task), index, top_k=5, rerank=None, show_progress=False)
+    matches = find_model(str(tiny_task), index, top_k=5, rerank=None, show_progress=False,
+                         retriever=_listing_no_models(tiny_retriever))
     scores = [m.score for m in matches]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 + ACCURACY_WEIGHT for s in scores)
     for m in matches:
@@ -83,6 +94,35 @@ def test_models_without_a_fingerprint_keep_their_vector_on_the_same_scale(tiny_i
                 m.score_meaning
         else:
             assert m.stage == "data" and m.score == m.data_score and m.score_meaning == "data_score"
+
+
+def test_the_vector_weighs_in_when_the_best_data_match_is_a_model_the_retriever_trained_on(tiny_zoo, tiny_index,
+                                                                                            tiny_retriever):
+    """The tiny retriever trained on four of the five zoo models (ground truth) and lists them. On a task of one
+    of them its best data match is a trained model: every score gains the vector (`data+vector`), as
+    `first_stage_scores` makes it from the matches' own fields; a retriever that lists no models gives the data
+    scores. On a task of the fifth model, which it never trained on, the best data match is that model: the data
+    alone."""
+    zoo = ZooData(tiny_zoo)
+    trained_retriever, plain = Retriever.from_pretrained(tiny_retriever), _listing_no_models(tiny_retriever)
+    seen_task, unseen_task = zoo.task_path("nnr-convnext-animal-mnist-a-s0-0"), zoo.task_path("nnr-resnet-mnist-a-s0-1")
+    assert zoo.models["k2v-zoo/resnet-mnist-a-s0"]["role"] == "unseen"
+    matches = find_model(str(seen_task), str(tiny_index), top_k=5, rerank=None, show_progress=False)
+    ids = [m.model_id for m in matches]
+    trained = trained_retriever.trained_mask(ids)
+    assert trained.sum() == 4 and not trained[ids.index("k2v-zoo/resnet-mnist-a-s0")]
+    data = np.array([m.data_score for m in matches])
+    assert vector_weighs_in(data, trained)
+    expected = first_stage_scores(np.array([m.knowledge_score for m in matches]), data, trained)
+    assert [m.score for m in matches] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert {m.stage for m in matches} == {"data+vector"} and "model the retriever was trained on" in \
+        matches[0].score_meaning
+    assert all(-1 <= m.score <= 1 + ACCURACY_WEIGHT for m in matches)
+    alone = find_model(str(seen_task), str(tiny_index), top_k=5, rerank=None, show_progress=False, retriever=plain)
+    assert {m.stage for m in alone} == {"data"} and all(m.score == m.data_score for m in alone)
+    unseen = find_model(str(unseen_task), str(tiny_index), top_k=5, rerank=None, show_progress=False)
+    assert unseen[0].model_id == "k2v-zoo/resnet-mnist-a-s0"
+    assert {m.stage for m in unseen} == {"data"} and all(m.score == m.data_score for m in unseen)
 
 
 def test_a_damaged_fingerprint_is_refused_with_what_to_do(tiny_index, tiny_task, tmp_path):
@@ -121,6 +161,22 @@ def test_first_stage_scores_mix_data_and_placed_vectors():
     mixed = first_stage_scores(vector, data)
     assert mixed[:2].tolist() == [0.8, 0.6] and mixed[2] > mixed[3]  # order of the vectors kept
     assert np.all(np.abs(mixed) <= 1)
+
+
+def test_first_stage_scores_vector_weighs_in_only_when_the_best_data_match_is_a_trained_model():
+    data = np.array([0.90, 0.88, 0.50, 0.40])
+    vector = np.array([0.1, 0.9, 0.2, 0.0])
+    trained = np.array([True, True, False, False])
+    assert vector_weighs_in(data, trained)
+    mixed = first_stage_scores(vector, data, trained)
+    assert int(np.argmax(mixed)) == 1  # the vector decides between the trained near ties
+    assert np.all((mixed >= -1) & (mixed <= 1 + ACCURACY_WEIGHT))  # still on the data scores' range
+    # the best data match is a model the retriever never trained on, no mask, or no weight: the data alone
+    for mask, weight in ((np.array([False, True, True, True]), 0.5), (None, 0.5), (trained, 0.0)):
+        assert np.array_equal(first_stage_scores(vector, data, mask, vector_weight=weight), data)
+    assert not vector_weighs_in(data, np.array([False, True, True, True])) and not vector_weighs_in(data, None)
+    # without any data score the vector is the score, mask or not
+    assert np.array_equal(first_stage_scores(vector, np.full(4, np.nan), trained), vector)
 
 
 def _card(value, dataset="org/data", split="validation", metric="accuracy") -> dict:
@@ -183,7 +239,7 @@ def test_goal_fine_tune_ranks_by_the_predicted_fine_tuned_accuracy(tiny_index, t
             assert m.stage == "finetune-fit" and m.score == pytest.approx(np.tanh(m.finetune_score))
             assert m.score_meaning == "tanh(finetune_score)" and m.data_score is not None
     as_is = find_model(str(tiny_task), index, top_k=5, rerank=None, show_progress=False)
-    assert all(m.finetune_score is None and m.stage in ("data", "vector") for m in as_is)
+    assert all(m.finetune_score is None and m.stage in ("data", "data+vector", "vector") for m in as_is)
 
 
 def test_a_fine_tune_predictor_of_another_feature_space_or_an_unknown_goal_is_refused(tiny_index, tiny_task,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from fakes import start_process  # noqa: E402
@@ -26,6 +27,20 @@ def start_cli(*args):
     CompletedProcess (checked)."""
     wait = start_process([sys.executable, "-m", "k2v_hub.cli", *args])
     return lambda: checked(wait())
+
+
+def first_stage_of(matches, retriever_dir) -> list[float]:
+    """Each match's first-stage score as `find_model` made it (:func:`k2v_hub.declared.first_stage_scores`) from
+    the matches' own fields (``knowledge_score``, ``data_score``: every row of the index is a match) and the models
+    the retriever lists as trained on."""
+    from k2v_hub.declared import first_stage_scores
+    from k2v_hub.retriever import Retriever
+
+    get = (lambda m, k: m[k]) if isinstance(matches[0], dict) else getattr
+    ids = [get(m, "model_id") for m in matches]
+    trained = Retriever.from_pretrained(retriever_dir).trained_mask(ids)
+    return first_stage_scores(np.array([get(m, "knowledge_score") for m in matches]),
+                              np.array([get(m, "data_score") for m in matches]), trained).tolist()
 
 
 def test_train_index_find_through_cli(tiny_zoo, cli_train_index_find):
@@ -68,9 +83,11 @@ def test_find_model_python_api_matches_cli(tiny_index, tiny_task):
     assert set(matches.timings) >= {"features_s", "encode_s", "search_s"}
 
 
-def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_index, tiny_task, tmp_path):
+def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_index, tiny_retriever, tiny_task,
+                                                           tmp_path):
     """The whole tiny org fits in rerank_k: with its models at hand (--zoo), every score comes from the second
-    stage, fused with the data score (every zoo card names its data) as the default weight says: by each model's
+    stage, fused with the first stage's score (every zoo card names its data; the task's best data match is a
+    model the retriever trained on, so the vector weighs in) as the default weight says: by each model's
     own accuracy when the dataset's class names are the models' labels (the tiny task's are), by LEEP when no
     model knows them (the same images, classes renamed)."""
     import datasets
@@ -97,14 +114,14 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     named = json.loads(named().stdout)
     assert len(named) == len(zoo.model_ids) and {m["stage"] for m in named} == {"rerank:head-accuracy"}
     assert all(0 <= m["rerank_score"] <= 1 for m in named) and named[0]["rerank_score"] > 0  # accuracies
-    fused = fuse_scores([m["rerank_score"] for m in named], [m["data_score"] for m in named], FUSION_WEIGHT)
+    fused = fuse_scores([m["rerank_score"] for m in named], first_stage_of(named, tiny_retriever), FUSION_WEIGHT)
     assert [m["score"] for m in named] == pytest.approx([rerank_band_score(v) for v in fused], abs=1e-9)
     answer = json.loads(answer().stdout)
     assert len(answer) == len(zoo.model_ids)
     assert {m["stage"] for m in answer} == {"rerank:leep"}
     assert [m["score"] for m in answer] == sorted((m["score"] for m in answer), reverse=True)
     assert all(m["rerank_score"] <= 0 for m in answer)  # LEEP is a mean log-likelihood
-    fused = fuse_scores([m["rerank_score"] for m in answer], [m["data_score"] for m in answer], FUSION_WEIGHT)
+    fused = fuse_scores([m["rerank_score"] for m in answer], first_stage_of(answer, tiny_retriever), FUSION_WEIGHT)
     assert [m["score"] for m in answer] == pytest.approx([rerank_band_score(v) for v in fused], abs=1e-9)
     assert all("z(rerank_score) + 0.5 * z(first-stage score)" in m["score_meaning"] for m in answer)
     # the top score is LEEP of that model's black-box answers on the 20 images drawn from the query rows
@@ -123,12 +140,13 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     probs = TransformersOracle(tiny_zoo / answer[0]["model_id"]).predict_proba([to_rgb(im) for im in sub[image_column]])
     assert answer[0]["rerank_score"] == pytest.approx(leep(probs, labels), abs=1e-5)
     # without the models at hand the same call stays on the first stage (nothing is downloaded): every zoo card
-    # names its data, so every model is scored by its data fingerprint
+    # names its data, so every model is scored by its data fingerprint, with the vector
     first = json.loads(first_stage().stdout)
-    assert {m["stage"] for m in first} == {"data"}
+    assert {m["stage"] for m in first} == {"data+vector"}
+    assert [m["score"] for m in first] == pytest.approx(first_stage_of(first, tiny_retriever), abs=1e-6)
 
 
-def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_task):
+def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_retriever, tiny_task):
     """LEEP re-ranks 2 of the org's 5 models: the list holds re-ranked and first-stage matches, and `score` falls
     along all of it (raw, LEEP values are negative and cosines positive: the scores would jump up after the head).
     Each stage's raw value stays in its own field; the JSON says what `score` is. With ``rerank_fusion=0`` the
@@ -146,19 +164,20 @@ def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_tas
         scores = [m.score for m in answer]
         assert len(answer) == 5 and scores == sorted(scores, reverse=True)
         head, rest = answer[:2], answer[2:]
-        assert [m.stage for m in head] == ["rerank:leep"] * 2 and {m.stage for m in rest} == {"data"}
+        assert [m.stage for m in head] == ["rerank:leep"] * 2 and {m.stage for m in rest} == {"data+vector"}
         assert all(m.rerank_score <= 0 for m in head)
-        assert all(m.rerank_score is None and m.score == m.data_score for m in rest)
+        first = dict(zip([m.model_id for m in answer], first_stage_of(answer, tiny_retriever)))
+        assert all(m.rerank_score is None and m.score == pytest.approx(first[m.model_id], abs=1e-9) for m in rest)
         assert min(m.score for m in head) > max(m.score for m in rest)
         assert all("re-ranked by leep" in m.score_meaning for m in head)
-        assert {m.score_meaning for m in rest} == {"data_score"}
+        assert all(m.score_meaning.startswith("data_score + 0.5 x") for m in rest)
     # alone: LEEP's order and its band score; fused: z over two candidates is -1/+1, so with the weight 0.5 LEEP
-    # still decides the order and the data score moves each score by 0.5 toward agreement or away from it
+    # still decides the order and the first stage's score moves each score by 0.5 toward agreement or away from it
     assert alone[0].rerank_score >= alone[1].rerank_score
     assert all(m.score == pytest.approx(rerank_band_score(m.rerank_score), abs=1e-12) for m in alone[:2])
     head = matches[:2]
     assert [m.model_id for m in head] == [m.model_id for m in alone[:2]]
-    agree = 1.0 if (head[0].data_score - head[1].data_score) >= 0 else -1.0
+    agree = 1.0 if first[head[0].model_id] >= first[head[1].model_id] else -1.0
     assert [m.score for m in head] == pytest.approx([rerank_band_score(1 + 0.5 * agree),
                                                      rerank_band_score(-1 - 0.5 * agree)], abs=1e-9)
 
@@ -211,7 +230,7 @@ def test_rerank_counts_queries_and_takes_candidates_from_labels_too(tiny_zoo, ti
     matches = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank="nce", rerank_k=2, rerank_images=12,
                          models_root=str(tiny_zoo), show_progress=False)
     assert [m.stage for m in matches[:2]] == ["rerank:nce"] * 2
-    assert {m.stage for m in matches[2:]} == {"data"}
+    assert {m.stage for m in matches[2:]} == {"data+vector"}
     assert matches.queries == 2 * 12 and matches.timings["rerank_s"] > 0
     plain = find_model(str(tiny_task), str(tiny_index), top_k=5, rerank=None, show_progress=False)
     reranked = {m.model_id for m in matches[:2]}
