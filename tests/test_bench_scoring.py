@@ -79,6 +79,26 @@ def test_head_accuracy_reranks_the_data_candidates_and_its_ties_keep_the_first_s
     assert not any("head-accuracy" in name for name in blind)  # label-blind runs have no head_accuracy matrix
 
 
+def test_data_and_vector_mix_only_on_tasks_whose_best_data_match_is_a_trained_model():
+    """``data+know2vec``: task 0's best data match (model 0) was trained on, so the vector decides between it and
+    its trained near tie (model 1); task 1's (model 2) was not, so the data order stays, vector or not. Without a
+    mask (no retriever's models) there is no such row; its LEEP two-stage re-ranks its own candidates."""
+    data = np.array([[0.90, 0.89, 0.5, 0.1], [0.6, 0.5, 0.9, 0.1]])
+    vector = np.array([[0.1, 0.9, 0.2, 0.0], [0.9, 0.8, 0.0, 0.1]])
+    leep = np.array([[-1.0, -2.0, -3.0, 0.0], [-1.0, -2.0, -3.0, 0.0]])
+    trained = np.array([True, True, False, False])
+    base = {"know2vec": vector, "leep": leep, "data": data}
+    m, s = with_hybrids(base, {"know2vec": 0.01, "leep": 4.0, "data": 0.1}, np.zeros_like(data), n_models=4,
+                        trained=trained)
+    assert [int(np.argmax(row)) for row in m["data+know2vec"]] == [1, 2]
+    assert list(np.argsort(-m["data+know2vec"][1])) == list(np.argsort(-data[1]))
+    assert s["data+know2vec"] == 0.11
+    assert int(np.argmax(m["two-stage-data+know2vec-leep@3"][0])) == 0  # LEEP's best of the top 3 by the mix
+    assert s["two-stage-data+know2vec-leep@3"] == s["fused-data+know2vec-leep@3"] == 0.11 + 4.0 * 3 / 4
+    plain, _ = with_hybrids(base, {"know2vec": 0.0, "leep": 0.0, "data": 0.0}, np.zeros_like(data), n_models=4)
+    assert not any("data+know2vec" in name for name in plain)
+
+
 def test_fuse_scores_ranks_a_failed_estimate_last_and_standardises_a_single_candidate_to_zero():
     from k2v_hub.rerank import fuse_scores
 

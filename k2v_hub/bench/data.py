@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForImageClassification
 from transformers.utils import logging as hf_logging
 
-from ..declared import ACCURACY_WEIGHT, decode_fingerprint
+from ..declared import ACCURACY_WEIGHT, TRAINED_VECTOR_WEIGHT, decode_fingerprint
 from ..features import FeatureExtractor
 from ..hub import LocalSource
 from ..index import Indexer, card_accuracy, data_columns
@@ -111,6 +111,9 @@ class BenchData:
         self.feature_pass_s = 0.0
         #: weight of the cards' reported accuracy in the data score (`find_model`'s, until validation chooses)
         self.accuracy_weight = ACCURACY_WEIGHT
+        #: weight of the vector among the models the retriever trained on (``data+know2vec``; `find_model`'s, until
+        #: validation chooses)
+        self.trained_vector_weight = TRAINED_VECTOR_WEIGHT
         #: the ``finetune-fit`` predictor validation chose (:func:`~k2v_hub.bench.validation.choose_finetune`)
         self.finetune_predictor = None
         #: its features per task, computed once (:func:`~k2v_hub.bench.finetune.task_features`)

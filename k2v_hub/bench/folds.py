@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..declared import first_stage_scores
 from ..methods import ESTIMATORS
 from ..utils import progress
 from .data import BenchData
@@ -21,7 +22,7 @@ from .studies import train_on_probes
 N_FOLDS = 5
 FOLD_METRICS = ("know2vec r@1", "know2vec recall@10", "two-stage-leep@3 r@1", "two-stage-leep@3 label-blind r@1",
                 "leep r@1", "data r@1", "data recall@10", "two-stage-data-leep@3 label-blind r@1",
-                "fused-data-leep@3 label-blind r@1")
+                "fused-data-leep@3 label-blind r@1", "data+know2vec r@1", "data+know2vec recall@10")
 
 
 def domain_folds(data: BenchData, n_folds: int = N_FOLDS) -> list[list[str]]:
@@ -57,7 +58,7 @@ def fold_split(data: BenchData, domains: list[str]) -> dict:
 def unseen_domains(data: BenchData, fp: dict, args, seed: int, show_progress: bool, *,
                    n_folds: int = N_FOLDS) -> dict:
     """Every method on unseen domains, fold by fold (``folds``, ``summary``) and over all folds' tasks."""
-    folds, vectors, tasks, queries = [], [], [], []
+    folds, vectors, mixed, tasks, queries = [], [], [], [], []
     for domains in progress(domain_folds(data, n_folds), desc="Unseen-domain folds", disable=not show_progress or None):
         split = fold_split(data, domains)
         if not split["tasks"]:
@@ -66,13 +67,18 @@ def unseen_domains(data: BenchData, fp: dict, args, seed: int, show_progress: bo
                 "exclude_sources": split["sources"]}
         r, graphs, q, fingerprint = train_on_probes(data, split, spec, args, show_progress=False)
         S, _ = know2vec_scores(r, graphs, data, split["tasks"])
-        folds.append(_fold_row(data, fp, split, S, fingerprint, q, seed))
+        trained = np.isin(data.models, split["train_models"])
+        declared, _ = declared_scores(data, split["tasks"])
+        M = np.stack([first_stage_scores(v, d, trained, vector_weight=data.trained_vector_weight)
+                      for v, d in zip(S, declared)])
+        folds.append(_fold_row(data, fp, split, S, M, fingerprint, q, seed))
         vectors.append(S)
+        mixed.append(M)
         tasks += split["tasks"]
         queries.append(float(np.mean(list(q.values()))))
     if not tasks:
         return {"held_out_domains": [], "methods": {}, "folds": []}
-    out = _pooled(data, fp, tasks, np.concatenate(vectors), seed)
+    out = _pooled(data, fp, tasks, np.concatenate(vectors), np.concatenate(mixed), seed)
     out.update({"held_out_domains": sorted(d for f in folds for d in f["domains"]),
                 "held_out_sources": sorted(s for f in folds for s in f["sources"]),
                 "probe_fingerprint": [f["probe_fingerprint"] for f in folds],
@@ -82,9 +88,10 @@ def unseen_domains(data: BenchData, fp: dict, args, seed: int, show_progress: bo
     return out
 
 
-def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, fingerprint: str, queries: dict,
-              seed: int) -> dict:
-    """One fold: what it held out, and R@1 / first-stage recall of the vectors, LEEP and the two-stage search."""
+def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, mixed: np.ndarray, fingerprint: str,
+              queries: dict, seed: int) -> dict:
+    """One fold: what it held out, and R@1 / first-stage recall of the vectors, LEEP, the data stage (alone and
+    ``mixed``: ``data+know2vec`` with the fold's retriever) and the two-stage search."""
     tasks = split["tasks"]
     truth, v, ft = data.truth(tasks), data.rows(tasks, data.v), data.rows(tasks, data.ft)
     base, _ = baseline_scores(data, fp, tasks)
@@ -97,6 +104,8 @@ def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, fingerprint
     declared, _ = declared_scores(data, tasks)
     row["data r@1"] = score_method(declared, truth, v, ft, seed)["r@1"]
     row["data recall@10"] = first_stage_recall(declared, truth, 10, None)
+    row["data+know2vec r@1"] = score_method(mixed, truth, v, ft, seed)["r@1"]
+    row["data+know2vec recall@10"] = first_stage_recall(mixed, truth, 10, None)
     fingerprint_only, _ = declared_scores(data, tasks, accuracy_weight=0.0)
     row["data-fingerprint r@1"] = score_method(fingerprint_only, truth, v, ft, seed)["r@1"]
     for blind, key in ((False, "two-stage-leep@3 r@1"), (True, "two-stage-leep@3 label-blind r@1")):
@@ -110,8 +119,9 @@ def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, fingerprint
     return row
 
 
-def _pooled(data: BenchData, fp: dict, tasks: list[str], vector: np.ndarray, seed: int) -> dict:
-    """The table over every fold's tasks: each method's R@1, its cost per search, the first stage's recall."""
+def _pooled(data: BenchData, fp: dict, tasks: list[str], vector: np.ndarray, mixed: np.ndarray, seed: int) -> dict:
+    """The table over every fold's tasks: each method's R@1, its cost per search, the first stage's recall
+    (``vector``, ``mixed``: each task's by its own fold's retriever)."""
     meths, secs = baseline_scores(data, fp, tasks)
     meths["know2vec"], secs["know2vec"] = vector, data.feature_pass_s
     meths["data"], secs["data"] = declared_scores(data, tasks)
@@ -119,12 +129,14 @@ def _pooled(data: BenchData, fp: dict, tasks: list[str], vector: np.ndarray, see
     lab = label_scores(data, tasks, label_blind=False)
     n_models = len(data.models)
     meths, secs = with_hybrids(meths, secs, lab, n_models=n_models, ks=(3, 5, 10))
+    meths["data+know2vec"], secs["data+know2vec"] = mixed, secs["data"] + data.feature_pass_s
     truth = data.truth(tasks)
-    first, with_labels, with_data = {}, {}, {}
+    first, with_labels, with_data, with_both = {}, {}, {}, {}
     for k in (3, 5, 10):
         first[f"recall@{k}"] = first_stage_recall(vector, truth, k, None)
         with_labels[f"recall@{k}"] = first_stage_recall(vector, truth, k, lab)
         with_data[f"recall@{k}"] = first_stage_recall(meths["data"], truth, k, None)
+        with_both[f"recall@{k}"] = first_stage_recall(mixed, truth, k, None)
     images = float(np.mean([len(fp["labels"][t]) for t in tasks]))
     brute_force = {m.name for m in ESTIMATORS}  # they run every model
     table = {}
@@ -136,4 +148,5 @@ def _pooled(data: BenchData, fp: dict, tasks: list[str], vector: np.ndarray, see
                        "models_run_per_search": run, "queries_per_search": int(round(run * images)),
                        "seconds_per_search": round(float(secs.get(name, 0.0)), 4)}
     return {"tasks": len(tasks), "images_per_task": round(images, 1), "first_stage": first,
-            "first_stage_with_labels": with_labels, "first_stage_data": with_data, "methods": table}
+            "first_stage_with_labels": with_labels, "first_stage_data": with_data,
+            "first_stage_data_know2vec": with_both, "methods": table}

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..declared import data_scores, first_stage_scores
+from ..declared import TRAINED_VECTOR_WEIGHT, data_scores, first_stage_scores
 from ..baselines import (card_dataset_scores, label_match_scores, param_count_from_safetensors, popularity_scores,
                          random_scores, size_scores)
 from ..find import LABEL_WEIGHT
@@ -32,6 +32,10 @@ ACCESS = {
     "data": "metadata (card datasets: 8 images per class, the accuracy the card reports; no model run)",
     "data-fingerprint": "metadata (card datasets: 8 images per class, no model run)",
     "data-half-cards": "metadata for a seeded half of the models, the vector for the others",
+    "data+know2vec": "metadata and black-box (the data score; the vector too when the best data match is a model "
+                     "the retriever trained on)",
+    "two-stage-data+know2vec-leep@3": "black-box (predictions on 3 models)",
+    "fused-data+know2vec-leep@3": "black-box (predictions on 3 models)",
     "finetune-fit": "metadata (card datasets and reported accuracy, an MLP trained on the seen models' measured "
                     "Ft.Acc; no model run)",
     "two-stage-data-leep@3": "black-box (predictions on 3 models)",
@@ -202,7 +206,8 @@ def two_stage(first: np.ndarray, second: np.ndarray, k: int, labels: np.ndarray 
 
 
 def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=(3,),
-                 label_weight: float | None = None, fusion: float | None = None) -> tuple[dict, dict]:
+                 label_weight: float | None = None, fusion: float | None = None,
+                 trained: np.ndarray | None = None, vector_weight: float | None = None) -> tuple[dict, dict]:
     """Add the label and two-stage hybrids to base score matrices (``lab``: label-name overlap, same shape).
 
     ``know2vec+labels`` adds ``label_weight`` (default: `find_model`'s) times the label overlap. The LEEP hybrids
@@ -212,10 +217,25 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
     (default: `find_model`'s), as `find_model` orders them) need a ``leep`` matrix; each is charged ``k`` of the
     ``n_models`` forward passes. With class names (a ``head_accuracy`` matrix: not label-blind),
     ``two-stage-data-head-accuracy@k`` re-ranks the same candidates by their own head's accuracy on the task.
+    With ``trained`` (a mask over the models: those the retriever trained on), ``data+know2vec`` is `find_model`'s
+    first stage with that retriever (:func:`k2v_hub.declared.first_stage_scores`: the vector, weight
+    ``vector_weight``, default `find_model`'s, weighs in when the best data match is a trained model), and
+    ``two-stage-data+know2vec-leep@k`` / ``fused-data+know2vec-leep@k`` re-rank its candidates by LEEP (fused:
+    as `find_model --rerank leep` does with it).
     """
     meths, secs = dict(meths), dict(secs)
     weight = LABEL_WEIGHT if label_weight is None else label_weight
     fusion = FUSION_WEIGHT if fusion is None else fusion
+    if trained is not None and "data" in meths and "know2vec" in meths:
+        w = TRAINED_VECTOR_WEIGHT if vector_weight is None else vector_weight
+        meths["data+know2vec"] = np.stack([first_stage_scores(v, d, trained, vector_weight=w)
+                                           for v, d in zip(meths["know2vec"], meths["data"])])
+        secs["data+know2vec"] = secs["data"] + secs["know2vec"]  # charged both (the feature pass twice)
+        for k in ks if "leep" in meths else ():
+            for prefix, f in (("two-stage", 0.0), ("fused", fusion)):
+                name = f"{prefix}-data+know2vec-leep@{k}"
+                meths[name] = two_stage(meths["data+know2vec"], meths["leep"], k, labels=lab, fusion=f)
+                secs[name] = secs["data+know2vec"] + secs["leep"] * k / n_models
     meths["know2vec+labels"] = meths["know2vec"] + weight * lab
     secs["know2vec+labels"] = secs["know2vec"]
     for k in ks if "leep" in meths else ():

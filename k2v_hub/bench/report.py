@@ -68,6 +68,9 @@ def _header_sections(r: dict) -> list[str]:
                               ["val_r@1"]) + [""]
         if "data_accuracy_weight" in v:
             out += rows_table("data_accuracy_weight", v["data_accuracy_weight"]["grid"], ["val_r@1"]) + [""]
+        if "trained_vector_weight" in v:
+            out += rows_table("trained_vector_weight", v["trained_vector_weight"]["grid"],
+                              ["val_r@1", "val_seen_r@1", "val_unseen_r@1"]) + [""]
         if "finetune_fit" in v:
             out += [f"`finetune-fit` configuration, by validation tau_w against Ft.Acc (the data stage there: "
                     f"{v['finetune_fit']['data_val_tau_w']}):", ""]
@@ -84,6 +87,7 @@ def _folds(u: dict) -> list[str]:
     cols = ["domains", "tasks", "train_models", "know2vec r@1", "know2vec recall@10", "two-stage-leep@3 r@1",
             "two-stage-leep@3 label-blind r@1", "leep r@1", "data r@1", "data recall@10",
             "two-stage-data-leep@3 label-blind r@1", "fused-data-leep@3 label-blind r@1"]
+    cols += [c for c in ("data+know2vec r@1", "data+know2vec recall@10") if c in u["summary"]]
     rows = {str(i): {**f, "domains": ", ".join(f["domains"])} for i, f in enumerate(u["folds"])}
     return (["", "### Folds (each fold's domains out of training and probes; candidates: every model)", ""]
             + rows_table("fold", rows, cols)
@@ -125,7 +129,8 @@ def to_markdown(r: dict) -> str:
         out += ["", f"## Unseen domains: {', '.join(u['held_out_domains'])} ({u['tasks']} tasks; out of training and "
                 f"probes)", "", f"First-stage recall, vectors alone: {u['first_stage']}; vectors + label names "
                 f"(the candidates `find_model` re-ranked before data fingerprints): {u.get('first_stage_with_labels')}; "
-                f"declared-data first stage, label-blind: {u.get('first_stage_data')}", ""]
+                f"declared-data first stage, label-blind: {u.get('first_stage_data')}; the same with each fold's "
+                f"vector among the models it trained on (`data+know2vec`): {u.get('first_stage_data_know2vec')}", ""]
         out += methods_table(u["methods"], ["r@1", "r@3", "rel@1", "tau_w", "models_run_per_search",
                                             "queries_per_search", "seconds_per_search"])
         out += _folds(u)

@@ -159,6 +159,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     fp = data.forward_passes(list(dict.fromkeys(splits.eval_all + splits.transfer + splits.val)))
     search = choose_search(data, splits, fp, main, knowledge, seed)
     data.accuracy_weight = search["data_accuracy_weight"]["chosen"]
+    data.trained_vector_weight = search["trained_vector_weight"]["chosen"]
     data.finetune_predictor, search["finetune_fit"] = choose_finetune(data, splits, seed)
     k, weight, fusion = (search["rerank_k"]["chosen"], search["label_weight"]["chosen"],
                          search["data_fusion"]["chosen"])
@@ -172,7 +173,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
     results["methods"], results["settings"] = tables["methods"], tables["settings"]
     results["comparisons"] = tables["comparisons"]
     results["transfer"] = transfer_table(data, fp, by_method, graphs, splits.transfer, label_weight=weight,
-                                         fusion=fusion)
+                                         fusion=fusion, seen=splits.seen)
     if label_blind:
         results["label_blind"] = label_blind_table(data, fp, by_method, graphs, splits, seed, ks=ks,
                                                    label_weight=weight, fusion=fusion)
@@ -216,14 +217,16 @@ def validation_report(splits: Splits, data: BenchData, training: dict, search: d
                        "rerank_k": search["rerank_k"]["chosen"], "data_rerank_k": search["data_rerank_k"]["chosen"],
                        "data_accuracy_weight": search["data_accuracy_weight"]["chosen"],
                        "data_fusion": search["data_fusion"]["chosen"],
+                       "trained_vector_weight": search["trained_vector_weight"]["chosen"],
                        "finetune_fit": search["finetune_fit"]["chosen"]},
             "chosen_on": {"steps": "validation", "task_class_dropout": "validation", "task_noise": "validation",
                           "label_weight": "validation", "rerank_k": "validation", "data_rerank_k": "validation",
                           "data_accuracy_weight": "validation", "data_fusion": "validation",
+                          "trained_vector_weight": "validation",
                           "finetune_fit": "validation (tau_w against Ft.Acc)"},
             "training": training, "label_weight": search["label_weight"], "rerank_k": search["rerank_k"],
             "data_rerank_k": search["data_rerank_k"], "data_accuracy_weight": search["data_accuracy_weight"],
-            "data_fusion": search["data_fusion"],
+            "data_fusion": search["data_fusion"], "trained_vector_weight": search["trained_vector_weight"],
             "finetune_fit": search["finetune_fit"],
             "criterion": "R@1 on the validation tasks, every model a candidate; ties: the first listed"}
 

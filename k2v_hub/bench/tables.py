@@ -19,7 +19,8 @@ from .uncertainty import paired_difference
 COMPARISONS = (("know2vec", "leep"), ("two-stage-leep@3", "leep"), ("data", "know2vec"),
                ("two-stage-data-leep@3", "leep"), ("data", "data-fingerprint"), ("data", "leep"),
                ("fused-data-leep@3", "two-stage-data-leep@3"), ("fused-data-leep@3", "leep"),
-               ("two-stage-data-head-accuracy@3", "two-stage-data-leep@3"), ("two-stage-data-head-accuracy@3", "leep"))
+               ("two-stage-data-head-accuracy@3", "two-stage-data-leep@3"), ("two-stage-data-head-accuracy@3", "leep"),
+               ("data+know2vec", "know2vec"), ("data+know2vec", "data"), ("data+know2vec", "leep"))
 _ESTIMATOR_NAMES = {m.name for m in ESTIMATORS}
 
 
@@ -57,9 +58,10 @@ def nnr_tables(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits
     (``all`` for every task) and each method's seconds per search.
     """
     eval_all, n_models = splits.eval_all, len(data.models)
+    trained = np.isin(data.models, splits.seen)
     base_scores, base_secs, lab = method_scores(data, fp, retrievers, graphs, eval_all, label_blind=label_blind)
     meths, secs = with_hybrids(base_scores, base_secs, lab, n_models=n_models, ks=ks, label_weight=label_weight,
-                               fusion=fusion)
+                               fusion=fusion, trained=trained, vector_weight=data.trained_vector_weight)
     settings, compared = {}, {"all": comparisons(data, eval_all, meths, seed)}
     for name, ids in (("seen", splits.eval_seen), ("inductive", splits.eval_inductive)):
         if ids:
@@ -72,7 +74,8 @@ def nnr_tables(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits
         sub, cols = [eval_all.index(t) for t in splits.eval_seen], [data.col[m] for m in splits.seen]
         pool_scores, pool_secs = with_hybrids({k: v[sub][:, cols] for k, v in base_scores.items()}, base_secs,
                                               lab[sub][:, cols], n_models=n_models, ks=ks, label_weight=label_weight,
-                                              fusion=fusion)
+                                              fusion=fusion, trained=trained[cols],
+                                              vector_weight=data.trained_vector_weight)
         settings["seen_pool"] = method_table(data, splits.eval_seen, pool_scores, pool_secs, seed, columns=cols)
         compared["seen_pool"] = comparisons(data, splits.eval_seen, pool_scores, seed, columns=cols)
     return {"methods": method_table(data, eval_all, meths, secs, seed), "settings": settings,
@@ -80,11 +83,13 @@ def nnr_tables(data: BenchData, fp: dict, retrievers: dict, graphs: dict, splits
 
 
 def transfer_table(data: BenchData, fp: dict, retrievers: dict, graphs: dict, task_ids, *,
-                   label_weight: float | None = None, fusion: float | None = None) -> dict:
+                   label_weight: float | None = None, fusion: float | None = None, seen=None) -> dict:
     """Table 2: each method's correlation with the fine-tuned accuracy over the transfer tasks (``random``: the
-    expectation of a random ranking, 0)."""
+    expectation of a random ranking, 0). ``seen``: the models the retrievers trained on (for ``data+know2vec``)."""
     meths, _ = with_hybrids(*method_scores(data, fp, retrievers, graphs, task_ids), n_models=len(data.models),
-                            label_weight=label_weight, fusion=fusion)
+                            label_weight=label_weight, fusion=fusion,
+                            trained=None if seen is None else np.isin(data.models, seen),
+                            vector_weight=data.trained_vector_weight)
     table = {name: correlations(S, data.rows(task_ids, data.ft)) for name, S in meths.items()}
     if "random" in table:
         table["random"] = {k: 0.0 for k in table["random"]}

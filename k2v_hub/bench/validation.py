@@ -9,6 +9,8 @@ chooses, by R@1 there (candidates: every model):
 - ``rerank_k``, how many first-stage candidates the two-stage search re-ranks with LEEP (``data_rerank_k``: the
   same for the declared-data first stage, label-blind), and how much of the data score that re-rank keeps
   (``data_fusion``, the weight of :func:`k2v_hub.rerank.fuse_scores`; `find_model`'s default first);
+- the weight of the vector in the data stage among the models the retriever trained on (``trained_vector_weight``,
+  :func:`k2v_hub.declared.first_stage_scores`);
 - the configuration of ``finetune-fit`` (:mod:`k2v_hub.bench.finetune`), by weighted Kendall tau against Ft.Acc
   (it predicts fine-tuned accuracy, not R@1).
 
@@ -24,7 +26,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..baselines import leep
-from ..declared import ACCURACY_WEIGHT
+from ..declared import ACCURACY_WEIGHT, TRAINED_VECTOR_WEIGHT, first_stage_scores
 from ..rerank import FUSION_WEIGHT
 from ..train import TrainingArguments, train_retriever
 from ..utils import progress
@@ -43,6 +45,8 @@ RERANK_KS = (3, 5, 10)
 ACCURACY_WEIGHTS = (ACCURACY_WEIGHT, 0.0, 0.005, 0.01, 0.05, 0.1)
 #: Weights of the data score in the fused re-rank; `find_model`'s first (it wins ties), 0 is LEEP alone.
 FUSION_WEIGHTS = (FUSION_WEIGHT, 0.0, 0.25, 1.0, 2.0)
+#: Weights of the vector among the models the retriever trained on; `find_model`'s first, 0 is the data stage alone.
+TRAINED_VECTOR_WEIGHTS = (TRAINED_VECTOR_WEIGHT, 0.0, 0.25, 1.0, 2.0)
 
 
 def _r1(data: BenchData, S: np.ndarray, task_ids, seed: int) -> float:
@@ -100,11 +104,19 @@ def choose_search(data: BenchData, splits: Splits, fp: dict, retriever, knowledg
     data_k = data_ks[_pick(data_ks)]["rerank_k"]
     fusion = {str(w): {"val_r@1": _r1(data, two_stage(declared, leep_scores, data_k, fusion=w), tasks, seed),
                        "fusion": w} for w in FUSION_WEIGHTS}
+    trained = np.isin(data.models, splits.seen)
+    mixed = {}
+    for w in TRAINED_VECTOR_WEIGHTS:
+        S = np.stack([first_stage_scores(v, d, trained, vector_weight=w) for v, d in zip(vector, declared)])
+        mixed[str(w)] = {"val_r@1": _r1(data, S, tasks, seed), "vector_weight": w}
+        for part, ids in (("val_seen_r@1", splits.val_seen), ("val_unseen_r@1", splits.val_unseen)):
+            mixed[str(w)][part] = _r1(data, S[[tasks.index(t) for t in ids]], ids, seed) if ids else None
     return {"label_weight": {"grid": weights, "chosen": weights[_pick(weights)]["label_weight"]},
             "rerank_k": {"grid": ks, "chosen": ks[_pick(ks)]["rerank_k"]},
             "data_accuracy_weight": {"grid": accuracy, "chosen": chosen_weight},
             "data_rerank_k": {"grid": data_ks, "chosen": data_k},
-            "data_fusion": {"grid": fusion, "chosen": fusion[_pick(fusion)]["fusion"], "rerank_k": data_k}}
+            "data_fusion": {"grid": fusion, "chosen": fusion[_pick(fusion)]["fusion"], "rerank_k": data_k},
+            "trained_vector_weight": {"grid": mixed, "chosen": mixed[_pick(mixed)]["vector_weight"]}}
 
 
 
