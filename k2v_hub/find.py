@@ -8,9 +8,9 @@ stage scores that model by how close its declared data is to the dataset instead
 accuracy its card reports on that data, which tells apart models that declare the same data (``stage="data"``, its
 ``data_score``); the others keep their cosine, placed on the same scale. When the best data match is a model the
 retriever was trained on with ground truth (``training_info.trained_models``, e.g. a retriever trained on the org's
-own zoo with ``k2v-hub train``), the vector weighs in on every score (``stage="data+vector"``,
-:func:`~k2v_hub.declared.first_stage_scores`): among its training models it knows more than the data; on others it
-is kept out, as it pulls them towards a trained sibling. The class means are the ones the query vector is made
+own zoo with ``k2v-hub train``), the vector puts the two best data matches in order (``stage="data+vector"``, the
+same two scores, :func:`~k2v_hub.declared.first_stage_scores`): among its training models it knows more than the
+data; on others it is kept out, as it pulls them towards a trained sibling. The class means are the ones the query vector is made
 from, so this costs no model run. That ranks models for use as they are; ``goal="fine-tune"``
 ranks them for fine-tuning on the dataset instead, by a small predictor of the fine-tuned accuracy made from the
 same evidence (``stage="finetune-fit"``, its ``finetune_score``; :mod:`k2v_hub.finetune_fit`). Optional extras,
@@ -71,7 +71,7 @@ from transformers.utils import logging as hf_logging
 
 from . import __version__
 from .baselines import exact_label, label_match_scores
-from .declared import TRAINED_VECTOR_WEIGHT
+from .declared import TRAINED_VECTOR_TOP, TRAINED_VECTOR_WEIGHT
 from .errors import HubError, IndexError_, K2VError, UsageError, one_line
 from .features import FeatureExtractor
 from .finetune_fit import FinetunePredictor, load_finetune_predictor
@@ -322,8 +322,8 @@ def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = 
                  vector: bool = False) -> tuple[str, str]:
     """A first-stage match's ``stage`` and ``score_meaning``: its declared-data score where it has one (with
     ``finetune``: ``tanh`` of its predicted fine-tuned accuracy), else its vector cosine (placed on that scale when
-    other models have one); with ``vector`` (the best data match is a model the retriever trained on) the vector
-    weighs in; plus label evidence if used."""
+    other models have one); with ``vector``, one of the best data matches the vector put in order (the best is a
+    model the retriever trained on); plus label evidence if used."""
     kind = "tanh(finetune_score)" if finetune else "data"
     if has_data:
         stage, meaning = ("finetune-fit", kind) if finetune else ("data", "data_score")
@@ -333,8 +333,9 @@ def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = 
         stage, meaning = "vector", "cosine"
     if vector:
         stage = "data+vector" if has_data else stage
-        meaning += (f" + {TRAINED_VECTOR_WEIGHT} x the scores' spread x the standardised knowledge_score (the best "
-                    "data match is a model the retriever was trained on), mapped into [-1, 1.02] in order")
+        meaning = (f"one of the {TRAINED_VECTOR_TOP} best first-stage scores ({meaning}), given in the order of "
+                   f"score + {TRAINED_VECTOR_WEIGHT} x the scores' spread x the standardised knowledge_score (the best "
+                   "data match is a model the retriever was trained on)")
     if labels:
         return f"{stage}+labels", f"{meaning} + {LABEL_WEIGHT} * label_score"
     return stage, meaning
@@ -489,7 +490,7 @@ def find_model(
     for rank, i in enumerate(order_models[:n_ranked], start=1):
         row = idx.rows[i]
         stage, meaning = _first_stage(bool(np.isfinite(data[i])), bool(np.isfinite(data).any()), use_label_names,
-                                      predictor is not None, stage_one.vector_weighs_in)
+                                      predictor is not None, i in stage_one.vector_head)
         matches.append(Match(
             model_id=row.model_id, revision=row.revision, score=float(final[i]), rank=rank,
             url=f"{constants.ENDPOINT}/{row.model_id}", labels=list(row.labels), stage=stage,

@@ -43,7 +43,7 @@ from PIL import Image
 
 from . import __version__
 from .declared import (data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores,
-                       reported_accuracy, vector_weighs_in)
+                       reported_accuracy, vector_head)
 from .errors import HubError, IndexError_, K2VError, one_line
 from .finetune_fit import FinetunePredictor, finetune_features
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
@@ -571,8 +571,8 @@ class FirstStage:
     #: predicted fine-tuned accuracy (:mod:`k2v_hub.finetune_fit`), ``nan`` where the row has no fingerprint; ``None``
     #: unless asked for
     finetune: np.ndarray | None = None
-    #: whether the vector weighs in on ``scores`` (the best data match is a model the retriever trained on)
-    vector_weighs_in: bool = False
+    #: the rows the vector put in order (the best data matches, when the best is a model the retriever trained on)
+    vector_head: list = field(default_factory=list)
 
 
 @dataclass
@@ -644,8 +644,8 @@ class K2VIndex:
         knowledge = self.embeddings @ np.asarray(query, dtype=np.float32)
         data = np.full(len(knowledge), np.nan) if task_means is None else self.data_scores(task_means)
         if finetune is None or task_means is None:
-            weighs_in = bool(np.isfinite(data).any()) and vector_weighs_in(first_stage_scores(knowledge, data), trained)
-            return FirstStage(knowledge, data, first_stage_scores(knowledge, data, trained), vector_weighs_in=weighs_in)
+            head = vector_head(first_stage_scores(knowledge, data), trained) if np.isfinite(data).any() else []
+            return FirstStage(knowledge, data, first_stage_scores(knowledge, data, trained), vector_head=list(head))
         predicted = self.finetune_scores(task_means, finetune)
         return FirstStage(knowledge, data, first_stage_scores(knowledge, np.tanh(predicted)), predicted)
 

@@ -96,18 +96,19 @@ def test_models_without_a_fingerprint_keep_their_vector_on_the_same_scale(tiny_i
             assert m.stage == "data" and m.score == m.data_score and m.score_meaning == "data_score"
 
 
-def test_the_vector_weighs_in_when_the_best_data_match_is_a_model_the_retriever_trained_on(tiny_zoo, tiny_index,
-                                                                                            tiny_retriever):
-    """The tiny retriever trained on four of the five zoo models (ground truth) and lists them. On a task of one
-    of them its best data match is a trained model: every score gains the vector (`data+vector`), as
-    `first_stage_scores` makes it from the matches' own fields; a retriever that lists no models gives the data
-    scores. On a task of the fifth model, which it never trained on, the best data match is that model: the data
+def test_the_vector_orders_the_two_best_data_matches_when_the_best_is_a_model_the_retriever_trained_on(
+        tiny_zoo, tiny_index, tiny_retriever):
+    """The tiny retriever trained on four of the five zoo models (ground truth) and lists them; the fifth (MNIST)
+    it never saw. On one MNIST task the best data match is a trained model (sklearn digits): the two best data
+    matches take the two best data scores in the order the vector gives them (`data+vector`), as
+    `first_stage_scores` makes it from the matches' own fields; the others keep theirs, and a retriever that lists
+    no models gives the data scores. On another MNIST task the best data match is the MNIST model: the data
     alone."""
     zoo = ZooData(tiny_zoo)
     trained_retriever, plain = Retriever.from_pretrained(tiny_retriever), _listing_no_models(tiny_retriever)
-    seen_task, unseen_task = zoo.task_path("nnr-convnext-animal-mnist-a-s0-0"), zoo.task_path("nnr-resnet-mnist-a-s0-1")
+    sibling_first, own_first = zoo.task_path("nnr-resnet-mnist-a-s0-0"), zoo.task_path("nnr-resnet-mnist-a-s0-1")
     assert zoo.models["k2v-zoo/resnet-mnist-a-s0"]["role"] == "unseen"
-    matches = find_model(str(seen_task), str(tiny_index), top_k=5, rerank=None, show_progress=False)
+    matches = find_model(str(sibling_first), str(tiny_index), top_k=5, rerank=None, show_progress=False)
     ids = [m.model_id for m in matches]
     trained = trained_retriever.trained_mask(ids)
     assert trained.sum() == 4 and not trained[ids.index("k2v-zoo/resnet-mnist-a-s0")]
@@ -115,12 +116,16 @@ def test_the_vector_weighs_in_when_the_best_data_match_is_a_model_the_retriever_
     assert vector_weighs_in(data, trained)
     expected = first_stage_scores(np.array([m.knowledge_score for m in matches]), data, trained)
     assert [m.score for m in matches] == pytest.approx(expected.tolist(), abs=1e-6)
-    assert {m.stage for m in matches} == {"data+vector"} and "model the retriever was trained on" in \
-        matches[0].score_meaning
-    assert all(-1 <= m.score <= 1 + ACCURACY_WEIGHT for m in matches)
-    alone = find_model(str(seen_task), str(tiny_index), top_k=5, rerank=None, show_progress=False, retriever=plain)
+    assert sorted(m.score for m in matches) == sorted(data.tolist())  # the data stage's scores, two in another order
+    assert [m.stage for m in matches] == ["data+vector"] * 2 + ["data"] * 3
+    assert "the best data match is a model the retriever was trained on" in matches[0].score_meaning
+    assert all(m.score == m.data_score and m.score_meaning == "data_score" for m in matches[2:])
+    # the data stage alone puts the trained sibling first; with the vector the task's own model is first
+    alone = find_model(str(sibling_first), str(tiny_index), top_k=5, rerank=None, show_progress=False, retriever=plain)
     assert {m.stage for m in alone} == {"data"} and all(m.score == m.data_score for m in alone)
-    unseen = find_model(str(unseen_task), str(tiny_index), top_k=5, rerank=None, show_progress=False)
+    assert {m.model_id for m in alone[:2]} == {m.model_id for m in matches[:2]}
+    assert matches[0].model_id == "k2v-zoo/resnet-mnist-a-s0" != alone[0].model_id
+    unseen = find_model(str(own_first), str(tiny_index), top_k=5, rerank=None, show_progress=False)
     assert unseen[0].model_id == "k2v-zoo/resnet-mnist-a-s0"
     assert {m.stage for m in unseen} == {"data"} and all(m.score == m.data_score for m in unseen)
 
@@ -163,14 +168,16 @@ def test_first_stage_scores_mix_data_and_placed_vectors():
     assert np.all(np.abs(mixed) <= 1)
 
 
-def test_first_stage_scores_vector_weighs_in_only_when_the_best_data_match_is_a_trained_model():
-    data = np.array([0.90, 0.88, 0.50, 0.40])
-    vector = np.array([0.1, 0.9, 0.2, 0.0])
+def test_first_stage_scores_let_the_vector_order_the_two_best_only_when_the_best_is_a_trained_model():
+    data = np.array([0.90, 0.88, 0.87, 0.40])
+    vector = np.array([0.1, 0.9, 1.0, 0.0])
     trained = np.array([True, True, False, False])
     assert vector_weighs_in(data, trained)
     mixed = first_stage_scores(vector, data, trained)
-    assert int(np.argmax(mixed)) == 1  # the vector decides between the trained near ties
-    assert np.all((mixed >= -1) & (mixed <= 1 + ACCURACY_WEIGHT))  # still on the data scores' range
+    # the vector decides between the two best (model 1 first now), who keep the two best scores; model 2 (third,
+    # with the best vector) keeps its place: the first three candidates are the data stage's
+    assert mixed.tolist() == [0.88, 0.90, 0.87, 0.40]
+    assert int(np.argmax(first_stage_scores(vector, data, trained, top=None))) == 2  # every model: it moves too
     # the best data match is a model the retriever never trained on, no mask, or no weight: the data alone
     for mask, weight in ((np.array([False, True, True, True]), 0.5), (None, 0.5), (trained, 0.0)):
         assert np.array_equal(first_stage_scores(vector, data, mask, vector_weight=weight), data)
