@@ -32,8 +32,8 @@ ACCESS = {
     "data": "metadata (card datasets: 8 images per class, the accuracy the card reports; no model run)",
     "data-fingerprint": "metadata (card datasets: 8 images per class, no model run)",
     "data-half-cards": "metadata for a seeded half of the models, the vector for the others",
-    "data+know2vec": "metadata and black-box (the data score; the vector too when the best data match is a model "
-                     "the retriever trained on)",
+    "data+know2vec": "metadata and black-box (the data score; the vector orders the two best when the best data "
+                     "match is a model the retriever trained on)",
     "two-stage-data+know2vec-leep@3": "black-box (predictions on 3 models)",
     "fused-data+know2vec-leep@3": "black-box (predictions on 3 models)",
     "finetune-fit": "metadata (card datasets and reported accuracy, an MLP trained on the seen models' measured "
