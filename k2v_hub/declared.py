@@ -159,7 +159,8 @@ def data_scores(task_means: np.ndarray, fingerprints: list, accuracies: list | N
 
 
 def first_stage_scores(vector: np.ndarray, data: np.ndarray, trained: np.ndarray | None = None, *,
-                       vector_weight: float = TRAINED_VECTOR_WEIGHT, top: int | None = TRAINED_VECTOR_TOP) -> np.ndarray:
+                       vector_weight: float = TRAINED_VECTOR_WEIGHT,
+                       top: int | None = TRAINED_VECTOR_TOP) -> np.ndarray:
     """One first-stage score per model: the data score where there is one; for the other models their vector
     cosine placed on the data scores' scale (same mean and spread over the index), clipped to [-1, 1].
 

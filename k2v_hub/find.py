@@ -10,9 +10,9 @@ accuracy its card reports on that data, which tells apart models that declare th
 retriever was trained on with ground truth (``training_info.trained_models``, e.g. a retriever trained on the org's
 own zoo with ``k2v-hub train``), the vector puts the two best data matches in order (``stage="data+vector"``, the
 same two scores, :func:`~k2v_hub.declared.first_stage_scores`): among its training models it knows more than the
-data; on others it is kept out, as it pulls them towards a trained sibling. The class means are the ones the query vector is made
-from, so this costs no model run. That ranks models for use as they are; ``goal="fine-tune"``
-ranks them for fine-tuning on the dataset instead, by a small predictor of the fine-tuned accuracy made from the
+data; on others it is kept out, as it pulls them towards a trained sibling. The class means are the ones the query
+vector is made from, so this costs no model run. That ranks models for use as they are; ``goal="fine-tune"`` ranks
+them for fine-tuning on the dataset instead, by a small predictor of the fine-tuned accuracy made from the
 same evidence (``stage="finetune-fit"``, its ``finetune_score``; :mod:`k2v_hub.finetune_fit`). Optional extras,
 each reported as its own stage:
 
