@@ -33,7 +33,7 @@ def main() -> None:
     knowledge = data.knowledge(data.new_retriever(probe, seed=0))
     train_args = TrainingArguments(steps=chosen.get("steps", PROFILE_STEPS["bench"]), seed=bench["seed"],
                                    task_class_dropout=chosen["task_class_dropout"], task_noise=chosen["task_noise"])
-    supervised = data.supervised(knowledge.graphs, splits.seen, splits.train)
+    supervised = data.supervised(knowledge, splits.seen, splits.train)
     out = {"bench_command": bench["command"], "training": {"steps": train_args.steps,
                                                             "task_class_dropout": train_args.task_class_dropout,
                                                             "task_noise": train_args.task_noise},

@@ -8,7 +8,8 @@ stage scores that model by how close its declared data is to the dataset instead
 accuracy its card reports on that data, which tells apart models that declare the same data (``stage="data"``, its
 ``data_score``); the others keep their cosine, placed on the same scale. When the best data match is a model the
 retriever was trained on with ground truth (``training_info.trained_models``, e.g. a retriever trained on the org's
-own zoo with ``k2v-hub train``), the vector puts the two best data matches in order (``stage="data+vector"``, the
+own zoo with ``k2v-hub train``; known by the row's knowledge record, :meth:`~k2v_hub.retriever.Retriever.trained_mask`,
+not by its id alone), the vector puts the two best data matches in order (``stage="data+vector"``, the
 same two scores, :func:`~k2v_hub.declared.first_stage_scores`): among its training models it knows more than the
 data; on others it is kept out, as it pulls them towards a trained sibling. The class means are the ones the query
 vector is made from, so this costs no model run. That ranks models for use as they are; ``goal="fine-tune"`` ranks
@@ -475,7 +476,8 @@ def find_model(
         label_scores = label_match_scores(names, {r.model_id: r.labels for r in idx.rows})
     label_vec = None if label_scores is None else np.asarray([label_scores[r.model_id] for r in idx.rows])
     n_ranked = max(top_k, rerank_k if rerank else 0)
-    stage_one = idx.first_stage(query, means, predictor, retriever.trained_mask([r.model_id for r in idx.rows]))
+    trained = retriever.trained_mask([r.model_id for r in idx.rows], [r.knowledge for r in idx.rows])
+    stage_one = idx.first_stage(query, means, predictor, trained)
     knowledge, data, first = stage_one.knowledge, stage_one.data, stage_one.scores
     final = first + LABEL_WEIGHT * label_vec if use_label_names else first
     if not np.isfinite(final).all():

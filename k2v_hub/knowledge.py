@@ -22,6 +22,7 @@ Choices where the paper is vague (written down here, measured in the benchmark):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -104,6 +105,14 @@ class KnowledgeRecord:
             raise MalformedRecord(f"Malformed knowledge record: not JSON ({type(exc).__name__}).",
                                   _RECORD_HINT) from None
         return cls.from_dict(d)
+
+
+def knowledge_fingerprint(record_json: str) -> str:
+    """sha256[:16] of a knowledge record's JSON (an index row's ``knowledge``, :meth:`KnowledgeRecord.to_json`),
+    keys sorted: the identity of a model's black-box behaviour on one probe set, whatever repo or revision holds it.
+    """
+    canonical = json.dumps(json.loads(record_json), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 RECORD_VERSION = 1

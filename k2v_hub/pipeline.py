@@ -49,13 +49,14 @@ def make_indexer(retriever, *, retriever_id: str, retriever_revision: str = "loc
                    cache_dir=cache_dir or k2v_home() / "knowledge")
 
 
-def model_graphs(source, model_ids, indexer, *, show_progress=True) -> dict:
-    """Knowledge graph sets ``{model_id: [K, K, D]}`` (queries go through the indexer's knowledge cache)."""
-    out = {}
+def model_knowledge(source, model_ids, indexer, *, show_progress=True) -> tuple[dict, dict]:
+    """Knowledge records and graph sets ``({model_id: record}, {model_id: [K, K, D]})`` (queries go through the
+    indexer's knowledge cache)."""
+    records, graphs = {}, {}
     for model_id in progress(model_ids, desc="Knowledge graphs", disable=not show_progress or None):
-        record, _ = indexer.knowledge_for(source, source.model_ref(model_id))
-        out[model_id] = indexer.graph(record)
-    return out
+        records[model_id], _ = indexer.knowledge_for(source, source.model_ref(model_id))
+        graphs[model_id] = indexer.graph(records[model_id])
+    return records, graphs
 
 
 def new_retriever(extractor, *, probe_spec, probe_fingerprint, oracle_view="full", model_encoder="lstm",

@@ -24,6 +24,7 @@ from .encoders import ModelEncoder, TaskEncoder
 from .errors import K2VError
 from .features import k2v_home
 from .hub import download_file
+from .knowledge import knowledge_fingerprint
 from .quantize import load_weights
 from .utils import give_usual_mode
 
@@ -61,6 +62,14 @@ class SafetensorsHubMixin(PyTorchModelHubMixin):
                                     force_download=force_download, local_files_only=local_files_only, token=token)
         model.load_state_dict(load_weights(weights, map_location), strict=True)
         return model.eval()
+
+
+def _fingerprint_or_none(record_json) -> str | None:
+    """:func:`~k2v_hub.knowledge.knowledge_fingerprint` of a stored record, ``None`` if it is not JSON."""
+    try:
+        return knowledge_fingerprint(record_json)
+    except (TypeError, ValueError):
+        return None
 
 
 class Retriever(
@@ -150,15 +159,29 @@ class Retriever(
         self.eval()
         return self.encode_tasks([class_means])[0].numpy().astype(np.float32)
 
-    def trained_mask(self, model_ids) -> np.ndarray | None:
+    def trained_mask(self, model_ids, knowledge=None) -> np.ndarray | None:
         """Which of ``model_ids`` this retriever was trained on with ground truth (its ``training_info``: mode
-        ``supervised``, ids in ``trained_models``); ``None`` when none of them is."""
+        ``supervised``, ids in ``trained_models``); ``None`` when none of them is.
+
+        ``knowledge``: each model's knowledge record as JSON (an index row's ``knowledge``). A retriever that kept
+        the fingerprints of the records it learnt (``trained_knowledge``) counts a model only if its record is the
+        one it learnt: the same id with other weights (a retrained model, another zoo's) is new to it. Without
+        ``knowledge``, such a retriever counts none; one trained before it kept them matches ids alone.
+        """
         info = self.training_info if isinstance(self.training_info, dict) else {}
         ids = info.get("trained_models")
         if info.get("mode") != "supervised" or not isinstance(ids, list):
             return None
-        known = {i for i in ids if isinstance(i, str)}
-        mask = np.array([m in known for m in model_ids], dtype=bool)
+        fingerprints = info.get("trained_knowledge") or []
+        if len(fingerprints) == len(ids):
+            learnt = {(i, f) for i, f in zip(ids, fingerprints) if isinstance(i, str)}
+            ids_learnt = {i for i, _ in learnt}
+            records = [None] * len(model_ids) if knowledge is None else list(knowledge)
+            mask = np.array([m in ids_learnt and r is not None and (m, _fingerprint_or_none(r)) in learnt
+                             for m, r in zip(model_ids, records)], dtype=bool)
+        else:
+            known = {i for i in ids if isinstance(i, str)}
+            mask = np.array([m in known for m in model_ids], dtype=bool)
         return mask if mask.any() else None
 
     def fingerprint(self) -> str:

@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from .knowledge import pseudo_tasks
+from .knowledge import knowledge_fingerprint, pseudo_tasks
 from .options import SAL_LOSSES
 from .utils import logger, progress
 
@@ -107,6 +107,8 @@ class TrainingData:
         targets: per task, the index into ``graphs`` of its best model.
         model_ids: names of the models (for logs and cards).
         mode: ``supervised`` or ``self-supervised``.
+        model_knowledge: per model, :func:`~k2v_hub.knowledge.knowledge_fingerprint` of the record its graph
+            was built from (empty if unknown): which black boxes the retriever learnt, whatever their repo.
     """
 
     graphs: list
@@ -114,6 +116,7 @@ class TrainingData:
     targets: list
     model_ids: list = field(default_factory=list)
     mode: str = "supervised"
+    model_knowledge: list = field(default_factory=list)
 
     def __post_init__(self):
         if len(self.tasks) != len(self.targets):
@@ -125,11 +128,16 @@ class TrainingData:
             raise ValueError(f"Task targets out of range: {bad[:5]}.")
 
 
-def supervised_data(graphs, model_ids, tasks, task_scores) -> TrainingData:
-    """Training data from ground truth: ``task_scores[i][j]`` is the accuracy of model j on task i."""
+def supervised_data(graphs, model_ids, tasks, task_scores, *, records=()) -> TrainingData:
+    """Training data from ground truth: ``task_scores[i][j]`` is the accuracy of model j on task i.
+
+    ``records``: each model's :class:`~k2v_hub.knowledge.KnowledgeRecord`, whose fingerprints the trained retriever
+    keeps (``training_info.trained_knowledge``) so that it knows these exact black boxes again.
+    """
     scores = np.asarray(task_scores, dtype=np.float64)
     targets = [int(np.argmax(row)) for row in scores]
-    return TrainingData(list(graphs), list(tasks), targets, list(model_ids), "supervised")
+    knowledge = [knowledge_fingerprint(r.to_json()) for r in records]
+    return TrainingData(list(graphs), list(tasks), targets, list(model_ids), "supervised", knowledge)
 
 
 def self_supervised_data(graphs, model_ids, records, probe_features, *, tasks_per_model=12, seed=0) -> TrainingData:
@@ -152,11 +160,13 @@ def combine_training_data(*parts: TrainingData) -> TrainingData:
     Adapting a trained retriever on pseudo-tasks alone pulls it towards probe images and away from the real tasks
     it learnt; training on both keeps what it knew while it learns the new models.
     """
-    ids, graphs, tasks, targets = [], [], [], []
+    ids, graphs, tasks, targets, knowledge = [], [], [], [], {}
     position = {}
     for part in parts:
         if len(part.model_ids) != len(part.graphs):
             raise ValueError("Combining training data needs model_ids for every graph.")
+        for mid, fingerprint in zip(part.model_ids, part.model_knowledge):
+            knowledge.setdefault(mid, fingerprint)
         for mid, graph in zip(part.model_ids, part.graphs):
             if mid not in position:
                 position[mid] = len(ids)
@@ -164,7 +174,8 @@ def combine_training_data(*parts: TrainingData) -> TrainingData:
                 graphs.append(graph)
         tasks += list(part.tasks)
         targets += [position[part.model_ids[t]] for t in part.targets]
-    return TrainingData(graphs, tasks, targets, ids, "+".join(dict.fromkeys(p.mode for p in parts)))
+    known = [knowledge[m] for m in ids] if all(m in knowledge for m in ids) else []
+    return TrainingData(graphs, tasks, targets, ids, "+".join(dict.fromkeys(p.mode for p in parts)), known)
 
 
 def _kept_classes(k: int, rng: np.random.Generator, dropout: float) -> np.ndarray:
@@ -278,6 +289,7 @@ def _train(retriever, data, args, accelerator, show_progress) -> dict:
         "steps": args.steps,
         "models": len(data.graphs),
         "trained_models": list(data.model_ids),
+        "trained_knowledge": list(data.model_knowledge),
         "tasks": len(data.tasks),
         "processes": accelerator.num_processes,
         "seconds": round(time.perf_counter() - start, 2),

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from k2v_hub.index import DATA_FILE
 from k2v_hub.oracle import Oracle
+from k2v_hub.retriever import Retriever
 
 FEATURE_SPACE = "pixels-8"
 
@@ -79,6 +80,13 @@ def one_torch_thread():
 def rows_of(index_dir: Path) -> dict[str, dict]:
     """An index's rows by model id, read straight from its parquet file."""
     return {r["model_id"]: r for r in pq.read_table(index_dir / DATA_FILE).to_pylist()}
+
+
+def trained_mask_of(retriever_dir: Path, index_dir: Path, ids) -> np.ndarray | None:
+    """Which of ``ids`` the retriever saved in ``retriever_dir`` trained on, asked as `find_model` asks it: with the
+    index rows' knowledge records."""
+    rows = rows_of(index_dir)
+    return Retriever.from_pretrained(retriever_dir).trained_mask(ids, [rows[m]["knowledge"] for m in ids])
 
 
 class LinearOracle(Oracle):

@@ -148,3 +148,20 @@ def test_the_built_zoo_keeps_training_and_evaluation_images_apart(tiny_zoo):
     report = disjoint_images(ZooData(tiny_zoo))
     assert report["train_vs_eval"] and report["train_vs_val"] and report["val_vs_eval"]
     assert min(report["images"].values()) > 0
+
+
+def test_seed_spread_summarises_every_r_at_1_each_seed_has_and_reads_one_line_per_measure():
+    """`bench --seeds/--zoo-seeds`: the data stage and the two-stage join the vector's rows; a measure a seed
+    lacks (an older run's) is left out of the summary instead of averaged over fewer seeds."""
+    from k2v_hub.bench.report import spread_table
+    from k2v_hub.bench.studies import spread_summary
+
+    per_seed = {"0": {"r@1": 0.5, "r@3": 0.7, "data+know2vec r@1": 0.75, "leep r@1": 0.6},
+                "1": {"r@1": 0.7, "r@3": 0.9, "data+know2vec r@1": 0.75}}
+    summary = spread_summary(per_seed)
+    assert list(summary) == ["r@1", "data+know2vec r@1"]
+    assert summary["r@1"] == {"mean": 0.6, "std": 0.1, "min": 0.5, "max": 0.7}
+    assert summary["data+know2vec r@1"]["std"] == 0.0
+    table = spread_table("measure", {"per_seed": per_seed, "summary": summary})
+    assert table[0] == "| measure | 0 | 1 | mean ± std |"
+    assert table[2:] == ["| r@1 | 0.5 | 0.7 | 0.6 ± 0.1 |", "| data+know2vec r@1 | 0.75 | 0.75 | 0.75 ± 0.0 |"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +17,11 @@ from k2v_hub.errors import IndexError_, UsageError
 from k2v_hub.finetune_fit import FEATURES, train_finetune_predictor
 from k2v_hub.hub import LocalSource, RepoRef, folder_revision
 from k2v_hub.index import ROWS_DIR, IndexSettings, data_columns, read_rows, write_index
+from k2v_hub.knowledge import knowledge_fingerprint
 from k2v_hub.retriever import Retriever
 from k2v_hub.zoo.data import ZooData
 
-from fakes import rows_of  # noqa: E402
+from fakes import rows_of, trained_mask_of  # noqa: E402
 
 
 def test_every_zoo_card_gives_its_row_a_fingerprint_of_the_models_classes(tiny_zoo, tiny_index):
@@ -105,12 +107,12 @@ def test_the_vector_orders_the_two_best_data_matches_when_the_best_is_a_model_th
     no models gives the data scores. On another MNIST task the best data match is the MNIST model: the data
     alone."""
     zoo = ZooData(tiny_zoo)
-    trained_retriever, plain = Retriever.from_pretrained(tiny_retriever), _listing_no_models(tiny_retriever)
+    plain = _listing_no_models(tiny_retriever)
     sibling_first, own_first = zoo.task_path("nnr-resnet-mnist-a-s0-0"), zoo.task_path("nnr-resnet-mnist-a-s0-1")
     assert zoo.models["k2v-zoo/resnet-mnist-a-s0"]["role"] == "unseen"
     matches = find_model(str(sibling_first), str(tiny_index), top_k=5, rerank=None, show_progress=False)
     ids = [m.model_id for m in matches]
-    trained = trained_retriever.trained_mask(ids)
+    trained = trained_mask_of(tiny_retriever, tiny_index, ids)
     assert trained.sum() == 4 and not trained[ids.index("k2v-zoo/resnet-mnist-a-s0")]
     data = np.array([m.data_score for m in matches])
     assert vector_weighs_in(data, trained)
@@ -128,6 +130,35 @@ def test_the_vector_orders_the_two_best_data_matches_when_the_best_is_a_model_th
     unseen = find_model(str(own_first), str(tiny_index), top_k=5, rerank=None, show_progress=False)
     assert unseen[0].model_id == "k2v-zoo/resnet-mnist-a-s0"
     assert {m.stage for m in unseen} == {"data"} and all(m.score == m.data_score for m in unseen)
+
+
+def test_a_model_the_retriever_trained_on_is_known_by_its_black_box_knowledge_not_by_its_name(
+        tiny_zoo, tiny_index, tiny_retriever, tmp_path):
+    """The retriever keeps a fingerprint of each knowledge record it learnt. The best data match of the MNIST task
+    (a trained sklearn-digits model) with another record under the same id (retrained weights, another zoo's model
+    of that name) is new to it: the vector stays out and the answer is the data stage's. Asked without the
+    records, it counts none; the fingerprint does not depend on how the JSON is written."""
+    task = str(ZooData(tiny_zoo).task_path("nnr-resnet-mnist-a-s0-0"))
+    first = find_model(task, str(tiny_index), top_k=5, rerank=None, show_progress=False)
+    best = max(first, key=lambda m: m.data_score).model_id
+    ids = sorted(rows_of(tiny_index))
+    retriever = Retriever.from_pretrained(tiny_retriever)
+    assert len(retriever.training_info["trained_knowledge"]) == len(retriever.training_info["trained_models"]) == 4
+    assert retriever.trained_mask(ids) is None
+
+    def retrained(rows):
+        record = json.loads(rows[best]["knowledge"])
+        record["probe_conf"] = [None if c is None else round(c * 0.99, 6) for c in record["probe_conf"]]
+        rows[best]["knowledge"] = json.dumps(record)
+
+    index = _index_with_rows(tiny_index, tmp_path, retrained)
+    known, other = trained_mask_of(tiny_retriever, tiny_index, ids), trained_mask_of(tiny_retriever, Path(index), ids)
+    assert known.sum() == 4 and other.sum() == 3 and known[ids.index(best)] and not other[ids.index(best)]
+    answer = find_model(task, index, top_k=5, rerank=None, show_progress=False)
+    assert {m.stage for m in first[:2]} == {"data+vector"} and {m.stage for m in answer} == {"data"}
+    assert answer[0].model_id == best and all(m.score == m.data_score for m in answer)
+    rewritten = json.dumps(json.loads(rows_of(tiny_index)[best]["knowledge"]), indent=2, sort_keys=True)
+    assert knowledge_fingerprint(rewritten) == knowledge_fingerprint(rows_of(tiny_index)[best]["knowledge"])
 
 
 def test_a_damaged_fingerprint_is_refused_with_what_to_do(tiny_index, tiny_task, tmp_path):

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from fakes import start_process  # noqa: E402
+from fakes import start_process, trained_mask_of  # noqa: E402
 
 
 def checked(proc):
@@ -29,16 +29,15 @@ def start_cli(*args):
     return lambda: checked(wait())
 
 
-def first_stage_of(matches, retriever_dir) -> list[float]:
+def first_stage_of(matches, retriever_dir, index_dir) -> list[float]:
     """Each match's first-stage score as `find_model` made it (:func:`k2v_hub.declared.first_stage_scores`) from
     the matches' own fields (``knowledge_score``, ``data_score``: every row of the index is a match) and the models
     the retriever lists as trained on."""
     from k2v_hub.declared import first_stage_scores
-    from k2v_hub.retriever import Retriever
 
     get = (lambda m, k: m[k]) if isinstance(matches[0], dict) else getattr
     ids = [get(m, "model_id") for m in matches]
-    trained = Retriever.from_pretrained(retriever_dir).trained_mask(ids)
+    trained = trained_mask_of(retriever_dir, index_dir, ids)
     return first_stage_scores(np.array([get(m, "knowledge_score") for m in matches]),
                               np.array([get(m, "data_score") for m in matches]), trained).tolist()
 
@@ -114,14 +113,16 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     named = json.loads(named().stdout)
     assert len(named) == len(zoo.model_ids) and {m["stage"] for m in named} == {"rerank:head-accuracy"}
     assert all(0 <= m["rerank_score"] <= 1 for m in named) and named[0]["rerank_score"] > 0  # accuracies
-    fused = fuse_scores([m["rerank_score"] for m in named], first_stage_of(named, tiny_retriever), FUSION_WEIGHT)
+    fused = fuse_scores([m["rerank_score"] for m in named], first_stage_of(named, tiny_retriever, tiny_index),
+                        FUSION_WEIGHT)
     assert [m["score"] for m in named] == pytest.approx([rerank_band_score(v) for v in fused], abs=1e-9)
     answer = json.loads(answer().stdout)
     assert len(answer) == len(zoo.model_ids)
     assert {m["stage"] for m in answer} == {"rerank:leep"}
     assert [m["score"] for m in answer] == sorted((m["score"] for m in answer), reverse=True)
     assert all(m["rerank_score"] <= 0 for m in answer)  # LEEP is a mean log-likelihood
-    fused = fuse_scores([m["rerank_score"] for m in answer], first_stage_of(answer, tiny_retriever), FUSION_WEIGHT)
+    fused = fuse_scores([m["rerank_score"] for m in answer], first_stage_of(answer, tiny_retriever, tiny_index),
+                        FUSION_WEIGHT)
     assert [m["score"] for m in answer] == pytest.approx([rerank_band_score(v) for v in fused], abs=1e-9)
     assert all("z(rerank_score) + 0.5 * z(first-stage score)" in m["score_meaning"] for m in answer)
     # the top score is LEEP of that model's black-box answers on the 20 images drawn from the query rows
@@ -143,7 +144,7 @@ def test_small_org_gets_the_full_black_box_rerank_by_default(tiny_zoo, tiny_inde
     # names its data, so every model is scored by its data fingerprint (the vector orders the best two)
     first = json.loads(first_stage().stdout)
     assert [m["stage"] for m in first] == ["data+vector"] * 2 + ["data"] * 3
-    assert [m["score"] for m in first] == pytest.approx(first_stage_of(first, tiny_retriever), abs=1e-6)
+    assert [m["score"] for m in first] == pytest.approx(first_stage_of(first, tiny_retriever, tiny_index), abs=1e-6)
 
 
 def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_retriever, tiny_task):
@@ -170,7 +171,7 @@ def test_scores_fall_along_a_partly_reranked_list(tiny_zoo, tiny_index, tiny_ret
         assert min(m.score for m in head) > max(m.score for m in rest)
         assert all("re-ranked by leep" in m.score_meaning for m in head)
         assert {m.score_meaning for m in rest} == {"data_score"}
-    first = dict(zip([m.model_id for m in matches], first_stage_of(matches, tiny_retriever)))
+    first = dict(zip([m.model_id for m in matches], first_stage_of(matches, tiny_retriever, tiny_index)))
     # alone: LEEP's order and its band score; fused: z over two candidates is -1/+1, so with the weight 0.5 LEEP
     # still decides the order and the first stage's score moves each score by 0.5 toward agreement or away from it
     assert alone[0].rerank_score >= alone[1].rerank_score

@@ -164,10 +164,13 @@ class BenchData:
         return new_retriever(self.extractor, probe_spec=probe.spec, probe_fingerprint=probe.fingerprint, seed=seed,
                              **encoders)
 
-    def supervised(self, graphs: dict, model_ids, task_ids):
-        """Supervised training data: ``task_ids`` against ``model_ids`` with their measured ground truth."""
+    def supervised(self, knowledge: Knowledge, model_ids, task_ids):
+        """Supervised training data: ``task_ids`` against ``model_ids`` (their ``knowledge``: graphs and records)
+        with their measured ground truth."""
         rows = [self.truth([t])[0][[self.col[m] for m in model_ids]] for t in task_ids]
-        return supervised_data([graphs[m] for m in model_ids], model_ids, [self.means[t] for t in task_ids], rows)
+        return supervised_data([knowledge.graphs[m] for m in model_ids], model_ids,
+                               [self.means[t] for t in task_ids], rows,
+                               records=[knowledge.records[m] for m in model_ids])
 
     def knowledge(self, retriever, *, probe=None, view="full") -> Knowledge:
         """Records and graphs of every model for a probe set and view (queries cached on disk)."""

@@ -20,6 +20,14 @@ def rows_table(first: str, rows: dict, columns) -> list[str]:
             + [f"| {name} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for name, row in rows.items()])
 
 
+def spread_table(first: str, spread: dict) -> list[str]:
+    """A seed spread as Markdown: one line per measure of its ``summary``, one column per seed, then mean ± std."""
+    seeds = list(spread["per_seed"])
+    return (["| " + " | ".join([first, *seeds, "mean ± std"]) + " |", "|---" * (len(seeds) + 2) + "|"]
+            + [f"| {k} | " + " | ".join(str(spread["per_seed"][s].get(k, "")) for s in seeds)
+               + f" | {v['mean']} ± {v['std']} |" for k, v in spread["summary"].items()])
+
+
 def _with_interval(row: dict) -> dict:
     """A row whose metrics with a ``ci95`` interval read ``value [lo, hi]``."""
     ci = row.get("ci95") or {}
@@ -138,16 +146,12 @@ def to_markdown(r: dict) -> str:
         out += ["", "## Ablation (NNR eval tasks: all candidates; seen_pool: seen tasks, trained models as candidates)",
                 ""] + rows_table("variant", r["ablation"], ["r@1", "r@3", "seen_pool_r@1", "seen_pool_r@3"])
     if r.get("seed_spread"):
-        keys = list(r["seed_spread"]["summary"])
         out += ["", "## Seed spread (the main retriever retrained with each seed)", ""]
-        out += rows_table("seed", r["seed_spread"]["per_seed"], keys)
-        out.append("| mean ± std | " + " | ".join(f"{v['mean']} ± {v['std']}"
-                                                  for v in r["seed_spread"]["summary"].values()) + " |")
+        out += spread_table("measure", r["seed_spread"])
     if r.get("zoo_seed_spread"):
-        z = r["zoo_seed_spread"]
-        out += ["", "## Zoo seed spread (another zoo drawn and built per seed; the main retriever's recipe)", ""]
-        out += rows_table("zoo seed", z["per_seed"], list(z["summary"]))
-        out.append("| mean ± std | " + " | ".join(f"{v['mean']} ± {v['std']}" for v in z["summary"].values()) + " |")
+        out += ["", "## Zoo seed spread (another zoo drawn and built per seed; the main retriever's recipe; the data "
+                "stage, LEEP and the two-stage label-blind)", ""]
+        out += spread_table("measure", r["zoo_seed_spread"])
     out += ["", "## Timing", "", "| what | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in r["timing"].items()]
     return "\n".join(out) + "\n"

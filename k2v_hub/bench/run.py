@@ -26,7 +26,8 @@ from .data import BenchData, Knowledge, ProbeSet, Splits
 from .folds import N_FOLDS, unseen_domains
 from .leakage import disjoint_images
 from .report import embedding_picture, probes_markdown, to_markdown
-from .studies import held_out_split, oracle_views, probe_ablation, retriever_recall, run_ablation, seed_spread
+from .studies import (held_out_split, leep_matrix, oracle_views, probe_ablation, retriever_recall, run_ablation,
+                      seed_spread)
 from .tables import label_blind_table, nnr_tables, transfer_table
 from .validation import choose_finetune, choose_search, choose_training
 from .zoo_seeds import zoo_seed_spread
@@ -190,9 +191,10 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
                                              trained={seed: main})
     if zoo_seeds > 1:
         first = retriever_recall(main, graphs, data, splits.eval_all, splits.seen, splits.eval_seen,
-                                 splits.eval_inductive)
+                                 splits.eval_inductive, leep=leep_matrix(data, fp, splits.eval_all))
         results["zoo_seed_spread"] = zoo_seed_spread(profile, work, list(range(seed, seed + zoo_seeds)), args,
-                                                     first, show_progress)
+                                                     first, show_progress, accuracy_weight=data.accuracy_weight,
+                                                     trained_vector_weight=data.trained_vector_weight)
     results["timing"] = timing_table(tables["secs"], fp, product, len(data.models), zoo_s, train_s,
                                      knowledge.queries, t_start, data.feature_pass_s)
     results["training"] = {k: v for k, v in train_info.items() if k != "args"}

@@ -8,11 +8,12 @@ from dataclasses import replace
 import numpy as np
 
 from ..baselines import leep
+from ..declared import first_stage_scores
 from ..options import ORACLE_VIEWS
 from ..train import train_retriever
 from ..utils import progress
 from .data import BenchData, Knowledge, ProbeSet
-from .methods import know2vec_scores, label_scores, two_stage
+from .methods import declared_scores, know2vec_scores, label_scores, two_stage
 from .scoring import first_stage_recall, score_method, score_pool
 
 #: Source domains kept out of retriever training and out of the probe set in the probe ablation, per profile.
@@ -60,24 +61,46 @@ def run_ablation(data: BenchData, graphs, seen, train, eval_tasks, probe: ProbeS
     return out
 
 
-def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_tasks=(), ind_tasks=()) -> dict:
+def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_tasks=(), ind_tasks=(), *,
+                     first_stages: bool = False, leep: np.ndarray | None = None) -> dict:
     """R@1/R@3 of a retriever's vectors on ``eval_tasks``, and on its ``seen_tasks`` / ``ind_tasks`` subsets.
 
     ``seen_pool_*``: the seen tasks with only the ``seen`` (trained) models as candidates, the paper's setting.
+    ``first_stages``: also `find_model`'s first stage with this retriever (``data+know2vec``: the data score, the
+    vector ordering the two best when the best is one of the ``seen`` models), keys ``"data+know2vec <key>"``. With
+    ``leep`` (``[eval_tasks, models]``) also the data stage, LEEP over every model and the label-blind two-stage
+    (LEEP on 3 candidates of ``data+know2vec``, ``"two-stage-data+know2vec-leep@3 <key>"``).
     """
     S, _ = know2vec_scores(retriever, graphs, data, eval_tasks)
 
-    def recall(tasks, cols=None):
-        sub = S[[eval_tasks.index(t) for t in tasks]]
+    def recall(M, tasks, cols=None):
+        sub = M[[eval_tasks.index(t) for t in tasks]]
         return score_pool(data, sub if cols is None else sub[:, cols], tasks, cols, data.seed)
 
-    s = recall(eval_tasks)
-    out = {"r@1": s["r@1"], "r@3": s["r@3"]}
-    if seen_tasks:
-        p = recall(seen_tasks, [data.col[m] for m in seen])
-        out.update({"seen_pool_r@1": p["r@1"], "seen_pool_r@3": p["r@3"], "seen_r@1": recall(seen_tasks)["r@1"]})
-    if ind_tasks:
-        out["inductive_r@1"] = recall(ind_tasks)["r@1"]
+    def rows(M, prefix="", pool=True):
+        s = recall(M, eval_tasks)
+        out = {f"{prefix}r@1": s["r@1"], f"{prefix}r@3": s["r@3"]}
+        if seen_tasks and pool:
+            p = recall(M, seen_tasks, [data.col[m] for m in seen])
+            out.update({f"{prefix}seen_pool_r@1": p["r@1"], f"{prefix}seen_pool_r@3": p["r@3"]})
+        if seen_tasks:
+            out[f"{prefix}seen_r@1"] = recall(M, seen_tasks)["r@1"]
+        if ind_tasks:
+            out[f"{prefix}inductive_r@1"] = recall(M, ind_tasks)["r@1"]
+        return out
+
+    out = rows(S)
+    if first_stages or leep is not None:
+        declared, _ = declared_scores(data, eval_tasks)
+        trained = np.isin(data.models, list(seen))
+        mixed = np.stack([first_stage_scores(v, d, trained, vector_weight=data.trained_vector_weight)
+                          for v, d in zip(S, declared)])
+        out.update(rows(mixed, "data+know2vec "))
+        if leep is not None:
+            blind = label_scores(data, eval_tasks, label_blind=True)
+            out.update(rows(declared, "data "))
+            out.update(rows(leep, "leep ", pool=False))
+            out.update(rows(two_stage(mixed, leep, 3, labels=blind), "two-stage-data+know2vec-leep@3 ", pool=False))
     return out
 
 
@@ -93,19 +116,23 @@ def seed_spread(data: BenchData, graphs, seen, train, eval_tasks, seen_tasks, in
         if r is None:
             r = data.new_retriever(probe, seed=s)
             train_retriever(r, train, replace(args, seed=s), show_progress=False)
-        per_seed[str(s)] = retriever_recall(r, graphs, data, eval_tasks, seen, seen_tasks, ind_tasks)
+        per_seed[str(s)] = retriever_recall(r, graphs, data, eval_tasks, seen, seen_tasks, ind_tasks,
+                                            first_stages=True)
     return {"per_seed": per_seed, "summary": spread_summary(per_seed)}
 
 
+def leep_matrix(data: BenchData, fp: dict, tasks) -> np.ndarray:
+    """LEEP of every model on every task, ``[tasks, models]``, from :meth:`BenchData.forward_passes`' ``fp``."""
+    return np.asarray([[leep(fp["probs"][(t, m)], fp["labels"][t]) for m in data.models] for t in tasks])
+
+
 def spread_summary(per_seed: dict) -> dict:
-    """Mean, std, min and max over seeds of each recall in :func:`retriever_recall`'s rows."""
-    summary = {}
-    for key in ("seen_pool_r@1", "seen_r@1", "inductive_r@1", "r@1"):
-        vals = [row[key] for row in per_seed.values() if key in row]
-        if vals:
-            summary[key] = {"mean": round(float(np.mean(vals)), 4), "std": round(float(np.std(vals)), 4),
-                            "min": min(vals), "max": max(vals)}
-    return summary
+    """Mean, std, min and max over seeds of each R@1 every row of :func:`retriever_recall` has."""
+    rows = list(per_seed.values())
+    keys = [k for k in rows[0] if k.endswith("r@1") and all(k in row for row in rows)] if rows else []
+    return {k: {"mean": round(float(np.mean([row[k] for row in rows])), 4),
+                "std": round(float(np.std([row[k] for row in rows])), 4),
+                "min": min(row[k] for row in rows), "max": max(row[k] for row in rows)} for k in keys}
 
 
 def held_out_split(data: BenchData, profile: str) -> dict | None:
@@ -133,7 +160,7 @@ def train_on_probes(data: BenchData, split: dict, probe: dict, args, show_progre
     r = data.new_retriever(probe_set, seed=args.seed)
     knowledge = data.knowledge(r, probe=probe_set.spec)
     models, tasks = split["train_models"], split["train_tasks"]
-    train_retriever(r, data.supervised(knowledge.graphs, models, tasks), args, show_progress=show_progress)
+    train_retriever(r, data.supervised(knowledge, models, tasks), args, show_progress=show_progress)
     return r, knowledge.graphs, knowledge.queries, probe_set.fingerprint
 
 
@@ -149,7 +176,7 @@ def probe_ablation(data: BenchData, profile: str, fp: dict, args, seed: int, sho
         return {}
     tasks = split["tasks"]
     truth, v, ft = data.truth(tasks), data.rows(tasks, data.v), data.rows(tasks, data.ft)
-    leep_scores = np.asarray([[leep(fp["probs"][(t, m)], fp["labels"][t]) for m in data.models] for t in tasks])
+    leep_scores = leep_matrix(data, fp, tasks)
     lab = label_scores(data, tasks, label_blind=False)
     rows = {}
     for cfg in progress(PROBE_ABLATION[profile], desc="Probe ablation", disable=not show_progress or None):

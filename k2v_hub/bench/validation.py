@@ -63,7 +63,7 @@ def choose_training(data: BenchData, splits: Splits, knowledge: Knowledge, probe
                     show_progress: bool):
     """Train one retriever per training setting of the grid on the seen models' training tasks and keep the one
     with the best validation R@1. Returns ``(retriever, its TrainingArguments, training report, grid report)``."""
-    supervised = data.supervised(knowledge.graphs, splits.seen, splits.train)
+    supervised = data.supervised(knowledge, splits.seen, splits.train)
     grid, trained = {}, {}
     settings = [(f"steps={max(1, int(args.steps * f))}, augmentation={aug}", replace(args, steps=max(1, int(
         args.steps * f)), **kw)) for aug, kw in AUGMENTATION.items() for f in STEP_FRACTIONS]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..features import FeatureExtractor
 from ..hub import LocalSource
 from ..knowledge import load_probe_set
-from ..pipeline import make_indexer, model_graphs, new_retriever, save_retriever
+from ..pipeline import make_indexer, model_knowledge, new_retriever, save_retriever
 from ..train import TrainingArguments, supervised_data, train_retriever
 from ..utils import seed_everything
 from .data import ZooData
@@ -19,12 +19,13 @@ def zoo_training_data(zoo, indexer, *, model_ids=None, task_ids=None, metric=Non
     source = LocalSource(zoo.root)
     model_ids = model_ids or [m for m in zoo.model_ids if zoo.models[m].get("role", "seen") == "seen"]
     task_ids = task_ids or zoo.task_ids(split="train")
-    graphs = model_graphs(source, model_ids, indexer, show_progress=show_progress)
+    records, graphs = model_knowledge(source, model_ids, indexer, show_progress=show_progress)
     means = zoo.task_means(task_ids, indexer.extractor, show_progress=show_progress)
     rows = []
     for t in task_ids:
         rows.append(zoo.scores([t], model_ids, metric or zoo.truth_metric(t))[0])
-    return supervised_data([graphs[m] for m in model_ids], model_ids, [means[t] for t in task_ids], rows)
+    return supervised_data([graphs[m] for m in model_ids], model_ids, [means[t] for t in task_ids], rows,
+                           records=[records[m] for m in model_ids])
 
 
 
