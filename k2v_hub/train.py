@@ -126,6 +126,8 @@ class TrainingData:
         bad = [t for t in self.targets if not 0 <= t < len(self.graphs)]
         if bad:
             raise ValueError(f"Task targets out of range: {bad[:5]}.")
+        if self.model_knowledge and len(self.model_knowledge) != len(self.model_ids):
+            raise ValueError(f"{len(self.model_knowledge)} knowledge fingerprints for {len(self.model_ids)} models.")
 
 
 def supervised_data(graphs, model_ids, tasks, task_scores, *, records=()) -> TrainingData:
@@ -160,21 +162,21 @@ def combine_training_data(*parts: TrainingData) -> TrainingData:
     Adapting a trained retriever on pseudo-tasks alone pulls it towards probe images and away from the real tasks
     it learnt; training on both keeps what it knew while it learns the new models.
     """
-    ids, graphs, tasks, targets, knowledge = [], [], [], [], {}
+    ids, graphs, tasks, targets, knowledge = [], [], [], [], []
     position = {}
     for part in parts:
         if len(part.model_ids) != len(part.graphs):
             raise ValueError("Combining training data needs model_ids for every graph.")
-        for mid, fingerprint in zip(part.model_ids, part.model_knowledge):
-            knowledge.setdefault(mid, fingerprint)
-        for mid, graph in zip(part.model_ids, part.graphs):
+        fingerprints = part.model_knowledge or [None] * len(part.model_ids)
+        for mid, graph, fingerprint in zip(part.model_ids, part.graphs, fingerprints):
             if mid not in position:
                 position[mid] = len(ids)
                 ids.append(mid)
                 graphs.append(graph)
+                knowledge.append(fingerprint)
         tasks += list(part.tasks)
         targets += [position[part.model_ids[t]] for t in part.targets]
-    known = [knowledge[m] for m in ids] if all(m in knowledge for m in ids) else []
+    known = knowledge if all(f is not None for f in knowledge) else []
     return TrainingData(graphs, tasks, targets, ids, "+".join(dict.fromkeys(p.mode for p in parts)), known)
 
 

@@ -452,6 +452,11 @@ def test_combined_training_data_keeps_every_task_pointing_at_its_model():
     assert both.model_ids == ["a", "b", "c"] and both.mode == "supervised+self-supervised"
     assert [both.model_ids[t] for t in both.targets] == ["b", "a", "c", "b", "c"]
     assert all(both.graphs[i][0, 0, 0] == "abc".index(m) for i, m in enumerate(both.model_ids))
+    # the knowledge fingerprints follow the graphs kept; one model without its fingerprint leaves none recorded
+    sup.model_knowledge, ssl.model_knowledge = ["fa", "fb"], ["fc", "fb-other"]
+    assert combine_training_data(sup, ssl).model_knowledge == ["fa", "fb", "fc"]
+    ssl.model_knowledge = []
+    assert combine_training_data(sup, ssl).model_knowledge == []
     rng = np.random.default_rng(0)
     means = np.arange(12, dtype=np.float32).reshape(4, 3)
     views = [augment_task(means, rng, 0.5, 0.0) for _ in range(50)]
