@@ -183,8 +183,17 @@ def first_stage_scores(vector: np.ndarray, data: np.ndarray, trained: np.ndarray
         placed = data[has].mean() + data_spread * (vector - vector.mean()) / spread
         scores = np.where(has, data, np.clip(placed, -1.0, 1.0))
     head = vector_head(scores, trained, top) if vector_weight else np.zeros(0, dtype=int)
+    return order_head(scores, vector, head, vector_weight)
+
+
+def order_head(scores: np.ndarray, vector: np.ndarray, head,
+               vector_weight: float = TRAINED_VECTOR_WEIGHT) -> np.ndarray:
+    """``scores`` with the ``head`` rows' scores given in the order of ``score + vector_weight x the scores' spread x
+    the vector standardised over the index``; every other row keeps its score (``head`` empty: ``scores``)."""
+    head = np.asarray(head, dtype=int)
     if not len(head):
         return scores
+    vector = np.asarray(vector, dtype=np.float64)
     mixed = scores + vector_weight * scores.std() * (vector - vector.mean()) / (vector.std() or 1.0)
     out = scores.copy()
     out[head[np.argsort(-mixed[head], kind="stable")]] = scores[head]  # the head's scores, in the mix's order

@@ -43,7 +43,7 @@ from PIL import Image
 
 from . import __version__
 from .declared import (data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores,
-                       reported_accuracy, vector_head)
+                       order_head, reported_accuracy, vector_head)
 from .errors import HubError, IndexError_, K2VError, one_line
 from .finetune_fit import FinetunePredictor, finetune_features
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
@@ -644,8 +644,9 @@ class K2VIndex:
         knowledge = self.embeddings @ np.asarray(query, dtype=np.float32)
         data = np.full(len(knowledge), np.nan) if task_means is None else self.data_scores(task_means)
         if finetune is None or task_means is None:
-            head = vector_head(first_stage_scores(knowledge, data), trained) if np.isfinite(data).any() else []
-            return FirstStage(knowledge, data, first_stage_scores(knowledge, data, trained), vector_head=list(head))
+            placed = first_stage_scores(knowledge, data)
+            head = vector_head(placed, trained) if np.isfinite(data).any() else []
+            return FirstStage(knowledge, data, order_head(placed, knowledge, head), vector_head=list(head))
         predicted = self.finetune_scores(task_means, finetune)
         return FirstStage(knowledge, data, first_stage_scores(knowledge, np.tanh(predicted)), predicted)
 

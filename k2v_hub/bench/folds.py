@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..declared import first_stage_scores
 from ..methods import ESTIMATORS
 from ..utils import progress
 from .data import BenchData
-from .methods import baseline_scores, declared_scores, know2vec_scores, label_scores, with_hybrids
+from .methods import (baseline_scores, data_know2vec, declared_scores, know2vec_scores, label_scores,
+                      with_hybrids)
 from .scoring import first_stage_recall, pool_task_metrics, score_method, summarise
 from .studies import train_on_probes
 
@@ -69,8 +69,7 @@ def unseen_domains(data: BenchData, fp: dict, args, seed: int, show_progress: bo
         S, _ = know2vec_scores(r, graphs, data, split["tasks"])
         trained = np.isin(data.models, split["train_models"])
         declared, _ = declared_scores(data, split["tasks"])
-        M = np.stack([first_stage_scores(v, d, trained, vector_weight=data.trained_vector_weight)
-                      for v, d in zip(S, declared)])
+        M = data_know2vec(S, declared, trained, data.trained_vector_weight)
         folds.append(_fold_row(data, fp, split, S, M, fingerprint, q, seed))
         vectors.append(S)
         mixed.append(M)

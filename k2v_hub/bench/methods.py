@@ -161,6 +161,14 @@ def half_cards(vector: np.ndarray, declared: np.ndarray, seed: int) -> np.ndarra
     return np.stack([first_stage_scores(v, d) for v, d in zip(vector, masked)])
 
 
+def data_know2vec(vector: np.ndarray, declared: np.ndarray, trained: np.ndarray,
+                  vector_weight: float = TRAINED_VECTOR_WEIGHT) -> np.ndarray:
+    """``data+know2vec`` ``[tasks, models]``: `find_model`'s first stage (:func:`k2v_hub.declared.first_stage_scores`)
+    per task from the vector and data scores, with ``trained`` (a mask over the models) those the retriever trained
+    on."""
+    return np.stack([first_stage_scores(v, d, trained, vector_weight=vector_weight) for v, d in zip(vector, declared)])
+
+
 def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, task_ids, *,
                   label_blind: bool = False) -> tuple[dict, dict, np.ndarray]:
     """The baselines, each Know2Vec retriever (``retrievers``: by method name) and the declared-data first stage
@@ -228,8 +236,7 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
     fusion = FUSION_WEIGHT if fusion is None else fusion
     if trained is not None and "data" in meths and "know2vec" in meths:
         w = TRAINED_VECTOR_WEIGHT if vector_weight is None else vector_weight
-        meths["data+know2vec"] = np.stack([first_stage_scores(v, d, trained, vector_weight=w)
-                                           for v, d in zip(meths["know2vec"], meths["data"])])
+        meths["data+know2vec"] = data_know2vec(meths["know2vec"], meths["data"], trained, w)
         secs["data+know2vec"] = secs["data"] + secs["know2vec"]  # charged both (the feature pass twice)
         for k in ks if "leep" in meths else ():
             for prefix, f in (("two-stage", 0.0), ("fused", fusion)):

@@ -8,12 +8,11 @@ from dataclasses import replace
 import numpy as np
 
 from ..baselines import leep
-from ..declared import first_stage_scores
 from ..options import ORACLE_VIEWS
 from ..train import train_retriever
 from ..utils import progress
 from .data import BenchData, Knowledge, ProbeSet
-from .methods import declared_scores, know2vec_scores, label_scores, two_stage
+from .methods import data_know2vec, declared_scores, know2vec_scores, label_scores, two_stage
 from .scoring import first_stage_recall, score_method, score_pool
 
 #: Source domains kept out of retriever training and out of the probe set in the probe ablation, per profile.
@@ -93,8 +92,7 @@ def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_
     if first_stages or leep is not None:
         declared, _ = declared_scores(data, eval_tasks)
         trained = np.isin(data.models, list(seen))
-        mixed = np.stack([first_stage_scores(v, d, trained, vector_weight=data.trained_vector_weight)
-                          for v, d in zip(S, declared)])
+        mixed = data_know2vec(S, declared, trained, data.trained_vector_weight)
         out.update(rows(mixed, "data+know2vec "))
         if leep is not None:
             blind = label_scores(data, eval_tasks, label_blind=True)

@@ -26,14 +26,14 @@ from dataclasses import replace
 import numpy as np
 
 from ..baselines import leep
-from ..declared import ACCURACY_WEIGHT, TRAINED_VECTOR_WEIGHT, first_stage_scores
+from ..declared import ACCURACY_WEIGHT, TRAINED_VECTOR_WEIGHT
 from ..rerank import FUSION_WEIGHT
 from ..train import TrainingArguments, train_retriever
 from ..utils import progress
 from ..finetune_fit import FinetunePredictor
 from .data import BenchData, Knowledge, ProbeSet, Splits
 from .finetune import GRID, finetune_scores, train_on_bench
-from .methods import declared_scores, know2vec_scores, label_scores, two_stage
+from .methods import data_know2vec, declared_scores, know2vec_scores, label_scores, two_stage
 from .scoring import pool_task_metrics, score_method
 
 #: Task augmentation settings tried, by name (the first is `TrainingArguments`' default).
@@ -107,7 +107,7 @@ def choose_search(data: BenchData, splits: Splits, fp: dict, retriever, knowledg
     trained = np.isin(data.models, splits.seen)
     mixed = {}
     for w in TRAINED_VECTOR_WEIGHTS:
-        S = np.stack([first_stage_scores(v, d, trained, vector_weight=w) for v, d in zip(vector, declared)])
+        S = data_know2vec(vector, declared, trained, w)
         mixed[str(w)] = {"val_r@1": _r1(data, S, tasks, seed), "vector_weight": w}
         for part, ids in (("val_seen_r@1", splits.val_seen), ("val_unseen_r@1", splits.val_unseen)):
             mixed[str(w)][part] = _r1(data, S[[tasks.index(t) for t in ids]], ids, seed) if ids else None
