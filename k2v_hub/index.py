@@ -49,6 +49,7 @@ from .finetune_fit import FinetunePredictor, finetune_features
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
                   validate_repo_id)
 from .index_row import FINGERPRINT_COLUMNS, SHARED_KEYS, IndexRow, index_features
+from .inferred import MIN_CHANCE_RATIO, DeclaredPool, infer_data_columns
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
 from .oracle import TransformersOracle
@@ -68,6 +69,8 @@ MAX_CARD_DATASETS = 64
 MAX_DATASET_ID = 193
 #: Datasets of a card tried for a fingerprint at most (the first that can be read is used).
 MAX_DECLARED_TRIES = 3
+#: ``data_note`` of a row whose card names no dataset (and whose data could not be inferred from the index's).
+NO_DATASET_NOTE = "the card names no dataset"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -245,7 +248,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _card_datasets(card: dict) -> list[str]:
+def card_dataset_ids(card: dict) -> list[str]:
     """The card's ``datasets`` as strings; nested values and ids longer than a Hub id are dropped."""
     value = card.get("datasets") or []
     values = [str(v) for v in (value if isinstance(value, list) else [value])[:MAX_CARD_DATASETS]
@@ -262,9 +265,9 @@ def card_accuracy(ref: RepoRef, data_source: str) -> float | None:
 def data_columns(source: RepoSource, ref: RepoRef, labels: list[str], extractor) -> dict:
     """A row's declared-data columns (:mod:`k2v_hub.declared`): the fingerprint of the first dataset the card names
     that can be read (at most :data:`MAX_DECLARED_TRIES` tried), or an empty one and the reason."""
-    names = _card_datasets(ref.card_data)
+    names = card_dataset_ids(ref.card_data)
     if not names:
-        return {"data_fingerprint": "", "data_source": "", "data_note": "the card names no dataset"}
+        return {"data_fingerprint": "", "data_source": "", "data_note": NO_DATASET_NOTE}
     notes = []
     for name in names[:MAX_DECLARED_TRIES]:
         try:
@@ -293,6 +296,8 @@ class Indexer:
         self.query_budget = query_budget
         self.trust_remote_code = trust_remote_code
         self.allow_pickle = allow_pickle
+        #: black-box queries spent inferring cardless models' data (:meth:`data_columns`)
+        self.data_queries = 0
         self._probe_features = None
 
     @property
@@ -302,11 +307,14 @@ class Indexer:
             self._probe_features = self.extractor([Image.fromarray(p) for p in self.probes], show_progress=False)
         return self._probe_features
 
+    def oracle(self, folder: Path) -> TransformersOracle:
+        """A downloaded model as a black box, with this indexer's view, budget and loading rules."""
+        return TransformersOracle(folder, view=self.settings.oracle_view, budget=self.query_budget,
+                                  trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle)
+
     def knowledge(self, folder: Path) -> KnowledgeRecord:
         """Query one downloaded model as a black box and return its knowledge record."""
-        oracle = TransformersOracle(folder, view=self.settings.oracle_view, budget=self.query_budget,
-                                    trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle)
-        return build_knowledge(oracle, self.probes, probe_fingerprint=self.settings.probe_fingerprint,
+        return build_knowledge(self.oracle(folder), self.probes, probe_fingerprint=self.settings.probe_fingerprint,
                                max_classes=self.settings.max_classes,
                                bisection_steps=self.settings.bisection_steps)
 
@@ -335,9 +343,28 @@ class Indexer:
         graph = graph_features(record, self.probes, self.extractor, self.probe_features)
         return self.retriever.embed_models([graph])[0]
 
-    def data_columns(self, source: RepoSource, ref: RepoRef, labels: list[str]) -> dict:
-        """The row's declared-data columns: :func:`data_columns` in this indexer's feature space."""
-        return data_columns(source, ref, labels, self.extractor)
+    def data_columns(self, source: RepoSource, ref: RepoRef, labels: list[str],
+                     pool: DeclaredPool | None = None) -> dict:
+        """The row's declared-data columns: :func:`data_columns` in this indexer's feature space; when the card
+        names no dataset, inferred from the datasets of ``pool`` (:mod:`k2v_hub.inferred`; the queries it spends
+        are added to :attr:`data_queries`). A failure to infer costs only the fingerprint, never the row."""
+        cols = data_columns(source, ref, labels, self.extractor)
+        if pool is None or cols["data_note"] != NO_DATASET_NOTE:
+            return cols
+        try:
+            inferred, spent = infer_data_columns(
+                pool, labels, lambda: self.oracle(source.snapshot(ref, allow_pickle=self.allow_pickle)),
+                self.extractor)
+        except Exception as exc:  # noqa: BLE001 - the model is still indexed, with no fingerprint
+            return {**cols, "data_note": one_line(f"{NO_DATASET_NOTE}; inferring it failed: {skip_reason(exc)}",
+                                                  limit=500)}
+        self.data_queries += spent
+        if inferred is not None:
+            return inferred
+        if spent:
+            return {**cols, "data_note": f"{NO_DATASET_NOTE}; it labels none of the index's declared datasets "
+                                         f"{MIN_CHANCE_RATIO:g} times as well as chance ({spent} images asked)"}
+        return cols
 
     def make_row(self, ref: RepoRef, record: KnowledgeRecord, seconds: float,
                  created_at: str | None = None, *, data: dict | None = None) -> IndexRow:
@@ -356,7 +383,7 @@ class Indexer:
             embedding=[float(x) for x in self.embed(record)], knowledge=knowledge,
             **{k: getattr(s, k) for k in SHARED_KEYS},
             k2v_hub_version=__version__, n_queries=int(record.n_queries), seconds=float(round(seconds, 3)),
-            created_at=created_at or _now(), card_datasets=_card_datasets(ref.card_data),
+            created_at=created_at or _now(), card_datasets=card_dataset_ids(ref.card_data),
             downloads=int(ref.downloads), likes=int(ref.likes), **data,
             reported_accuracy=card_accuracy(ref, data["data_source"]),
         )
@@ -403,6 +430,9 @@ def build_index(
         for path in clean_stale_temp_files(out):
             logger.info("Removed stale temp file %s", path)
     existing = read_rows(out)
+    # what a card naming no dataset may be matched against: every dataset the org's cards name (all shards agree)
+    pool = DeclaredPool(source, [d for r in refs for d in card_dataset_ids(r.card_data)])
+    data_queries = indexer.data_queries
     if shard is not None:
         i, n = shard
         refs = refs[i::n]
@@ -420,8 +450,7 @@ def build_index(
         if (same_knowledge and old.get("retriever_fingerprint") == s.retriever_fingerprint
                 and old.get("feature_space") == s.feature_space):
             report.reused.append(ref.model_id)
-            # a row from before fingerprints: read the declared data once
-            data = None if "data_fingerprint" in old else indexer.data_columns(source, ref, old["labels"])
+            data = indexer.data_columns(source, ref, old["labels"], pool) if _data_unread(old) else None
             fresh = _refreshed(old, ref, s, data)
             if fresh != old:  # same vector, but the retriever moved/was renamed or popularity changed
                 _journal(out, fresh)
@@ -431,13 +460,13 @@ def build_index(
         try:
             if same_knowledge:
                 record = KnowledgeRecord.from_json(old["knowledge"])
-                data = {k: old[k] for k in FINGERPRINT_COLUMNS} if "data_fingerprint" in old else \
-                    indexer.data_columns(source, ref, record.labels)
+                data = indexer.data_columns(source, ref, record.labels, pool) if _data_unread(old) else \
+                    {k: old[k] for k in FINGERPRINT_COLUMNS}
                 row = indexer.make_row(ref, record, old["seconds"], old["created_at"], data=data).to_dict()
                 report.reencoded.append(ref.model_id)
             else:
                 record, from_cache = indexer.knowledge_for(source, ref)
-                data = indexer.data_columns(source, ref, record.labels)
+                data = indexer.data_columns(source, ref, record.labels, pool)
                 row = indexer.make_row(ref, record, time.perf_counter() - t0, data=data).to_dict()
                 report.indexed.append(ref.model_id)
                 report.queries += 0 if from_cache else record.n_queries
@@ -449,6 +478,7 @@ def build_index(
         written.append(row)
         if on_row is not None:
             on_row(row)
+    report.queries += indexer.data_queries - data_queries
     if multi:
         from accelerate.utils import gather_object  # ~0.4 s to import; only multi-process runs need it
 
@@ -504,6 +534,12 @@ def _same_knowledge(old: dict | None, ref: RepoRef, s: IndexSettings) -> bool:
         return False
     return (record.get("bisection_steps", s.bisection_steps) == s.bisection_steps
             and len(record.get("classes") or []) <= s.max_classes)
+
+
+def _data_unread(old: dict) -> bool:
+    """Whether a reused row's declared-data columns are read again: a row from before fingerprints, or one whose
+    card names no dataset and whose data was not yet inferred from the index's (a dataset may have joined it)."""
+    return "data_fingerprint" not in old or old.get("data_note") == NO_DATASET_NOTE
 
 
 def _refreshed(old: dict, ref: RepoRef, s: IndexSettings, data: dict | None = None) -> dict:

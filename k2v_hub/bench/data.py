@@ -17,8 +17,10 @@ from transformers.utils import logging as hf_logging
 from ..declared import ACCURACY_WEIGHT, TRAINED_VECTOR_WEIGHT, decode_fingerprint
 from ..features import FeatureExtractor
 from ..hub import LocalSource
-from ..index import Indexer, card_accuracy, data_columns
+from ..index import Indexer, card_accuracy, card_dataset_ids, data_columns
+from ..inferred import MIN_CHANCE_RATIO, DeclaredPool, infer_data_columns
 from ..knowledge import load_probe_set
+from ..oracle import TransformersOracle
 from ..pipeline import make_indexer, new_retriever
 from ..train import supervised_data
 from ..utils import logger, progress
@@ -120,6 +122,7 @@ class BenchData:
         self.finetune_features: dict[str, np.ndarray] = {}
         self._fingerprints: list | None = None
         self._accuracies: list | None = None
+        self._half_cards: dict | None = None
 
     @property
     def fingerprints(self) -> list:
@@ -144,6 +147,40 @@ class BenchData:
             cols = data_columns(self.source, ref, self.labels[m], self.extractor)
             self._fingerprints.append(decode_fingerprint(cols["data_fingerprint"], self.extractor.dim))
             self._accuracies.append(card_accuracy(ref, cols["data_source"]))
+
+    def hidden_cards(self) -> np.ndarray:
+        """The seeded half of the models whose cards ``data-half-cards`` hides (indices into :attr:`models`)."""
+        return np.random.default_rng(self.seed).permutation(len(self.models))[: len(self.models) // 2]
+
+    @property
+    def half_cards(self) -> dict:
+        """The declared data an index holds when :meth:`hidden_cards`' cards name no dataset (made once): see
+        :meth:`inferred_half_cards`."""
+        if self._half_cards is None:
+            self._half_cards = self.inferred_half_cards()
+        return self._half_cards
+
+    def inferred_half_cards(self, min_ratio: float = MIN_CHANCE_RATIO) -> dict:
+        """The others' fingerprints and accuracies, and for each hidden model the data :mod:`k2v_hub.inferred`
+        infers from the datasets the others' cards name (``fingerprints``, ``accuracies``, ``hidden``, ``inferred``:
+        how many got one, ``queries``: black-box images asked, ``seconds``)."""
+        hidden = set(self.hidden_cards().tolist())
+        visible = [m for j, m in enumerate(self.models) if j not in hidden]
+        pool = DeclaredPool(self.source, [d for m in visible
+                                          for d in card_dataset_ids(self.source.model_ref(m).card_data)])
+        fingerprints, accuracies = list(self.fingerprints), list(self.reported_accuracies)
+        queries, inferred, t0 = 0, 0, time.perf_counter()
+        for j in progress(sorted(hidden), desc="Inferred data (half the cards)", disable=not self.show or None):
+            m = self.models[j]
+            cols, spent = infer_data_columns(pool, self.labels[m],
+                                             lambda m=m: TransformersOracle(self.zoo.root / m, view="full"),
+                                             self.extractor, min_ratio=min_ratio)
+            queries += spent
+            inferred += cols is not None
+            fingerprints[j] = decode_fingerprint(cols["data_fingerprint"], self.extractor.dim) if cols else None
+            accuracies[j] = None
+        return {"fingerprints": fingerprints, "accuracies": accuracies, "hidden": len(hidden), "inferred": inferred,
+                "queries": queries, "seconds": round(time.perf_counter() - t0, 2)}
 
     def truth(self, task_ids) -> np.ndarray:
         """Per task, the accuracy that defines its best model (V.Acc for NNR, Ft.Acc for transfer)."""

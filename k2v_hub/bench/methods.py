@@ -32,6 +32,11 @@ ACCESS = {
     "data": "metadata (card datasets: 8 images per class, the accuracy the card reports; no model run)",
     "data-fingerprint": "metadata (card datasets: 8 images per class, no model run)",
     "data-half-cards": "metadata for a seeded half of the models, the vector for the others",
+    "data-half-cards-inferred": "metadata for a seeded half of the models; for the others, the data inferred from "
+                                "their predictions on the first half's declared data (8 images per shared class, at "
+                                "index time), else the vector",
+    "two-stage-data-half-cards-leep@3": "black-box (predictions on 3 models)",
+    "two-stage-data-half-cards-inferred-leep@3": "black-box (predictions on 3 models)",
     "data+know2vec": "metadata and black-box (the data score; the vector orders the two best when the best data "
                      "match is a model the retriever trained on)",
     "two-stage-data+know2vec-leep@3": "black-box (predictions on 3 models)",
@@ -152,13 +157,24 @@ def declared_scores(data: BenchData, task_ids, accuracy_weight: float | None = N
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
-def half_cards(vector: np.ndarray, declared: np.ndarray, seed: int) -> np.ndarray:
-    """`find_model`'s first stage (:func:`k2v_hub.declared.first_stage_scores`) when only a seeded half of the
-    models' cards name their data: those keep their data score, the others their vector placed on its scale."""
-    hidden = np.random.default_rng(seed).permutation(declared.shape[1])[: declared.shape[1] // 2]
+def half_cards(vector: np.ndarray, declared: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """`find_model`'s first stage (:func:`k2v_hub.declared.first_stage_scores`) when the ``hidden`` models' cards
+    name no data: the others keep their data score, the hidden ones their vector placed on its scale."""
     masked = declared.copy()
     masked[:, hidden] = np.nan
     return np.stack([first_stage_scores(v, d) for v, d in zip(vector, masked)])
+
+
+def half_cards_inferred(data: BenchData, vector: np.ndarray, task_ids) -> tuple[np.ndarray, float]:
+    """`find_model`'s first stage when a seeded half of the cards name no data and the index inferred theirs
+    (:attr:`BenchData.half_cards`): the data score where there is a fingerprint, else the placed vector; and the
+    mean seconds per task of scoring it."""
+    held = data.half_cards
+    t0 = time.perf_counter()
+    S = np.stack([first_stage_scores(v, data_scores(data.means[t], held["fingerprints"], held["accuracies"],
+                                                    accuracy_weight=data.accuracy_weight))
+                  for v, t in zip(vector, task_ids)]) if task_ids else np.zeros((0, len(data.models)))
+    return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
 def data_know2vec(vector: np.ndarray, declared: np.ndarray, trained: np.ndarray,
@@ -187,8 +203,10 @@ def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, tas
         meths["finetune-fit"], secs["finetune-fit"] = finetune_scores(data, data.finetune_predictor, task_ids)
         secs["finetune-fit"] += data.feature_pass_s
     if "know2vec" in meths:
-        meths["data-half-cards"] = half_cards(meths["know2vec"], meths["data"], data.seed)
+        meths["data-half-cards"] = half_cards(meths["know2vec"], meths["data"], data.hidden_cards())
         secs["data-half-cards"] = secs["know2vec"] + secs["data"] - data.feature_pass_s
+        meths["data-half-cards-inferred"], s = half_cards_inferred(data, meths["know2vec"], task_ids)
+        secs["data-half-cards-inferred"] = secs["know2vec"] + s
     return meths, secs, label_scores(data, task_ids, label_blind=label_blind)
 
 
@@ -255,6 +273,11 @@ def with_hybrids(meths: dict, secs: dict, lab: np.ndarray, *, n_models: int, ks=
             meths[f"fused-data-leep@{k}"] = two_stage(meths["data"], meths["leep"], k, labels=lab, fusion=fusion)
             for name in (f"two-stage-data-leep@{k}", f"fused-data-leep@{k}"):
                 secs[name] = secs["data"] + secs["leep"] * k / n_models
+    for k in ks if "leep" in meths else ():
+        for half in ("data-half-cards", "data-half-cards-inferred"):
+            if half in meths:
+                meths[f"two-stage-{half}-leep@{k}"] = two_stage(meths[half], meths["leep"], k, labels=lab)
+                secs[f"two-stage-{half}-leep@{k}"] = secs[half] + secs["leep"] * k / n_models
     for k in ks if "head_accuracy" in meths and "data" in meths else ():
         name = f"two-stage-data-head-accuracy@{k}"
         meths[name] = two_stage(meths["data"], meths["head_accuracy"], k, labels=lab)

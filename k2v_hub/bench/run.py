@@ -179,6 +179,7 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
         results["label_blind"] = label_blind_table(data, fp, by_method, graphs, splits, seed, ks=ks,
                                                    label_weight=weight, fusion=fusion)
     results["dropped_methods"] = dict(data.dropped)
+    results["inferred_data"] = {k: v for k, v in data.half_cards.items() if k not in ("fingerprints", "accuracies")}
     results["oracle_views"] = oracle_views(data, main, knowledge, splits.eval_all, seed)
     results["unseen_domains"] = unseen_domains(data, fp, args, seed, show_progress, n_folds=folds)
     if ablation:

@@ -1,0 +1,93 @@
+"""A model whose card names no dataset (`k2v_hub.inferred`): the index asks it about the datasets the org's other
+cards name, and a dataset it labels well stands for its data; a model that labels none keeps no fingerprint."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from k2v_hub import find_model
+from k2v_hub.declared import PER_CLASS, decode_fingerprint
+from k2v_hub.hub import LocalSource, folder_revision
+from k2v_hub.index import NO_DATASET_NOTE, build_index, load_retriever
+from k2v_hub.pipeline import make_indexer
+from k2v_hub.zoo.data import ZooData
+
+from fakes import rows_of  # noqa: E402
+
+COPY = "k2v-zoo/resnet-mnist-uncarded"
+ORIGINAL = "k2v-zoo/resnet-mnist-a-s0"
+TEXTURES = "k2v-zoo/vit-textures-a-s0"
+
+
+def _strip_datasets(card_path) -> None:
+    """Remove the ``datasets:`` list from a card's front matter."""
+    text = card_path.read_text()
+    card_path.write_text(re.sub(r"^datasets:\n(?:- .*\n)+", "", text, count=1, flags=re.M))
+
+
+@pytest.fixture(scope="module")
+def uncarded(tiny_zoo, tiny_retriever, tmp_path_factory):
+    """The tiny zoo plus a second upload of the MNIST model with a bare card (no data, no results), with the
+    textures model's card stripped too (its labels name no other dataset's classes); indexed twice."""
+    root = tmp_path_factory.mktemp("uncarded") / "zoo"
+    shutil.copytree(tiny_zoo, root)
+    shutil.copytree(root / ORIGINAL, root / COPY)
+    (root / COPY / "README.md").write_text("---\nlibrary_name: transformers\npipeline_tag: image-classification\n"
+                                           "---\n# A digits classifier\n")
+    _strip_datasets(root / TEXTURES / "README.md")
+    retriever, rid, rev = load_retriever(str(tiny_retriever))
+    out = root.parent / "index"
+    indexers = [make_indexer(retriever, retriever_id=rid, retriever_revision=rev) for _ in range(2)]
+    reports = [build_index(LocalSource(root), ZooData(root).org, out, indexer, show_progress=False)
+               for indexer in indexers]
+    return root, out, list(zip(reports, indexers))
+
+
+def test_a_cardless_model_gets_the_declared_data_it_labels(uncarded):
+    """The copy is asked about the digit datasets the other cards name and labels its own training data best
+    (0.6 against 0.4 for sklearn digits): its row stores that dataset's fingerprint (the same as the original's),
+    says how it was inferred, and reports no accuracy (its card reports none)."""
+    root, out, _ = uncarded
+    rows = rows_of(out)
+    copy, original = rows[COPY], rows[ORIGINAL]
+    assert copy["card_datasets"] == []
+    dataset = "k2v-zoo/mnist"
+    assert copy["data_source"] == f"{dataset}@{folder_revision(root / 'datasets' / dataset)}"
+    assert copy["data_note"].startswith("inferred: the card names no dataset") and dataset in copy["data_note"]
+    assert copy["reported_accuracy"] is None and original["reported_accuracy"] is not None
+    np.testing.assert_allclose(decode_fingerprint(copy["data_fingerprint"], 1280),
+                               decode_fingerprint(original["data_fingerprint"], 1280))
+
+
+def test_a_cardless_model_whose_labels_name_no_declared_data_keeps_none(uncarded):
+    """The textures model's labels name no class of the datasets the other cards name: it is not asked, and its row
+    says why it has no fingerprint."""
+    _, out, _ = uncarded
+    row = rows_of(out)[TEXTURES]
+    assert row["data_fingerprint"] == "" and row["data_note"] == NO_DATASET_NOTE
+
+
+def test_inference_queries_are_counted_once(uncarded):
+    """The first run asks the copy about 8 images of each of its 5 classes in both digit datasets (MNIST and
+    sklearn digits) and counts them in the report; the second reuses every row and asks nothing."""
+    _, out, ((first, first_indexer), (second, second_indexer)) = uncarded
+    assert first_indexer.data_queries == 2 * 5 * PER_CLASS
+    assert first.queries >= first_indexer.data_queries
+    assert second.queries == 0 and second_indexer.data_queries == 0
+    assert not second.indexed and len(second.reused) == len(rows_of(out))
+
+
+def test_find_model_ranks_the_cardless_model_by_its_inferred_data(uncarded, tiny_retriever):
+    """On an MNIST task the copy is scored by its data, like the original, not by its vector."""
+    root, out, _ = uncarded
+    zoo = ZooData(root)
+    task = next(t for t in zoo.task_ids(kind="nnr") if zoo.task(t)["source"] == "mnist")
+    matches = find_model(str(zoo.task_path(task)), str(out), top_k=6, rerank=None, show_progress=False,
+                         retriever=str(tiny_retriever))
+    by_id = {m.model_id: m for m in matches}
+    assert by_id[COPY].data_score is not None and by_id[COPY].stage.startswith("data")
+    assert by_id[COPY].data_score == pytest.approx(by_id[ORIGINAL].data_score, abs=0.03)
