@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .declared import PER_CLASS, _norm, data_fingerprint, encode_fingerprint
-from .errors import one_line
+from .errors import DatasetError, one_line
 from .hub import RepoSource
-from .oracle import Oracle, to_rgb
-from .query_data import find_columns, select_query_rows
+from .oracle import Oracle
+from .query_data import find_columns, iter_images, select_query_rows
 from .utils import logger
 
 #: How much better than chance a model must label a declared dataset's images for it to stand for the model's
@@ -91,8 +91,13 @@ def infer_data_columns(pool: DeclaredPool, model_labels: list[str], oracle: Call
         ds, image_column, revision, rows = pool.read(name)
         order = np.concatenate([rows[c] for c in shared])
         truth = np.concatenate([[c] * len(rows[c]) for c in shared])
+        try:
+            images = list(iter_images(ds, image_column, order))
+        except DatasetError as exc:  # a broken image costs only its dataset
+            logger.info("Declared data %s not asked about: %s", name, one_line(exc, limit=300))
+            continue
         before = asked.n_queries
-        probs = asked.predict_proba([to_rgb(ds[int(i)][image_column]) for i in order])
+        probs = asked.predict_proba(images)
         queries += asked.n_queries - before
         accuracy = float(np.mean(np.asarray(answer_names)[probs.argmax(axis=1)] == truth))
         chance = 1.0 / len(shared)

@@ -323,7 +323,7 @@ def _decode_image(value, row: int, mode: str | None = None):
                            "Remove or fix corrupt images.") from None
 
 
-def _iter_images(ds, image_column: str, rows):
+def iter_images(ds, image_column: str, rows):
     """Decoded images of ``rows`` (original row numbers), one at a time, never asking datasets to decode."""
     sub = ds.select([int(r) for r in rows]).select_columns([image_column])
     feature = sub.features[image_column]
@@ -396,7 +396,7 @@ def _extract(ds, image_column: str, rows: np.ndarray, extractor, *, show_progres
         bar.update(len(batch))
         batch.clear()
 
-    for image in _iter_images(ds, image_column, rows):
+    for image in iter_images(ds, image_column, rows):
         batch.append(image)
         if len(batch) == FEATURE_CHUNK:
             flush()

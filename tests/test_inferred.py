@@ -3,16 +3,21 @@ cards name, and a dataset it labels well stands for its data; a model that label
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 
+import datasets
 import numpy as np
 import pytest
+from PIL import Image
 
 from k2v_hub import find_model
 from k2v_hub.declared import PER_CLASS, decode_fingerprint
 from k2v_hub.hub import LocalSource, folder_revision
 from k2v_hub.index import NO_DATASET_NOTE, build_index, load_retriever
+from k2v_hub.inferred import DeclaredPool, infer_data_columns
+from k2v_hub.oracle import Oracle
 from k2v_hub.pipeline import make_indexer
 from k2v_hub.zoo.data import ZooData
 
@@ -91,3 +96,59 @@ def test_find_model_ranks_the_cardless_model_by_its_inferred_data(uncarded, tiny
     by_id = {m.model_id: m for m in matches}
     assert by_id[COPY].data_score is not None and by_id[COPY].stage.startswith("data")
     assert by_id[COPY].data_score == pytest.approx(by_id[ORIGINAL].data_score, abs=0.03)
+
+
+class _ColourOracle(Oracle):
+    """A black box that answers ``a`` for reddish images and ``b`` for the others (``right=False``: the reverse)."""
+
+    def __init__(self, right: bool = True):
+        super().__init__(["a", "b"])
+        self.right = right
+
+    def _predict_batch(self, images):
+        red = np.array([np.asarray(im)[..., 0].mean() > 127 for im in images])
+        red = red if self.right else ~red
+        return np.stack([red, ~red], axis=1).astype(np.float32)
+
+
+def _colour_dataset(root, dataset_id: str, *, corrupt: bool = False) -> None:
+    """A dataset repo of 4 red ``a`` and 4 blue ``b`` images (one undecodable with ``corrupt``) under ``root``."""
+    def png(colour):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), colour).save(buf, format="PNG")
+        return buf.getvalue()
+
+    cells = [{"bytes": png((255, 0, 0)), "path": None}] * 4 + [{"bytes": png((0, 0, 255)), "path": None}] * 4
+    if corrupt:
+        cells[0] = {"bytes": b"not an image", "path": None}
+    ds = datasets.Dataset.from_dict({"image": cells, "label": [0] * 4 + [1] * 4},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.ClassLabel(names=["a", "b"])}))
+    folder = root / "datasets" / dataset_id / "data"
+    folder.mkdir(parents=True)
+    ds.to_parquet(str(folder / "train-00000-of-00001.parquet"))
+
+
+class _Extractor:
+    dim = 3
+
+    def __call__(self, images, show_progress=False):
+        return np.stack([np.asarray(im, dtype=np.float32).mean(axis=(0, 1)) for im in images])
+
+
+def test_inference_skips_a_broken_dataset_and_a_model_at_chance(tmp_path):
+    """A declared dataset with an undecodable image is not asked about and costs only itself; a model that labels
+    the images worse than twice chance gets no fingerprint, and the images it was asked about are counted."""
+    _colour_dataset(tmp_path, "org/broken", corrupt=True)
+    _colour_dataset(tmp_path, "org/colours")
+    pool = DeclaredPool(LocalSource(tmp_path), ["org/colours", "org/broken", "org/colours"])
+    assert pool.names == ["org/broken", "org/colours"]
+    cols, queries = infer_data_columns(pool, ["A", "b"], lambda: _ColourOracle(), _Extractor())
+    assert queries == 8 and cols["data_source"].startswith("org/colours@")
+    assert "100% of 8 images of org/colours" in cols["data_note"]
+    assert decode_fingerprint(cols["data_fingerprint"], 3).shape == (2, 3)
+    cols, queries = infer_data_columns(pool, ["a", "b"], lambda: _ColourOracle(right=False), _Extractor())
+    assert cols is None and queries == 8
+    asked = []
+    cols, queries = infer_data_columns(pool, ["a", "z"], lambda: asked.append(1), _Extractor())
+    assert cols is None and queries == 0 and not asked  # one shared label: nothing to ask about
