@@ -50,17 +50,20 @@ class DeclaredPool:
         self._read: dict[str, tuple | None] = {}
 
     def read(self, name: str):
-        """``(dataset, image column, revision, {normalised class name: rows})`` of ``name``, or ``None`` if it
-        cannot be read (the reason is logged; a broken dataset repo costs only itself)."""
+        """``(rows, image column, revision, {normalised class name: row numbers})`` of ``name``, or ``None`` if it
+        cannot be read (the reason is logged; a broken dataset repo costs only itself). Only the rows a fingerprint
+        reads are kept in memory (:data:`~k2v_hub.declared.PER_CLASS` per class), the file is memory-mapped."""
         if name not in self._read:
             try:
                 path, revision = self.source.declared_data(name)
-                ds = datasets.Dataset(pq.read_table(path))
+                ds = datasets.Dataset(pq.read_table(path, memory_map=True))
                 image_column, label_column, class_names = find_columns(ds)
                 chosen, keys, key_names = select_query_rows(ds, label_column, class_names,
                                                             max_images_per_class=PER_CLASS, seed=0)
-                self._read[name] = (ds, image_column, revision,
-                                    {_norm(n): chosen[k] for k, n in zip(keys, key_names)})
+                kept = np.sort(np.concatenate([chosen[k] for k in keys]))
+                at = {int(r): i for i, r in enumerate(kept)}
+                rows = {_norm(n): np.array([at[int(r)] for r in chosen[k]]) for k, n in zip(keys, key_names)}
+                self._read[name] = (ds.select(kept.tolist()).flatten_indices(), image_column, revision, rows)
             except Exception as exc:  # noqa: BLE001 - an unreadable dataset is not asked about
                 logger.info("Declared data %s not readable for inference: %s", name, one_line(exc, limit=300))
                 self._read[name] = None
