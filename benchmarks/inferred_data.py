@@ -1,0 +1,103 @@
+"""Models whose cards name no dataset: their data inferred from their answers on the index's declared data.
+
+    python benchmarks/inferred_data.py [--work DIR] [--out FILE]
+
+`find_model` ranks a model whose card names its data by that data's fingerprint; a model whose card names none by
+its knowledge vector, which does not travel to models the retriever never trained on. :mod:`k2v_hub.inferred` asks
+such a model about the datasets the other cards of the index name and lets the one it labels best (at least
+``min_ratio`` times as well as chance) stand for its data. Here, on the validation split (label-blind, every model a
+candidate), with a seeded half of the cards hiding their data (the bench's ``data-half-cards``):
+
+- ``data``: every card names its data (the bench's ``data``, the ceiling here);
+- ``data-half-cards``: the hidden half scored by the vector placed on the data scale (before);
+- ``data-half-cards-inferred min_ratio=r``: the hidden half's data inferred, for ``r`` in 1.5, 2, 3;
+
+each as a first stage and under LEEP on its first 3 candidates (`find_model --rerank leep`). ``min_ratio`` is
+chosen on R@1 of the two-stage, then of the first stage, pooled over the bench zoo and, when the bench built it
+(``--zoo-seeds 2``), the second zoo (ties: the stricter). The evaluation split is left to ``k2v-hub bench``
+(``data-half-cards-inferred`` and ``two-stage-data-half-cards-inferred-leep@3``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from k2v_hub.bench.data import BenchData, ProbeSet, Splits
+from k2v_hub.bench.methods import declared_scores, half_cards, know2vec_scores, two_stage
+from k2v_hub.bench.run import PROFILE_STEPS
+from k2v_hub.bench.scoring import pool_task_metrics
+from k2v_hub.bench.studies import leep_matrix
+from k2v_hub.declared import data_scores, first_stage_scores
+from k2v_hub.retriever import Retriever
+from k2v_hub.train import TrainingArguments, train_retriever
+from study import study_arguments, write_result
+
+RATIOS = (3.0, 2.0, 1.5)  # the stricter first: it wins ties
+
+
+def _r1(data: BenchData, S: np.ndarray, tasks: list[str]) -> float:
+    return round(float(np.mean(pool_task_metrics(data, "x", S, tasks)["r@1"])), 4)
+
+
+def zoo_rows(data: BenchData, retriever, knowledge, val: list[str]) -> dict:
+    """R@1 of each first stage and of LEEP on its first 3 candidates, on ``val``, and what inference cost."""
+    V = know2vec_scores(retriever, knowledge.graphs, data, val)[0]
+    D = declared_scores(data, val)[0]
+    L = leep_matrix(data, data.forward_passes(val), val)
+    stages = {"data": D, "data-half-cards": half_cards(V, D, data.hidden_cards())}
+    cost = {}
+    for r in RATIOS:
+        held = data.inferred_half_cards(min_ratio=r)
+        stages[f"data-half-cards-inferred min_ratio={r:g}"] = np.stack([
+            first_stage_scores(v, data_scores(data.means[t], held["fingerprints"], held["accuracies"],
+                                              accuracy_weight=data.accuracy_weight)) for v, t in zip(V, val)])
+        cost[f"min_ratio={r:g}"] = {k: held[k] for k in ("hidden", "inferred", "queries", "seconds")}
+    rows = {name: {"first_stage_r@1": _r1(data, S, val), "two-stage-leep@3_r@1": _r1(data, two_stage(S, L, 3), val),
+                   "n": len(val)} for name, S in stages.items()}
+    return {"rows": rows, "inference": cost}
+
+
+def main() -> None:
+    """Score the half-card first stages on each zoo's validation split and choose ``min_ratio``."""
+    args = study_arguments(__doc__.splitlines()[0], "Not used: the evaluation split is scored by k2v-hub bench.")
+    t0 = time.perf_counter()
+    bench = json.loads(Path("benchmarks/results/bench.json").read_text())
+    chosen = bench["validation"]["chosen"]
+    probe = ProbeSet.load()
+    out: dict = {"criterion": "validation R@1 of the two-stage, then of the first stage, pooled over zoos; "
+                              "ties: the stricter min_ratio", "zoos": {}}
+    for seed, zoo_dir, work in ((0, args.work / "zoo", args.work), (1, args.work / "zoo-seed1",
+                                                                     args.work / "zoo-seed1-work")):
+        if not zoo_dir.is_dir():
+            continue
+        data = BenchData(zoo_dir, work, seed=seed, show_progress=False)
+        data.accuracy_weight = chosen["data_accuracy_weight"]
+        splits = Splits.of(data.zoo)
+        knowledge = data.knowledge(data.new_retriever(probe, seed=0))
+        if seed == 0:
+            retriever = Retriever.from_pretrained(str(args.work / "retriever"))
+        else:  # trained as the bench's zoo spread trains it
+            retriever = data.new_retriever(probe, seed=bench["seed"])
+            train_retriever(retriever, data.supervised(knowledge, splits.seen, splits.train),
+                            TrainingArguments(steps=PROFILE_STEPS["bench"], seed=bench["seed"],
+                                              task_class_dropout=chosen["task_class_dropout"],
+                                              task_noise=chosen["task_noise"]), show_progress=False)
+        out["zoos"][str(seed)] = zoo_rows(data, retriever, knowledge, list(splits.val))
+    zoos = list(out["zoos"].values())
+    pooled = {name: {key: round(float(np.average([z["rows"][name][key] for z in zoos],
+                                                 weights=[z["rows"][name]["n"] for z in zoos])), 4)
+                     for key in ("first_stage_r@1", "two-stage-leep@3_r@1")} for name in zoos[0]["rows"]}
+    out["pooled"] = pooled
+    grid = [(pooled[f"data-half-cards-inferred min_ratio={r:g}"]["two-stage-leep@3_r@1"],
+             pooled[f"data-half-cards-inferred min_ratio={r:g}"]["first_stage_r@1"], -i, r)
+            for i, r in enumerate(RATIOS)]
+    out["chosen"] = {"min_ratio": max(grid)[3]}
+    write_result(out, args, t0)
+
+
+if __name__ == "__main__":
+    main()
