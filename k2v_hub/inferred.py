@@ -34,6 +34,8 @@ from .utils import logger
 MIN_CHANCE_RATIO = 2.0
 #: Declared datasets a model is asked about at most (those sharing the most labels with it first).
 MAX_INFERRED_TRIES = 8
+#: How the ``data_note`` of a row whose data was inferred begins.
+INFERRED_NOTE = "inferred: the card names no dataset"
 
 
 class DeclaredPool:
@@ -109,8 +111,8 @@ def infer_data_columns(pool: DeclaredPool, model_labels: list[str], oracle: Call
     if best is None:
         return None, queries
     accuracy, chance, name, revision, ds, n_images, n_classes = best
-    note = (f"inferred: the card names no dataset; the model labels {accuracy:.0%} of {n_images} images of "
-            f"{name} ({n_classes} classes it shares, chance {chance:.0%}) right")
+    note = (f"{INFERRED_NOTE}; the model labels {accuracy:.0%} of {n_images} images of {name} ({n_classes} classes "
+            f"it shares, chance {chance:.0%}) right")
     fingerprint = data_fingerprint(ds, model_labels, extractor)
     return {"data_fingerprint": encode_fingerprint(fingerprint), "data_source": f"{name}@{revision}",
             "data_note": note}, queries

@@ -10,6 +10,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, constants
 from jinja2 import Environment
 
 from .index_row import IndexRow, column_docs
+from .inferred import INFERRED_NOTE
 
 SECTION_START = "<!-- k2v-hub:start -->"
 SECTION_END = "<!-- k2v-hub:end -->"
@@ -38,6 +39,8 @@ def render_index_card(meta: dict, rows: list[IndexRow], *, repo_id: str | None =
         "n_models": len(rows),
         "total_queries": sum(queries),
         "mean_queries": round(sum(queries) / len(queries)) if queries else 0,
+        "n_declared": sum(bool(r.data_fingerprint) and not r.data_note.startswith(INFERRED_NOTE) for r in rows),
+        "n_inferred": sum(bool(r.data_fingerprint) and r.data_note.startswith(INFERRED_NOTE) for r in rows),
         "probe_description": ", ".join(f"{k}={v}" for k, v in spec.items() if v not in (None, [], "")),
         "endpoint": constants.ENDPOINT,
         "columns": textwrap.fill(column_docs(), 115, break_long_words=False, break_on_hyphens=False),

@@ -68,6 +68,15 @@ def test_a_cardless_model_gets_the_declared_data_it_labels(uncarded):
                                decode_fingerprint(original["data_fingerprint"], 1280))
 
 
+def test_the_index_card_counts_declared_inferred_and_missing_data(uncarded):
+    """The index's dataset card says how many models have the data their card names, how many had it inferred,
+    and how many have none."""
+    _, out, _ = uncarded
+    card = (out / "README.md").read_text()
+    assert "| Declared data | 4 model(s) with the data their card names, 1 with data inferred" in card
+    assert "1 without (their vector stands in)" in card
+
+
 def test_a_cardless_model_whose_labels_name_no_declared_data_keeps_none(uncarded):
     """The textures model's labels name no class of the datasets the other cards name: it is not asked, and its row
     says why it has no fingerprint."""
