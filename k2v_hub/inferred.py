@@ -104,7 +104,8 @@ def infer_data_columns(pool: DeclaredPool, model_labels: list[str], oracle: Call
         before = asked.n_queries
         probs = asked.predict_proba(images)
         queries += asked.n_queries - before
-        accuracy = float(np.mean(np.asarray(answer_names)[probs.argmax(axis=1)] == truth))
+        top = np.where(np.isnan(probs), -np.inf, probs).argmax(axis=1)  # a view's unknown scores (NaN) never win
+        accuracy = float(np.mean(np.asarray(answer_names)[top] == truth))
         chance = 1.0 / len(shared)
         if accuracy >= min_ratio * chance and (best is None or accuracy > best[0]):
             best = (accuracy, chance, name, revision, ds, len(order), len(shared))

@@ -108,7 +108,8 @@ def test_find_model_ranks_the_cardless_model_by_its_inferred_data(uncarded, tiny
 
 
 class _ColourOracle(Oracle):
-    """A black box that answers ``a`` for reddish images and ``b`` for the others (``right=False``: the reverse)."""
+    """A black box that answers ``a`` for reddish images and ``b`` for the others (``right=False``: the reverse),
+    showing only its top label (the others NaN, as the ``label`` view does)."""
 
     def __init__(self, right: bool = True):
         super().__init__(["a", "b"])
@@ -117,7 +118,9 @@ class _ColourOracle(Oracle):
     def _predict_batch(self, images):
         red = np.array([np.asarray(im)[..., 0].mean() > 127 for im in images])
         red = red if self.right else ~red
-        return np.stack([red, ~red], axis=1).astype(np.float32)
+        scores = np.stack([red, ~red], axis=1).astype(np.float32)
+        scores[scores == 0] = np.nan  # as the `label` view answers: the top label only
+        return scores
 
 
 def _colour_dataset(root, dataset_id: str, *, corrupt: bool = False) -> None:
