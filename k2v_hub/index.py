@@ -346,24 +346,26 @@ class Indexer:
     def data_columns(self, source: RepoSource, ref: RepoRef, labels: list[str],
                      pool: DeclaredPool | None = None) -> dict:
         """The row's declared-data columns: :func:`data_columns` in this indexer's feature space; when the card
-        names no dataset, inferred from the datasets of ``pool`` (:mod:`k2v_hub.inferred`; the queries it spends
-        are added to :attr:`data_queries`). A failure to infer costs only the fingerprint, never the row."""
+        names no dataset, or none that can be read, inferred from the datasets of ``pool`` (:mod:`k2v_hub.inferred`;
+        the queries it spends are added to :attr:`data_queries`). A failure to infer costs only the fingerprint,
+        never the row."""
         cols = data_columns(source, ref, labels, self.extractor)
-        if pool is None or cols["data_note"] != NO_DATASET_NOTE:
+        if pool is None or cols["data_fingerprint"]:
             return cols
+        why = cols["data_note"]
         try:
             inferred, spent = infer_data_columns(
                 pool, labels, lambda: self.oracle(source.snapshot(ref, allow_pickle=self.allow_pickle)),
-                self.extractor)
+                self.extractor, why=why)
         except Exception as exc:  # noqa: BLE001 - the model is still indexed, with no fingerprint
-            return {**cols, "data_note": one_line(f"{NO_DATASET_NOTE}; inferring it failed: {skip_reason(exc)}",
-                                                  limit=500)}
+            return {**cols, "data_note": one_line(f"{why}; inferring it failed: {skip_reason(exc)}", limit=500)}
         self.data_queries += spent
         if inferred is not None:
             return inferred
         if spent:
-            return {**cols, "data_note": f"{NO_DATASET_NOTE}; it labels none of the index's declared datasets "
-                                         f"{MIN_CHANCE_RATIO:g} times as well as chance ({spent} images asked)"}
+            return {**cols, "data_note": one_line(f"{why}; it labels none of the index's declared datasets "
+                                                  f"{MIN_CHANCE_RATIO:g} times as well as chance ({spent} images "
+                                                  "asked)", limit=500)}
         return cols
 
     def make_row(self, ref: RepoRef, record: KnowledgeRecord, seconds: float,

@@ -34,7 +34,8 @@ class IndexRow:
         card_datasets, downloads, likes: what the model card and the Hub said (datasets, popularity).
         data_fingerprint, data_source, data_note: the declared data's fingerprint (:mod:`k2v_hub.declared`),
             the dataset and revision it was read from, and why there is none (``""`` when the card names the
-            data; for a card that names none, how the data was inferred from the index's, :mod:`k2v_hub.inferred`).
+            data; when the card's own data gave none, how the data was inferred from the index's,
+            :mod:`k2v_hub.inferred`).
         reported_accuracy: the accuracy the card's ``model-index`` reports on that dataset
             (:func:`~k2v_hub.declared.reported_accuracy`), ``None`` if it reports none; read from the card on every
             run, so a card edit shows without querying the model again.
@@ -62,8 +63,8 @@ class IndexRow:
     data_fingerprint: str = _column("string", doc="class means of a few images per class of the data the card "
                                                   "names (base64 float16 .npy; empty if none)")
     data_source: str = _column("string", doc="the dataset@revision the fingerprint was read from")
-    data_note: str = _column("string", doc="why there is no fingerprint, or how it was inferred when the card "
-                                           "names no dataset")
+    data_note: str = _column("string", doc="why there is no fingerprint, or how it was inferred when the card's "
+                                           "own data gave none")
     reported_accuracy: float | None = _column("float32", doc="the accuracy the card reports on that dataset "
                                                              "(null if none)")
 

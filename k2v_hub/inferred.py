@@ -1,15 +1,16 @@
 """The data of a model whose card names none, inferred from its black-box answers on the index's declared data.
 
-A card that names its training data gives the model a data fingerprint (:mod:`k2v_hub.declared`), which ranks it
-for a user's dataset whether or not the retriever ever saw it. A card that names none leaves the model to its
-knowledge vector, which does not travel to models the retriever never trained on. Other models of the same index
-often declare the data it was trained on. So when the model's labels name at least two classes of a dataset that
-some card of the index names, the model is asked (as a black box, predictions only) about the images a fingerprint
-of that dataset reads (:data:`~k2v_hub.declared.PER_CLASS` per class, its shared classes only); if it labels them
-at least :data:`MIN_CHANCE_RATIO` times as well as chance, the dataset it labels best stands for its data: the row
-stores that dataset's fingerprint, as if its card named it, and says so in ``data_note``; its accuracy is the one
-its card reports on that dataset, if any (else the index's mean stands in). A model whose labels name no such
-dataset, or that labels none well enough, keeps no fingerprint, and its vector stands in as before.
+A card that names its training data gives the model a data fingerprint (:mod:`k2v_hub.declared`), which ranks it for
+a user's dataset whether or not the retriever ever saw it. A card that names none, or names data that cannot be
+read, leaves the model to its knowledge vector, which does not travel to models the retriever never trained on.
+Other models of the same index often declare the data it was trained on. So when the model's labels name at least
+two classes of a dataset that some card of the index names, the model is asked (as a black box, predictions only)
+about the images a fingerprint of that dataset reads (:data:`~k2v_hub.declared.PER_CLASS` per class, its shared
+classes only); if it labels them at least :data:`MIN_CHANCE_RATIO` times as well as chance, the dataset it labels
+best stands for its data: the row stores that dataset's fingerprint, as if its card named it, and says so in
+``data_note``; its accuracy is the one its card reports on that dataset, if any (else the index's mean stands in). A
+model whose labels name no such dataset, or that labels none well enough, keeps no fingerprint, and its vector
+stands in as before.
 
 Chosen on the bench's validation split, label-blind, with half the cards hidden (``benchmarks/inferred_data.py``).
 """
@@ -35,7 +36,7 @@ MIN_CHANCE_RATIO = 2.0
 #: Declared datasets a model is asked about at most (those sharing the most labels with it first).
 MAX_INFERRED_TRIES = 8
 #: How the ``data_note`` of a row whose data was inferred begins.
-INFERRED_NOTE = "inferred: the card names no dataset"
+INFERRED_NOTE = "inferred:"
 
 
 class DeclaredPool:
@@ -73,12 +74,14 @@ class DeclaredPool:
 
 
 def infer_data_columns(pool: DeclaredPool, model_labels: list[str], oracle: Callable[[], Oracle], extractor, *,
-                       min_ratio: float = MIN_CHANCE_RATIO) -> tuple[dict | None, int]:
+                       min_ratio: float = MIN_CHANCE_RATIO,
+                       why: str = "the card names no dataset") -> tuple[dict | None, int]:
     """A cardless model's declared-data columns inferred from ``pool`` (see the module docstring), and the
     black-box queries spent; ``(None, queries)`` when no dataset qualifies.
 
     ``oracle`` makes the model's oracle (called only if some dataset shares two of its labels); ``min_ratio``: how
-    many times chance its accuracy on a dataset's images must reach.
+    many times chance its accuracy on a dataset's images must reach; ``why``: why the card's own data gave no
+    fingerprint (the note says it).
     """
     labels = {_norm(x) for x in model_labels}
     candidates = []
@@ -112,8 +115,8 @@ def infer_data_columns(pool: DeclaredPool, model_labels: list[str], oracle: Call
     if best is None:
         return None, queries
     accuracy, chance, name, revision, ds, n_images, n_classes = best
-    note = (f"{INFERRED_NOTE}; the model labels {accuracy:.0%} of {n_images} images of {name} ({n_classes} classes "
-            f"it shares, chance {chance:.0%}) right")
+    note = one_line(f"{INFERRED_NOTE} {why}; the model labels {accuracy:.0%} of {n_images} images of {name} "
+                    f"({n_classes} classes it shares, chance {chance:.0%}) right", limit=500)
     fingerprint = data_fingerprint(ds, model_labels, extractor)
     return {"data_fingerprint": encode_fingerprint(fingerprint), "data_source": f"{name}@{revision}",
             "data_note": note}, queries

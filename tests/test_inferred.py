@@ -24,6 +24,7 @@ from k2v_hub.zoo.data import ZooData
 from fakes import rows_of  # noqa: E402
 
 COPY = "k2v-zoo/resnet-mnist-uncarded"
+UNREADABLE = "k2v-zoo/resnet-mnist-unreadable-data"
 ORIGINAL = "k2v-zoo/resnet-mnist-a-s0"
 TEXTURES = "k2v-zoo/vit-textures-a-s0"
 
@@ -36,13 +37,18 @@ def _strip_datasets(card_path) -> None:
 
 @pytest.fixture(scope="module")
 def uncarded(tiny_zoo, tiny_retriever, tmp_path_factory):
-    """The tiny zoo plus a second upload of the MNIST model with a bare card (no data, no results), with the
-    textures model's card stripped too (its labels name no other dataset's classes); indexed twice."""
+    """The tiny zoo plus two more uploads of the MNIST model, one with a bare card (no data, no results), one whose
+    card names a dataset that is not there, with the textures model's card stripped too (its labels name no other
+    dataset's classes); indexed twice."""
     root = tmp_path_factory.mktemp("uncarded") / "zoo"
     shutil.copytree(tiny_zoo, root)
     shutil.copytree(root / ORIGINAL, root / COPY)
     (root / COPY / "README.md").write_text("---\nlibrary_name: transformers\npipeline_tag: image-classification\n"
                                            "---\n# A digits classifier\n")
+    shutil.copytree(root / ORIGINAL, root / UNREADABLE)
+    (root / UNREADABLE / "README.md").write_text("---\nlibrary_name: transformers\n"
+                                                 "pipeline_tag: image-classification\ndatasets:\n- k2v-zoo/nowhere\n"
+                                                 "---\n# Trained on data not on the Hub\n")
     _strip_datasets(root / TEXTURES / "README.md")
     retriever, rid, rev = load_retriever(str(tiny_retriever))
     out = root.parent / "index"
@@ -68,12 +74,21 @@ def test_a_cardless_model_gets_the_declared_data_it_labels(uncarded):
                                decode_fingerprint(original["data_fingerprint"], 1280))
 
 
+def test_a_model_whose_declared_data_cannot_be_read_gets_it_inferred_too(uncarded):
+    """A card naming a dataset that is not there: the note keeps why, and the data the model labels stands in."""
+    root, out, _ = uncarded
+    row = rows_of(out)[UNREADABLE]
+    assert row["card_datasets"] == ["k2v-zoo/nowhere"] and row["data_source"].startswith("k2v-zoo/mnist@")
+    assert row["data_note"].startswith("inferred: k2v-zoo/nowhere: ") and "not found" in row["data_note"]
+    assert row["data_fingerprint"] == rows_of(out)[COPY]["data_fingerprint"]
+
+
 def test_the_index_card_counts_declared_inferred_and_missing_data(uncarded):
     """The index's dataset card says how many models have the data their card names, how many had it inferred,
     and how many have none."""
     _, out, _ = uncarded
     card = (out / "README.md").read_text()
-    assert "| Declared data | 4 model(s) with the data their card names, 1 with data inferred" in card
+    assert "| Declared data | 4 model(s) with the data their card names, 2 with data inferred" in card
     assert "1 without (their vector stands in)" in card
 
 
@@ -86,10 +101,10 @@ def test_a_cardless_model_whose_labels_name_no_declared_data_keeps_none(uncarded
 
 
 def test_inference_queries_are_counted_once(uncarded):
-    """The first run asks the copy about 8 images of each of its 5 classes in both digit datasets (MNIST and
-    sklearn digits) and counts them in the report; the second reuses every row and asks nothing."""
+    """The first run asks each of the two copies about 8 images of each of its 5 classes in both digit datasets
+    (MNIST and sklearn digits) and counts them in the report; the second reuses every row and asks nothing."""
     _, out, ((first, first_indexer), (second, second_indexer)) = uncarded
-    assert first_indexer.data_queries == 2 * 5 * PER_CLASS
+    assert first_indexer.data_queries == 2 * 2 * 5 * PER_CLASS
     assert first.queries >= first_indexer.data_queries
     assert second.queries == 0 and second_indexer.data_queries == 0
     assert not second.indexed and len(second.reused) == len(rows_of(out))
@@ -100,7 +115,7 @@ def test_find_model_ranks_the_cardless_model_by_its_inferred_data(uncarded, tiny
     root, out, _ = uncarded
     zoo = ZooData(root)
     task = next(t for t in zoo.task_ids(kind="nnr") if zoo.task(t)["source"] == "mnist")
-    matches = find_model(str(zoo.task_path(task)), str(out), top_k=6, rerank=None, show_progress=False,
+    matches = find_model(str(zoo.task_path(task)), str(out), top_k=10, rerank=None, show_progress=False,
                          retriever=str(tiny_retriever))
     by_id = {m.model_id: m for m in matches}
     assert by_id[COPY].data_score is not None and by_id[COPY].stage.startswith("data")
