@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from k2v_hub.bench.data import BenchData, ProbeSet, Splits
-from k2v_hub.bench.methods import declared_scores, half_cards, know2vec_scores, two_stage
+from k2v_hub.bench.methods import declared_scores, half_cards, half_cards_inferred, know2vec_scores, two_stage
 from k2v_hub.bench.run import PROFILE_STEPS
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
-from k2v_hub.declared import data_scores, first_stage_scores
 from k2v_hub.retriever import Retriever
 from k2v_hub.train import TrainingArguments, train_retriever
 from study import study_arguments, write_result
@@ -52,9 +51,7 @@ def zoo_rows(data: BenchData, retriever, knowledge, val: list[str]) -> dict:
     cost = {}
     for r in RATIOS:
         held = data.inferred_half_cards(min_ratio=r)
-        stages[f"data-half-cards-inferred min_ratio={r:g}"] = np.stack([
-            first_stage_scores(v, data_scores(data.means[t], held["fingerprints"], held["accuracies"],
-                                              accuracy_weight=data.accuracy_weight)) for v, t in zip(V, val)])
+        stages[f"data-half-cards-inferred min_ratio={r:g}"] = half_cards_inferred(data, V, val, held)[0]
         cost[f"min_ratio={r:g}"] = {k: held[k] for k in ("hidden", "inferred", "queries", "seconds")}
     rows = {name: {"first_stage_r@1": _r1(data, S, val), "two-stage-leep@3_r@1": _r1(data, two_stage(S, L, 3), val),
                    "n": len(val)} for name, S in stages.items()}

@@ -165,11 +165,12 @@ def half_cards(vector: np.ndarray, declared: np.ndarray, hidden: np.ndarray) -> 
     return np.stack([first_stage_scores(v, d) for v, d in zip(vector, masked)])
 
 
-def half_cards_inferred(data: BenchData, vector: np.ndarray, task_ids) -> tuple[np.ndarray, float]:
+def half_cards_inferred(data: BenchData, vector: np.ndarray, task_ids,
+                        held: dict | None = None) -> tuple[np.ndarray, float]:
     """`find_model`'s first stage when a seeded half of the cards name no data and the index inferred theirs
-    (:attr:`BenchData.half_cards`): the data score where there is a fingerprint, else the placed vector; and the
-    mean seconds per task of scoring it."""
-    held = data.half_cards
+    (``held``: :meth:`BenchData.inferred_half_cards`, default :attr:`BenchData.half_cards`): the data score where
+    there is a fingerprint, else the placed vector; and the mean seconds per task of scoring it."""
+    held = data.half_cards if held is None else held
     t0 = time.perf_counter()
     S = np.stack([first_stage_scores(v, data_scores(data.means[t], held["fingerprints"], held["accuracies"],
                                                     accuracy_weight=data.accuracy_weight))
