@@ -55,7 +55,7 @@ class DeclaredPool:
     def read(self, name: str):
         """``(rows, image column, revision, {normalised class name: row numbers})`` of ``name``, or ``None`` if it
         cannot be read (the reason is logged; a broken dataset repo costs only itself). Only the rows a fingerprint
-        reads are kept in memory (:data:`~k2v_hub.declared.PER_CLASS` per class), the file is memory-mapped."""
+        reads are selected (:data:`~k2v_hub.declared.PER_CLASS` per class) from the memory-mapped file."""
         if name not in self._read:
             try:
                 path, revision = self.source.declared_data(name)
@@ -66,7 +66,7 @@ class DeclaredPool:
                 kept = np.sort(np.concatenate([chosen[k] for k in keys]))
                 at = {int(r): i for i, r in enumerate(kept)}
                 rows = {_norm(n): np.array([at[int(r)] for r in chosen[k]]) for k, n in zip(keys, key_names)}
-                self._read[name] = (ds.select(kept.tolist()).flatten_indices(), image_column, revision, rows)
+                self._read[name] = (ds.select(kept.tolist()), image_column, revision, rows)
             except Exception as exc:  # noqa: BLE001 - an unreadable dataset is not asked about
                 logger.info("Declared data %s not readable for inference: %s", name, one_line(exc, limit=300))
                 self._read[name] = None
