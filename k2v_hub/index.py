@@ -48,7 +48,7 @@ from .errors import HubError, IndexError_, K2VError, one_line
 from .finetune_fit import FinetunePredictor, finetune_features
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
                   validate_repo_id)
-from .index_row import FINGERPRINT_COLUMNS, SHARED_KEYS, IndexRow, index_features
+from .index_row import DATA_COLUMNS, FINGERPRINT_COLUMNS, SHARED_KEYS, IndexRow, index_features
 from .inferred import MIN_CHANCE_RATIO, DeclaredPool, infer_data_columns
 from .knowledge import KnowledgeRecord, build_knowledge, graph_features
 from .modelcards import render_index_card
@@ -348,11 +348,11 @@ class Indexer:
         """The row's declared-data columns: :func:`data_columns` in this indexer's feature space; when the card
         names no dataset, or none that can be read, inferred from the datasets of ``pool`` (:mod:`k2v_hub.inferred`;
         the queries it spends are added to :attr:`data_queries`). A failure to infer costs only the fingerprint,
-        never the row."""
-        cols = data_columns(source, ref, labels, self.extractor)
+        never the row. Without a fingerprint, ``data_pool`` lists the pool's datasets (:func:`data_unread`)."""
+        cols = {**data_columns(source, ref, labels, self.extractor), "data_pool": []}
         if pool is None or cols["data_fingerprint"]:
             return cols
-        why = cols["data_note"]
+        why, cols["data_pool"] = cols["data_note"], list(pool.names)
         try:
             inferred, spent = infer_data_columns(
                 pool, labels, lambda: self.oracle(source.snapshot(ref, allow_pickle=self.allow_pickle)),
@@ -361,7 +361,7 @@ class Indexer:
             return {**cols, "data_note": one_line(f"{why}; inferring it failed: {skip_reason(exc)}", limit=500)}
         self.data_queries += spent
         if inferred is not None:
-            return inferred
+            return {**inferred, "data_pool": []}
         if spent:
             return {**cols, "data_note": one_line(f"{why}; it labels none of the index's declared datasets "
                                                   f"{MIN_CHANCE_RATIO:g} times as well as chance ({spent} images "
@@ -379,7 +379,7 @@ class Indexer:
         s = self.settings
         knowledge = record.to_json()
         record = KnowledgeRecord.from_json(knowledge)
-        data = data or {"data_fingerprint": "", "data_source": "", "data_note": "not read"}
+        data = data or {"data_fingerprint": "", "data_source": "", "data_note": "not read", "data_pool": []}
         return IndexRow(
             model_id=ref.model_id, revision=ref.revision, labels=list(record.labels),
             embedding=[float(x) for x in self.embed(record)], knowledge=knowledge,
@@ -452,7 +452,7 @@ def build_index(
         if (same_knowledge and old.get("retriever_fingerprint") == s.retriever_fingerprint
                 and old.get("feature_space") == s.feature_space):
             report.reused.append(ref.model_id)
-            data = indexer.data_columns(source, ref, old["labels"], pool) if _data_unread(old) else None
+            data = indexer.data_columns(source, ref, old["labels"], pool) if data_unread(old, pool) else None
             fresh = _refreshed(old, ref, s, data)
             if fresh != old:  # same vector, but the retriever moved/was renamed or popularity changed
                 _journal(out, fresh)
@@ -462,8 +462,8 @@ def build_index(
         try:
             if same_knowledge:
                 record = KnowledgeRecord.from_json(old["knowledge"])
-                data = indexer.data_columns(source, ref, record.labels, pool) if _data_unread(old) else \
-                    {k: old[k] for k in FINGERPRINT_COLUMNS}
+                data = indexer.data_columns(source, ref, record.labels, pool) if data_unread(old, pool) else \
+                    {k: old.get(k, DATA_COLUMNS[k]) for k in FINGERPRINT_COLUMNS}
                 row = indexer.make_row(ref, record, old["seconds"], old["created_at"], data=data).to_dict()
                 report.reencoded.append(ref.model_id)
             else:
@@ -538,10 +538,13 @@ def _same_knowledge(old: dict | None, ref: RepoRef, s: IndexSettings) -> bool:
             and len(record.get("classes") or []) <= s.max_classes)
 
 
-def _data_unread(old: dict) -> bool:
-    """Whether a reused row's declared-data columns are read again: a row from before fingerprints, or one whose
-    card names no dataset and whose data was not yet inferred from the index's (a dataset may have joined it)."""
-    return "data_fingerprint" not in old or old.get("data_note") == NO_DATASET_NOTE
+def data_unread(old: dict, pool: DeclaredPool) -> bool:
+    """Whether a reused row's declared-data columns are sought again: a row from before fingerprints, or one
+    without a fingerprint when the index's cards now name a dataset that its ``data_pool`` does not list (a dataset
+    joined the org since, or the row is older than that column)."""
+    if "data_fingerprint" not in old:
+        return True
+    return not old["data_fingerprint"] and bool(set(pool.names) - set(old.get("data_pool") or []))
 
 
 def _refreshed(old: dict, ref: RepoRef, s: IndexSettings, data: dict | None = None) -> dict:

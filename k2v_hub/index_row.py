@@ -6,6 +6,7 @@ the ``shared`` ones repeat the index settings (``k2v_index.json``) on every row,
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import asdict, dataclass, field, fields
 
 from datasets import Features, List, Value
@@ -39,6 +40,8 @@ class IndexRow:
         reported_accuracy: the accuracy the card's ``model-index`` reports on that dataset
             (:func:`~k2v_hub.declared.reported_accuracy`), ``None`` if it reports none; read from the card on every
             run, so a card edit shows without querying the model again.
+        data_pool: for a row without a fingerprint, the datasets the index's cards named when its data was last
+            sought (``[]`` otherwise): the next run seeks it again once a dataset not in this list is named.
     """
 
     model_id: str = _column("string")
@@ -67,6 +70,8 @@ class IndexRow:
                                            "own data gave none")
     reported_accuracy: float | None = _column("float32", doc="the accuracy the card reports on that dataset "
                                                              "(null if none)")
+    data_pool: list[str] = _column("strings", doc="without a fingerprint: the datasets the index's cards named when "
+                                                  "it was last sought (sought again once another is named)")
 
     def to_dict(self) -> dict:
         """The row as stored (parquet row, journal JSON): every column, in file order."""
@@ -86,15 +91,17 @@ class IndexRow:
                     raise IndexError_(
                         f"Row {row.get('model_id')!r} has {key}={row.get(key)!r} but the index says "
                         f"{settings.get(key)!r}.", "The index was tampered with or mixes builds; rebuild it.")
-        return cls(**{name: row.get(name, DATA_COLUMNS[name]) if name in DATA_COLUMNS else row[name]
+        return cls(**{name: row.get(name, copy(DATA_COLUMNS[name])) if name in DATA_COLUMNS else row[name]
                       for name in COLUMNS})
 
 
 COLUMNS = tuple(f.name for f in fields(IndexRow))
 #: The declared-data columns and what rows written before they existed read as: no fingerprint, no accuracy.
-DATA_COLUMNS = {"data_fingerprint": "", "data_source": "", "data_note": "", "reported_accuracy": None}
-#: The columns :func:`~k2v_hub.index.data_columns` reads from the declared data (the accuracy comes from the card).
-FINGERPRINT_COLUMNS = ("data_fingerprint", "data_source", "data_note")
+DATA_COLUMNS = {"data_fingerprint": "", "data_source": "", "data_note": "", "reported_accuracy": None,
+                "data_pool": []}
+#: The columns :meth:`~k2v_hub.index.Indexer.data_columns` fills from the declared data (the accuracy comes from the
+#: card).
+FINGERPRINT_COLUMNS = ("data_fingerprint", "data_source", "data_note", "data_pool")
 SHARED_KEYS = tuple(f.name for f in fields(IndexRow) if f.metadata["shared"])
 
 

@@ -10,7 +10,8 @@ classes only); if it labels them at least :data:`MIN_CHANCE_RATIO` times as well
 best stands for its data: the row stores that dataset's fingerprint, as if its card named it, and says so in
 ``data_note``; its accuracy is the one its card reports on that dataset, if any (else the index's mean stands in). A
 model whose labels name no such dataset, or that labels none well enough, keeps no fingerprint, and its vector
-stands in as before.
+stands in as before; its row lists the datasets it was sought among (``data_pool``), and it is sought again once a card
+of the index names another (:func:`k2v_hub.index.data_unread`).
 
 Chosen on the bench's validation split, label-blind, with half the cards hidden (``benchmarks/inferred_data.py``).
 """

@@ -4,6 +4,7 @@ cards name, and a dataset it labels well stands for its data; a model that label
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 
@@ -15,7 +16,7 @@ from PIL import Image
 from k2v_hub import find_model
 from k2v_hub.declared import PER_CLASS, decode_fingerprint
 from k2v_hub.hub import LocalSource, folder_revision
-from k2v_hub.index import NO_DATASET_NOTE, build_index, load_retriever
+from k2v_hub.index import NO_DATASET_NOTE, ROWS_DIR, build_index, data_unread, load_retriever, row_filename
 from k2v_hub.inferred import DeclaredPool, infer_data_columns
 from k2v_hub.oracle import Oracle
 from k2v_hub.pipeline import make_indexer
@@ -27,6 +28,9 @@ COPY = "k2v-zoo/resnet-mnist-uncarded"
 UNREADABLE = "k2v-zoo/resnet-mnist-unreadable-data"
 ORIGINAL = "k2v-zoo/resnet-mnist-a-s0"
 TEXTURES = "k2v-zoo/vit-textures-a-s0"
+JOINED = "k2v-zoo/vit-textures-second"
+FAILED_NOTE = (f"{NO_DATASET_NOTE}; it labels none of the index's declared datasets 2 times as well as chance "
+               "(80 images asked)")
 
 
 def _strip_datasets(card_path) -> None:
@@ -94,10 +98,49 @@ def test_the_index_card_counts_declared_inferred_and_missing_data(uncarded):
 
 def test_a_cardless_model_whose_labels_name_no_declared_data_keeps_none(uncarded):
     """The textures model's labels name no class of the datasets the other cards name: it is not asked, and its row
-    says why it has no fingerprint."""
+    says why it has no fingerprint and which datasets it was sought among."""
     _, out, _ = uncarded
-    row = rows_of(out)[TEXTURES]
+    rows = rows_of(out)
+    row = rows[TEXTURES]
     assert row["data_fingerprint"] == "" and row["data_note"] == NO_DATASET_NOTE
+    named = sorted({d for r in rows.values() for d in r["card_datasets"]})
+    assert row["data_pool"] == named and "k2v-zoo/mnist" in named and "k2v-zoo/textures" not in named
+    assert all(r["data_pool"] == [] for m, r in rows.items() if m != TEXTURES)
+
+
+@pytest.fixture(scope="module")
+def joined(uncarded, tiny_zoo, tiny_retriever, tmp_path_factory):
+    """A copy of the indexed ``uncarded`` org, where the textures row says it was asked about the declared data and
+    labelled none well enough (as a run leaves a model whose labels share classes with a dataset it labels badly),
+    that a second textures model joins, whose card names the textures data; indexed twice more."""
+    root, out, _ = uncarded
+    base = tmp_path_factory.mktemp("joined")
+    shutil.copytree(root, base / "zoo")
+    shutil.copytree(out, base / "index")
+    row = {**rows_of(out)[TEXTURES], "data_note": FAILED_NOTE}
+    (base / "index" / ROWS_DIR / row_filename(TEXTURES)).write_text(json.dumps(row))
+    shutil.copytree(tiny_zoo / TEXTURES, base / "zoo" / JOINED)
+    retriever, rid, rev = load_retriever(str(tiny_retriever))
+    runs = []
+    for _ in range(2):
+        indexer = make_indexer(retriever, retriever_id=rid, retriever_revision=rev)
+        report = build_index(LocalSource(base / "zoo"), ZooData(base / "zoo").org, base / "index", indexer,
+                             show_progress=False)
+        runs.append((report, indexer))
+    return base / "zoo", base / "index", runs
+
+
+def test_a_model_without_data_is_asked_again_once_a_dataset_joins_the_org(joined):
+    """Once a card of the org names the textures data, the next run asks the textures model, which labelled none
+    of the earlier datasets, about it (without querying its knowledge again) and it gets that fingerprint; the run
+    after that asks nothing."""
+    root, out, ((first, first_indexer), (second, second_indexer)) = joined
+    row = rows_of(out)[TEXTURES]
+    assert first.indexed == [JOINED] and TEXTURES in first.reused
+    assert row["data_source"] == f"k2v-zoo/textures@{folder_revision(root / 'datasets' / 'k2v-zoo/textures')}"
+    assert row["data_note"].startswith("inferred: the card names no dataset") and row["data_pool"] == []
+    assert first_indexer.data_queries > 0 and first.queries >= first_indexer.data_queries
+    assert second.queries == 0 and second_indexer.data_queries == 0 and not second.indexed
 
 
 def test_inference_queries_are_counted_once(uncarded):
@@ -120,6 +163,21 @@ def test_find_model_ranks_the_cardless_model_by_its_inferred_data(uncarded, tiny
     by_id = {m.model_id: m for m in matches}
     assert by_id[COPY].data_score is not None and by_id[COPY].stage.startswith("data")
     assert by_id[COPY].data_score == pytest.approx(by_id[ORIGINAL].data_score, abs=0.03)
+
+
+def test_a_row_without_data_is_sought_again_only_when_a_new_dataset_is_named():
+    """The rule a rerun applies to a reused row: rows with a fingerprint are kept, a row without one is sought again
+    only when the org's cards name a dataset its ``data_pool`` does not list (or it predates fingerprints)."""
+    pool = DeclaredPool(None, ["org/b", "org/a", "org/a"])
+    none = {"data_fingerprint": "", "data_note": NO_DATASET_NOTE}
+    assert not data_unread({**none, "data_pool": ["org/a", "org/b"]}, pool)
+    assert not data_unread({**none, "data_pool": ["org/a", "org/b", "org/gone"]}, pool)
+    assert data_unread({**none, "data_pool": ["org/a"]}, pool)
+    assert data_unread({**none, "data_note": FAILED_NOTE, "data_pool": ["org/a"]}, pool)
+    assert data_unread(none, pool)  # written before the column existed
+    assert not data_unread({"data_fingerprint": "AAAA", "data_pool": []}, pool)
+    assert data_unread({"model_id": "org/m"}, pool)  # written before fingerprints
+    assert not data_unread({**none, "data_pool": []}, DeclaredPool(None, []))
 
 
 class _ColourOracle(Oracle):
