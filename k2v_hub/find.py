@@ -329,7 +329,8 @@ def _first_stage(has_data: bool, any_data: bool, labels: bool, finetune: bool = 
     if has_data:
         stage, meaning = ("finetune-fit", kind) if finetune else ("data", "data_score")
     elif any_data:
-        stage, meaning = "vector", f"cosine placed on the {kind} scores' scale (same mean and spread over the index)"
+        stage, meaning = "vector", (f"cosine placed on the {kind} scores' scale (the {kind} score at the quantile "
+                                    "its cosine ranks at among the index's)")
     else:
         stage, meaning = "vector", "cosine"
     if vector:

@@ -12,7 +12,7 @@ import pytest
 
 from k2v_hub import find_model
 from k2v_hub.declared import (ACCURACY_WEIGHT, MAX_CLASSES, data_scores, decode_fingerprint, encode_fingerprint,
-                              first_stage_scores, reported_accuracy, vector_weighs_in)
+                              first_stage_scores, place_vector, reported_accuracy, vector_weighs_in)
 from k2v_hub.errors import IndexError_, UsageError
 from k2v_hub.finetune_fit import FEATURES, train_finetune_predictor
 from k2v_hub.hub import LocalSource, RepoRef, folder_revision
@@ -197,6 +197,25 @@ def test_first_stage_scores_mix_data_and_placed_vectors():
     mixed = first_stage_scores(vector, data)
     assert mixed[:2].tolist() == [0.8, 0.6] and mixed[2] > mixed[3]  # order of the vectors kept
     assert np.all(np.abs(mixed) <= 1)
+
+
+def test_a_vector_without_data_ranks_among_the_data_scores_as_it_ranks_among_the_vectors():
+    """The default placement gives a model without a data score the data score at its cosine's quantile: an outlying
+    cosine lands near the best data score instead of far above it (the `moment` placement, same mean and spread,
+    put it on top), and an unsure one in the middle; with one data score only, the moment placement stands in."""
+    data = np.array([0.95, 0.90, 0.70, 0.60, 0.50, np.nan, np.nan])
+    vector = np.array([0.10, 0.12, 0.11, 0.09, 0.10, 0.60, 0.105])
+    quantile, moment = place_vector(vector, data), place_vector(vector, data, "moment")
+    assert np.array_equal(quantile[:5], data[:5]) and np.array_equal(moment[:5], data[:5])
+    assert moment[5] == 1.0 and int(np.argmax(moment)) == 5  # clipped, above every data score
+    assert 0.90 < quantile[5] < 0.95 and int(np.argmax(quantile)) == 0
+    assert 0.5 < quantile[6] < 0.9
+    assert np.array_equal(first_stage_scores(vector, data), quantile)
+    single = np.array([0.8, np.nan, np.nan])
+    assert np.array_equal(place_vector(np.array([0.1, 0.5, 0.3]), single),
+                          place_vector(np.array([0.1, 0.5, 0.3]), single, "moment"))
+    with pytest.raises(ValueError, match="quantile"):
+        place_vector(vector, data, "rank")
 
 
 def test_first_stage_scores_let_the_vector_order_the_two_best_only_when_the_best_is_a_trained_model():

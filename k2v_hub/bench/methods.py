@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..declared import TRAINED_VECTOR_WEIGHT, data_scores, first_stage_scores
+from ..declared import PLACEMENTS, TRAINED_VECTOR_WEIGHT, data_scores, first_stage_scores
 from ..baselines import (card_dataset_scores, label_match_scores, param_count_from_safetensors, popularity_scores,
                          random_scores, size_scores)
 from ..find import LABEL_WEIGHT
@@ -157,23 +157,25 @@ def declared_scores(data: BenchData, task_ids, accuracy_weight: float | None = N
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
-def half_cards(vector: np.ndarray, declared: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+def half_cards(vector: np.ndarray, declared: np.ndarray, hidden: np.ndarray, place: str = PLACEMENTS[0]) -> np.ndarray:
     """`find_model`'s first stage (:func:`k2v_hub.declared.first_stage_scores`) when the ``hidden`` models' cards
-    name no data: the others keep their data score, the hidden ones their vector placed on its scale."""
+    name no data: the others keep their data score, the hidden ones their vector placed on its scale (``place``:
+    :func:`k2v_hub.declared.place_vector`)."""
     masked = declared.copy()
     masked[:, hidden] = np.nan
-    return np.stack([first_stage_scores(v, d) for v, d in zip(vector, masked)])
+    return np.stack([first_stage_scores(v, d, place=place) for v, d in zip(vector, masked)])
 
 
-def half_cards_inferred(data: BenchData, vector: np.ndarray, task_ids,
-                        held: dict | None = None) -> tuple[np.ndarray, float]:
+def half_cards_inferred(data: BenchData, vector: np.ndarray, task_ids, held: dict | None = None,
+                        place: str = PLACEMENTS[0]) -> tuple[np.ndarray, float]:
     """`find_model`'s first stage when a seeded half of the cards name no data and the index inferred theirs
     (``held``: :meth:`BenchData.inferred_half_cards`, default :attr:`BenchData.half_cards`): the data score where
-    there is a fingerprint, else the placed vector; and the mean seconds per task of scoring it."""
+    there is a fingerprint, else the vector placed on its scale (``place``); and the mean seconds per task of
+    scoring it."""
     held = data.half_cards if held is None else held
     t0 = time.perf_counter()
     S = np.stack([first_stage_scores(v, data_scores(data.means[t], held["fingerprints"], held["accuracies"],
-                                                    accuracy_weight=data.accuracy_weight))
+                                                    accuracy_weight=data.accuracy_weight), place=place)
                   for v, t in zip(vector, task_ids)]) if task_ids else np.zeros((0, len(data.models)))
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
