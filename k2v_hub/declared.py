@@ -165,7 +165,7 @@ def data_scores(task_means: np.ndarray, fingerprints: list, accuracies: list | N
     return out
 
 
-def place_vector(vector: np.ndarray, data: np.ndarray, how: str = "quantile") -> np.ndarray:
+def place_vector(vector: np.ndarray, data: np.ndarray, how: str = PLACEMENTS[0]) -> np.ndarray:
     """``data`` (per model, ``nan`` where a model has no data score) with the gaps filled by the models' vector
     cosines put on the data scores' scale, clipped to [-1, 1].
 
@@ -191,7 +191,7 @@ def place_vector(vector: np.ndarray, data: np.ndarray, how: str = "quantile") ->
 
 def first_stage_scores(vector: np.ndarray, data: np.ndarray, trained: np.ndarray | None = None, *,
                        vector_weight: float = TRAINED_VECTOR_WEIGHT,
-                       top: int | None = TRAINED_VECTOR_TOP, place: str = "quantile") -> np.ndarray:
+                       top: int | None = TRAINED_VECTOR_TOP, place: str = PLACEMENTS[0]) -> np.ndarray:
     """One first-stage score per model: the data score where there is one; for the other models their vector
     cosine placed on the data scores' scale (:func:`place_vector`, ``how=place``).
 
