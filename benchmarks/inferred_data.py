@@ -35,7 +35,7 @@ from k2v_hub.bench.run import PROFILE_STEPS
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
 from k2v_hub.retriever import Retriever
-from k2v_hub.train import TrainingArguments, train_retriever
+from k2v_hub.train import TrainingArguments
 from study import study_arguments, write_result
 
 RATIOS = (3.0, 2.0, 1.5)  # the stricter first: it wins ties
@@ -86,11 +86,9 @@ def main() -> None:
         if seed == 0:
             retriever = Retriever.from_pretrained(str(args.work / "retriever"))
         else:  # trained as the bench's zoo spread trains it
-            retriever = data.new_retriever(probe, seed=bench["seed"])
-            train_retriever(retriever, data.supervised(knowledge, splits.seen, splits.train),
-                            TrainingArguments(steps=PROFILE_STEPS["bench"], seed=bench["seed"],
-                                              task_class_dropout=chosen["task_class_dropout"],
-                                              task_noise=chosen["task_noise"]), show_progress=False)
+            retriever = data.trained_retriever(knowledge, splits, probe, TrainingArguments(
+                steps=PROFILE_STEPS["bench"], seed=bench["seed"], task_class_dropout=chosen["task_class_dropout"],
+                task_noise=chosen["task_noise"]))
         out["zoos"][str(seed)] = zoo_rows(data, retriever, knowledge, list(splits.val))
     zoos = list(out["zoos"].values())
     pooled = {name: {key: round(float(np.average([z["rows"][name][key] for z in zoos],

@@ -22,7 +22,7 @@ from ..inferred import MIN_CHANCE_RATIO, DeclaredPool, infer_data_columns
 from ..knowledge import load_probe_set
 from ..oracle import TransformersOracle
 from ..pipeline import make_indexer, new_retriever
-from ..train import supervised_data
+from ..train import TrainingArguments, supervised_data, train_retriever
 from ..utils import logger, progress
 from ..zoo.data import ZooData
 from ..zoo.models import images_to_pixel_values, predict_logits_and_features
@@ -200,6 +200,13 @@ class BenchData:
         """An untrained retriever in the bench's feature space on ``probe`` (``encoders``: the ablation's)."""
         return new_retriever(self.extractor, probe_spec=probe.spec, probe_fingerprint=probe.fingerprint, seed=seed,
                              **encoders)
+
+    def trained_retriever(self, knowledge: Knowledge, splits: Splits, probe: ProbeSet, args: TrainingArguments):
+        """A retriever trained with ``args`` on the seen models' training tasks (how the bench trains the retriever of
+        a zoo other than the one its validation split chose the settings on)."""
+        retriever = self.new_retriever(probe, seed=args.seed)
+        train_retriever(retriever, self.supervised(knowledge, splits.seen, splits.train), args, show_progress=False)
+        return retriever
 
     def supervised(self, knowledge: Knowledge, model_ids, task_ids):
         """Supervised training data: ``task_ids`` against ``model_ids`` (their ``knowledge``: graphs and records)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..train import TrainingArguments, train_retriever
+from ..train import TrainingArguments
 from ..zoo.build import build_zoo
 from .data import BenchData, ProbeSet, Splits
 from .studies import leep_matrix, retriever_recall, spread_summary
@@ -27,9 +27,7 @@ def zoo_seed_spread(profile: str, work: Path, seeds: list[int], args: TrainingAr
         splits = Splits.of(data.zoo)
         probe = ProbeSet.load()
         knowledge = data.knowledge(data.new_retriever(probe, seed=0))
-        retriever = data.new_retriever(probe, seed=args.seed)
-        train_retriever(retriever, data.supervised(knowledge, splits.seen, splits.train), args,
-                        show_progress=False)
+        retriever = data.trained_retriever(knowledge, splits, probe, args)
         leep = leep_matrix(data, data.forward_passes(splits.eval_all), splits.eval_all)
         per_seed[str(s)] = retriever_recall(retriever, knowledge.graphs, data, splits.eval_all, splits.seen,
                                             splits.eval_seen, splits.eval_inductive, leep=leep)
