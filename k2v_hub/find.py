@@ -4,9 +4,10 @@ The dataset (a ``datasets.Dataset``/``DatasetDict``, a folder written by ``save_
 Hub dataset id) is turned into class means in the index's feature space, encoded by the retriever's Q_EXT, and
 compared with every model vector by cosine (one matrix product). Where the index holds a model's *data
 fingerprint* (class means of a few images of the data its card declares, :mod:`k2v_hub.declared`), the first
-stage scores that model by how close its declared data is to the dataset instead, plus a little for the
-accuracy its card reports on that data, which tells apart models that declare the same data (``stage="data"``, its
-``data_score``); the others keep their cosine, placed on the same scale. When the best data match is a model the
+stage scores that model by how close its declared data is to the dataset instead, less how close that data is to
+the index's other data (a *hub*, close to every dataset, counts less), plus a little for the accuracy its card
+reports on that data, which tells apart models that declare the same data (``stage="data"``, its ``data_score``);
+the others keep their cosine, placed on the same scale. When the best data match is a model the
 retriever was trained on with ground truth (``training_info.trained_models``, e.g. a retriever trained on the org's
 own zoo with ``k2v-hub train``; known by the row's knowledge record, :meth:`~k2v_hub.retriever.Retriever.trained_mask`,
 not by its id alone), the vector puts the two best data matches in order (``stage="data+vector"``, the
@@ -117,7 +118,8 @@ class Match:
         knowledge_score: cosine between the task vector and the model vector.
         label_score: label-name overlap in [0, 1] (``None`` unless label evidence was used).
         rerank_score: the re-ranking estimator's value (``None`` unless re-ranked).
-        data_score: how close the data the model's card declares is to the dataset, plus
+        data_score: how close the data the model's card declares is to the dataset, less
+            :data:`~k2v_hub.declared.HUBNESS_WEIGHT` x how close it is to the index's other data, plus
             :data:`~k2v_hub.declared.ACCURACY_WEIGHT` x the accuracy the card reports on it (:mod:`k2v_hub.declared`;
             ``None`` when the index holds no fingerprint of it).
         finetune_score: with ``goal="fine-tune"``, the model's predicted fine-tuned accuracy on the dataset,

@@ -43,7 +43,7 @@ from PIL import Image
 
 from . import __version__
 from .declared import (data_fingerprint, data_scores, decode_fingerprint, encode_fingerprint, first_stage_scores,
-                       order_head, reported_accuracy, vector_head)
+                       hubness, order_head, reported_accuracy, vector_head)
 from .errors import HubError, IndexError_, K2VError, one_line
 from .finetune_fit import FinetunePredictor, finetune_features
 from .hub import (RepoRef, RepoSource, download_repo, get_api, hub_call, index_reference, split_revision,
@@ -626,6 +626,7 @@ class K2VIndex:
     path: str
     revision: str | None = None
     repo_id: str | None = None  # the Hub dataset repo it was downloaded from; None for a local folder
+    _hubs: dict = field(default_factory=dict, repr=False, compare=False)  # feature dim -> hubness(fingerprints)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -649,8 +650,12 @@ class K2VIndex:
         Raises:
             IndexError_: a stored fingerprint is damaged or of another feature space.
         """
-        fingerprints = self.fingerprints(int(np.shape(task_means)[1]))
-        return data_scores(task_means, fingerprints, [row.reported_accuracy for row in self.rows])
+        dim = int(np.shape(task_means)[1])
+        fingerprints = self.fingerprints(dim)
+        if dim not in self._hubs:  # the fingerprints' centrality in the index: once per loaded index
+            self._hubs[dim] = hubness(fingerprints)
+        return data_scores(task_means, fingerprints, [row.reported_accuracy for row in self.rows],
+                           hubs=self._hubs[dim])
 
     def finetune_scores(self, task_means: np.ndarray, predictor: FinetunePredictor) -> np.ndarray:
         """Each row's predicted fine-tuned accuracy for a dataset's class means (``nan`` without a fingerprint).

@@ -12,7 +12,7 @@ import pytest
 
 from k2v_hub import find_model
 from k2v_hub.declared import (ACCURACY_WEIGHT, MAX_CLASSES, data_scores, decode_fingerprint, encode_fingerprint,
-                              first_stage_scores, place_vector, reported_accuracy, vector_weighs_in)
+                              first_stage_scores, hubness, place_vector, reported_accuracy, vector_weighs_in)
 from k2v_hub.errors import IndexError_, UsageError
 from k2v_hub.finetune_fit import FEATURES, train_finetune_predictor
 from k2v_hub.hub import LocalSource, RepoRef, folder_revision
@@ -186,8 +186,28 @@ def test_data_score_is_the_mean_best_cosine_over_the_datasets_classes():
     task = np.array([[1.0, 0.0], [0.0, 1.0]])
     near = np.array([[2.0, 0.0], [0.0, 3.0]])  # both classes present
     half = np.array([[1.0, 0.0], [1.0, 0.1]])  # only the first
-    s = data_scores(task, [near, half, None])
+    s = data_scores(task, [near, half, None], hubness_weight=0.0)
     assert s[0] == pytest.approx(1.0) and 0.5 < s[1] < 0.6 and np.isnan(s[2])
+
+
+def test_a_declared_class_close_to_every_other_data_counts_less_than_one_close_only_to_the_users():
+    """Two models whose declared classes are equally close to the user's class; the hub's is also close to the
+    classes three other models declare, the other's to none. With the discount (CSLS) the hub ranks below; without
+    it they tie. A sibling that declares the same data is not its own neighbour, and a lone fingerprint is not
+    discounted."""
+    task = np.array([[1.0, 0.0, 0.0, 0.0]])
+    hub = np.array([[0.8, 0.6, 0.0, 0.0]])
+    apart = np.array([[0.8, 0.0, 0.0, 0.6]])
+    crowd = [np.array([[0.1, 1.0, 0.1 * i, 0.0]]) for i in range(3)]
+    plain = data_scores(task, [hub, apart, *crowd], hubness_weight=0.0)
+    assert plain[0] == pytest.approx(plain[1]) and plain[:2].min() > plain[2:].max()
+    discounted = data_scores(task, [hub, apart, *crowd])
+    assert discounted[1] > discounted[0] > discounted[2:].max()
+    hubs = hubness([hub, apart, *crowd])
+    assert hubs[0][0] > hubs[1][0]
+    siblings = hubness([hub, hub.copy(), None])
+    assert siblings[0].tolist() == siblings[1].tolist() == [0.0] and siblings[2] is None
+    assert np.array_equal(data_scores(task, [apart]), data_scores(task, [apart], hubness_weight=0.0))
 
 
 def test_first_stage_scores_mix_data_and_placed_vectors():

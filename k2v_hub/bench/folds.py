@@ -107,6 +107,9 @@ def _fold_row(data: BenchData, fp: dict, split: dict, S: np.ndarray, mixed: np.n
     row["data+know2vec recall@10"] = first_stage_recall(mixed, truth, 10, None)
     fingerprint_only, _ = declared_scores(data, tasks, accuracy_weight=0.0)
     row["data-fingerprint r@1"] = score_method(fingerprint_only, truth, v, ft, seed)["r@1"]
+    plain, _ = declared_scores(data, tasks, hubness_weight=0.0)
+    row["data-no-hubness r@1"] = score_method(plain, truth, v, ft, seed)["r@1"]
+    row["data-no-hubness recall@10"] = first_stage_recall(plain, truth, 10, None)
     for blind, key in ((False, "two-stage-leep@3 r@1"), (True, "two-stage-leep@3 label-blind r@1")):
         lab = label_scores(data, tasks, label_blind=blind)
         hybrid, _ = with_hybrids({"know2vec": S, "leep": base["leep"], "data": declared},

@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from ..declared import PLACEMENTS, TRAINED_VECTOR_WEIGHT, data_scores, first_stage_scores
+from ..declared import (HUBNESS_NEIGHBOURS, HUBNESS_WEIGHT, PLACEMENTS, TRAINED_VECTOR_WEIGHT, data_scores,
+                        first_stage_scores, hubness)
 from ..baselines import (card_dataset_scores, label_match_scores, param_count_from_safetensors, popularity_scores,
                          random_scores, size_scores)
 from ..find import LABEL_WEIGHT
@@ -31,6 +32,8 @@ ACCESS = {
     "two-stage-leep@3": "black-box (predictions on 3 models)",
     "data": "metadata (card datasets: 8 images per class, the accuracy the card reports; no model run)",
     "data-fingerprint": "metadata (card datasets: 8 images per class, no model run)",
+    "data-no-hubness": "metadata (as data, without discounting each declared class's closeness to the index's "
+                       "other data: the score before)",
     "data-half-cards": "metadata for a seeded half of the models, the vector for the others",
     "data-half-cards-inferred": "metadata for a seeded half of the models; for the others, the data inferred from "
                                 "their predictions on the first half's declared data (8 images per shared class, at "
@@ -145,14 +148,19 @@ def know2vec_scores(retriever, graphs: dict, data: BenchData, task_ids) -> tuple
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
 
-def declared_scores(data: BenchData, task_ids, accuracy_weight: float | None = None) -> tuple[np.ndarray, float]:
+def declared_scores(data: BenchData, task_ids, accuracy_weight: float | None = None, *,
+                    hubness_weight: float = HUBNESS_WEIGHT, neighbours: int = HUBNESS_NEIGHBOURS
+                    ) -> tuple[np.ndarray, float]:
     """`find_model`'s data scores ``[tasks, models]`` (:func:`k2v_hub.declared.data_scores`: each model's card
-    data against the task's class means, plus ``accuracy_weight`` (default ``data.accuracy_weight``) times the
-    accuracy its card reports) and the mean seconds per task of scoring them."""
+    data against the task's class means, less ``hubness_weight`` times its classes' centrality among the zoo's
+    fingerprints (:func:`k2v_hub.declared.hubness` over ``neighbours``), plus ``accuracy_weight`` (default
+    ``data.accuracy_weight``) times the accuracy its card reports) and the mean seconds per task of scoring them."""
     fingerprints, accuracies = data.fingerprints, data.reported_accuracies
     weight = data.accuracy_weight if accuracy_weight is None else accuracy_weight
     t0 = time.perf_counter()
-    S = np.stack([data_scores(data.means[t], fingerprints, accuracies, accuracy_weight=weight)
+    hubs = hubness(fingerprints, neighbours)
+    S = np.stack([data_scores(data.means[t], fingerprints, accuracies, accuracy_weight=weight,
+                              hubness_weight=hubness_weight, hubs=hubs)
                   for t in task_ids]) if task_ids else np.zeros((0, len(data.models)))
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
@@ -167,15 +175,17 @@ def half_cards(vector: np.ndarray, declared: np.ndarray, hidden: np.ndarray, pla
 
 
 def half_cards_inferred(data: BenchData, vector: np.ndarray, task_ids, held: dict | None = None,
-                        place: str = PLACEMENTS[0]) -> tuple[np.ndarray, float]:
+                        place: str = PLACEMENTS[0], hubness_weight: float = HUBNESS_WEIGHT) -> tuple[np.ndarray, float]:
     """`find_model`'s first stage when a seeded half of the cards name no data and the index inferred theirs
     (``held``: :meth:`BenchData.inferred_half_cards`, default :attr:`BenchData.half_cards`): the data score where
-    there is a fingerprint, else the vector placed on its scale (``place``); and the mean seconds per task of
-    scoring it."""
+    there is a fingerprint (its hubs discounted by ``hubness_weight``), else the vector placed on its scale
+    (``place``); and the mean seconds per task of scoring it."""
     held = data.half_cards if held is None else held
     t0 = time.perf_counter()
+    hubs = hubness(held["fingerprints"])
     S = np.stack([first_stage_scores(v, data_scores(data.means[t], held["fingerprints"], held["accuracies"],
-                                                    accuracy_weight=data.accuracy_weight), place=place)
+                                                    accuracy_weight=data.accuracy_weight, hubness_weight=hubness_weight,
+                                                    hubs=hubs), place=place)
                   for v, t in zip(vector, task_ids)]) if task_ids else np.zeros((0, len(data.models)))
     return S, (time.perf_counter() - t0) / max(1, len(task_ids))
 
@@ -202,6 +212,8 @@ def method_scores(data: BenchData, fp: dict, retrievers: dict, graphs: dict, tas
     secs["data"] += data.feature_pass_s
     meths["data-fingerprint"], secs["data-fingerprint"] = declared_scores(data, task_ids, accuracy_weight=0.0)
     secs["data-fingerprint"] += data.feature_pass_s
+    meths["data-no-hubness"], secs["data-no-hubness"] = declared_scores(data, task_ids, hubness_weight=0.0)
+    secs["data-no-hubness"] += data.feature_pass_s
     if data.finetune_predictor is not None:
         meths["finetune-fit"], secs["finetune-fit"] = finetune_scores(data, data.finetune_predictor, task_ids)
         secs["finetune-fit"] += data.feature_pass_s

@@ -20,7 +20,8 @@ COMPARISONS = (("know2vec", "leep"), ("two-stage-leep@3", "leep"), ("data", "kno
                ("two-stage-data-leep@3", "leep"), ("data", "data-fingerprint"), ("data", "leep"),
                ("fused-data-leep@3", "two-stage-data-leep@3"), ("fused-data-leep@3", "leep"),
                ("two-stage-data-head-accuracy@3", "two-stage-data-leep@3"), ("two-stage-data-head-accuracy@3", "leep"),
-               ("data+know2vec", "know2vec"), ("data+know2vec", "data"), ("data+know2vec", "leep"))
+               ("data+know2vec", "know2vec"), ("data+know2vec", "data"), ("data+know2vec", "leep"),
+               ("data", "data-no-hubness"))
 _ESTIMATOR_NAMES = {m.name for m in ESTIMATORS}
 
 
