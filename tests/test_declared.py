@@ -16,7 +16,7 @@ from k2v_hub.declared import (ACCURACY_WEIGHT, MAX_CLASSES, data_scores, decode_
 from k2v_hub.errors import IndexError_, UsageError
 from k2v_hub.finetune_fit import FEATURES, train_finetune_predictor
 from k2v_hub.hub import LocalSource, RepoRef, folder_revision
-from k2v_hub.index import ROWS_DIR, IndexSettings, data_columns, read_rows, write_index
+from k2v_hub.index import ROWS_DIR, IndexSettings, data_columns, load_index, read_rows, write_index
 from k2v_hub.knowledge import knowledge_fingerprint
 from k2v_hub.retriever import Retriever
 from k2v_hub.zoo.data import ZooData
@@ -208,6 +208,20 @@ def test_a_declared_class_close_to_every_other_data_counts_less_than_one_close_o
     siblings = hubness([hub, hub.copy(), None])
     assert siblings[0].tolist() == siblings[1].tolist() == [0.0] and siblings[2] is None
     assert np.array_equal(data_scores(task, [apart]), data_scores(task, [apart], hubness_weight=0.0))
+
+
+def test_a_search_discounts_the_hubs_of_the_index_it_searches(tiny_index):
+    """The index scores a dataset as the module does over the index's own fingerprints, hubs discounted (computed
+    once per loaded index: a second search gives the same scores); without the discount the scores differ."""
+    idx = load_index(tiny_index)
+    fingerprints = idx.fingerprints(1280)
+    assert sum(fp is not None for fp in fingerprints) == len(idx) == 5
+    means = np.abs(np.random.default_rng(0).normal(size=(3, 1280)))
+    accuracies = [row.reported_accuracy for row in idx.rows]
+    scores = idx.data_scores(means)
+    assert np.array_equal(scores, data_scores(means, fingerprints, accuracies))
+    assert np.array_equal(idx.data_scores(means), scores)
+    assert not np.allclose(scores, data_scores(means, fingerprints, accuracies, hubness_weight=0.0))
 
 
 def test_first_stage_scores_mix_data_and_placed_vectors():
