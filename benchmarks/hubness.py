@@ -31,14 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from k2v_hub.bench.data import BenchData, ProbeSet, Splits
+from k2v_hub.bench.data import BenchData, Splits
 from k2v_hub.bench.methods import data_know2vec, declared_scores, half_cards_inferred, know2vec_scores, two_stage
-from k2v_hub.bench.run import PROFILE_STEPS
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
-from k2v_hub.retriever import Retriever
-from k2v_hub.train import TrainingArguments
-from study import study_arguments, write_result
+from study import study_arguments, write_result, zoos_with_retrievers
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the score before first: it wins ties
 NEIGHBOURS = (10, 20, 40)  # CSLS's first: it wins ties
@@ -76,24 +73,9 @@ def main() -> None:
     args = study_arguments(__doc__.splitlines()[0], "Not used: the evaluation split is scored by k2v-hub bench.")
     t0 = time.perf_counter()
     bench = json.loads(Path("benchmarks/results/bench.json").read_text())
-    chosen = bench["validation"]["chosen"]
-    probe = ProbeSet.load()
     out: dict = {"criterion": "validation R@1 of the two-stage, then of data+know2vec, pooled over zoos; ties: the "
                               "smaller weight, then the smaller k", "zoos": {}}
-    for seed, zoo_dir, work in ((0, args.work / "zoo", args.work), (1, args.work / "zoo-seed1",
-                                                                     args.work / "zoo-seed1-work")):
-        if not zoo_dir.is_dir():
-            continue
-        data = BenchData(zoo_dir, work, seed=seed, show_progress=False)
-        data.accuracy_weight = chosen["data_accuracy_weight"]
-        splits = Splits.of(data.zoo)
-        knowledge = data.knowledge(data.new_retriever(probe, seed=0))
-        if seed == 0:
-            retriever = Retriever.from_pretrained(str(args.work / "retriever"))
-        else:  # trained as the bench's zoo spread trains it
-            retriever = data.trained_retriever(knowledge, splits, probe, TrainingArguments(
-                steps=PROFILE_STEPS["bench"], seed=bench["seed"], task_class_dropout=chosen["task_class_dropout"],
-                task_noise=chosen["task_noise"]))
+    for seed, data, splits, retriever, knowledge in zoos_with_retrievers(args.work, bench):
         out["zoos"][str(seed)] = zoo_rows(data, splits, retriever, knowledge)
     zoos = list(out["zoos"].values())
     weights = [z[next(iter(z))]["n"] for z in zoos]

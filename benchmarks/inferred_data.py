@@ -29,14 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from k2v_hub.bench.data import BenchData, ProbeSet, Splits
+from k2v_hub.bench.data import BenchData
 from k2v_hub.bench.methods import declared_scores, half_cards, half_cards_inferred, know2vec_scores, two_stage
-from k2v_hub.bench.run import PROFILE_STEPS
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
-from k2v_hub.retriever import Retriever
-from k2v_hub.train import TrainingArguments
-from study import study_arguments, write_result
+from study import study_arguments, write_result, zoos_with_retrievers
 
 RATIOS = (3.0, 2.0, 1.5)  # the stricter first: it wins ties
 PLACES = ("moment", "quantile")  # the placement used before first: it wins ties
@@ -71,24 +68,9 @@ def main() -> None:
     args = study_arguments(__doc__.splitlines()[0], "Not used: the evaluation split is scored by k2v-hub bench.")
     t0 = time.perf_counter()
     bench = json.loads(Path("benchmarks/results/bench.json").read_text())
-    chosen = bench["validation"]["chosen"]
-    probe = ProbeSet.load()
     out: dict = {"criterion": "validation R@1 of the two-stage, then of the first stage, pooled over zoos; "
                               "ties: the stricter min_ratio, then moment", "zoos": {}}
-    for seed, zoo_dir, work in ((0, args.work / "zoo", args.work), (1, args.work / "zoo-seed1",
-                                                                     args.work / "zoo-seed1-work")):
-        if not zoo_dir.is_dir():
-            continue
-        data = BenchData(zoo_dir, work, seed=seed, show_progress=False)
-        data.accuracy_weight = chosen["data_accuracy_weight"]
-        splits = Splits.of(data.zoo)
-        knowledge = data.knowledge(data.new_retriever(probe, seed=0))
-        if seed == 0:
-            retriever = Retriever.from_pretrained(str(args.work / "retriever"))
-        else:  # trained as the bench's zoo spread trains it
-            retriever = data.trained_retriever(knowledge, splits, probe, TrainingArguments(
-                steps=PROFILE_STEPS["bench"], seed=bench["seed"], task_class_dropout=chosen["task_class_dropout"],
-                task_noise=chosen["task_noise"]))
+    for seed, data, splits, retriever, knowledge in zoos_with_retrievers(args.work, bench):
         out["zoos"][str(seed)] = zoo_rows(data, retriever, knowledge, list(splits.val))
     zoos = list(out["zoos"].values())
     pooled = {name: {key: round(float(np.average([z["rows"][name][key] for z in zoos],

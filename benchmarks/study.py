@@ -7,8 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from k2v_hub.bench.data import BenchData, Splits
+from k2v_hub.bench.data import BenchData, ProbeSet, Splits
+from k2v_hub.bench.run import PROFILE_STEPS
 from k2v_hub.features import k2v_home
+from k2v_hub.retriever import Retriever
+from k2v_hub.train import TrainingArguments
 
 
 def study_arguments(description: str, eval_help: str) -> argparse.Namespace:
@@ -26,6 +29,29 @@ def bench_data(work: Path) -> tuple[BenchData, Splits]:
     """The bench's zoo, features and splits, as ``k2v-hub bench`` built them in ``work``."""
     data = BenchData(work / "zoo", work, seed=0, show_progress=False)
     return data, Splits.of(data.zoo)
+
+
+def zoos_with_retrievers(work: Path, bench: dict):
+    """Each zoo the bench built in ``work`` (its own, and the second one when ``--zoo-seeds 2`` built it) as
+    ``(zoo seed, data, splits, retriever, knowledge)``: the bench zoo with the bench's retriever, the second zoo with
+    one trained as the bench's zoo spread trains it (``bench``: the run's parsed ``bench.json``, whose validation
+    choices and seed are used; the data score takes its accuracy weight)."""
+    chosen = bench["validation"]["chosen"]
+    probe = ProbeSet.load()
+    for zoo_seed, zoo_dir, zoo_work in ((0, work / "zoo", work), (1, work / "zoo-seed1", work / "zoo-seed1-work")):
+        if not zoo_dir.is_dir():
+            continue
+        data = BenchData(zoo_dir, zoo_work, seed=zoo_seed, show_progress=False)
+        data.accuracy_weight = chosen["data_accuracy_weight"]
+        splits = Splits.of(data.zoo)
+        knowledge = data.knowledge(data.new_retriever(probe, seed=0))
+        if zoo_seed == 0:
+            retriever = Retriever.from_pretrained(str(work / "retriever"))
+        else:
+            retriever = data.trained_retriever(knowledge, splits, probe, TrainingArguments(
+                steps=PROFILE_STEPS["bench"], seed=bench["seed"], task_class_dropout=chosen["task_class_dropout"],
+                task_noise=chosen["task_noise"]))
+        yield zoo_seed, data, splits, retriever, knowledge
 
 
 def write_result(out: dict, args: argparse.Namespace, t0: float) -> None:

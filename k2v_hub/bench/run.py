@@ -192,10 +192,10 @@ def run_bench(profile: str = "tiny", *, out_dir="benchmarks/results", work_dir=N
                                              trained={seed: main})
     if zoo_seeds > 1:
         first = retriever_recall(main, graphs, data, splits.eval_all, splits.seen, splits.eval_seen,
-                                 splits.eval_inductive, leep=leep_matrix(data, fp, splits.eval_all))
+                                 splits.eval_inductive, leep=leep_matrix(data, fp, splits.eval_all), fusion=fusion)
         results["zoo_seed_spread"] = zoo_seed_spread(profile, work, list(range(seed, seed + zoo_seeds)), args,
                                                      first, show_progress, accuracy_weight=data.accuracy_weight,
-                                                     trained_vector_weight=data.trained_vector_weight)
+                                                     trained_vector_weight=data.trained_vector_weight, fusion=fusion)
     results["timing"] = timing_table(tables["secs"], fp, product, len(data.models), zoo_s, train_s,
                                      knowledge.queries, t_start, data.feature_pass_s)
     results["training"] = {k: v for k, v in train_info.items() if k != "args"}

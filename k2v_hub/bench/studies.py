@@ -61,14 +61,16 @@ def run_ablation(data: BenchData, graphs, seen, train, eval_tasks, probe: ProbeS
 
 
 def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_tasks=(), ind_tasks=(), *,
-                     first_stages: bool = False, leep: np.ndarray | None = None) -> dict:
+                     first_stages: bool = False, leep: np.ndarray | None = None, fusion: float | None = None) -> dict:
     """R@1/R@3 of a retriever's vectors on ``eval_tasks``, and on its ``seen_tasks`` / ``ind_tasks`` subsets.
 
     ``seen_pool_*``: the seen tasks with only the ``seen`` (trained) models as candidates, the paper's setting.
     ``first_stages``: also `find_model`'s first stage with this retriever (``data+know2vec``: the data score, the
     vector ordering the two best when the best is one of the ``seen`` models), keys ``"data+know2vec <key>"``. With
     ``leep`` (``[eval_tasks, models]``) also the data stage, LEEP over every model and the label-blind two-stage
-    (LEEP on 3 candidates of ``data+know2vec``, ``"two-stage-data+know2vec-leep@3 <key>"``).
+    (LEEP on 3 candidates of ``data+know2vec``, ``"two-stage-data+know2vec-leep@3 <key>"``); with ``fusion`` too,
+    those candidates ordered as `find_model --rerank leep` orders them, LEEP fused with the first stage
+    (``"fused-data+know2vec-leep@3 <key>"``).
     """
     S, _ = know2vec_scores(retriever, graphs, data, eval_tasks)
 
@@ -99,6 +101,9 @@ def retriever_recall(retriever, graphs, data: BenchData, eval_tasks, seen, seen_
             out.update(rows(declared, "data "))
             out.update(rows(leep, "leep ", pool=False))
             out.update(rows(two_stage(mixed, leep, 3, labels=blind), "two-stage-data+know2vec-leep@3 ", pool=False))
+            if fusion is not None:
+                out.update(rows(two_stage(mixed, leep, 3, labels=blind, fusion=fusion), "fused-data+know2vec-leep@3 ",
+                                pool=False))
     return out
 
 

@@ -11,12 +11,14 @@ from .data import BenchData, ProbeSet, Splits
 from .studies import leep_matrix, retriever_recall, spread_summary
 
 def zoo_seed_spread(profile: str, work: Path, seeds: list[int], args: TrainingArguments, first: dict,
-                    show_progress: bool, *, accuracy_weight: float, trained_vector_weight: float) -> dict:
+                    show_progress: bool, *, accuracy_weight: float, trained_vector_weight: float,
+                    fusion: float | None = None) -> dict:
     """Per zoo seed, the recall of a retriever trained with ``args`` on that zoo (``first``: the run's own zoo,
     ``seeds[0]``, already measured), and the mean/std/min/max over zoos.
 
     Each row has the vector's recall and, with the run's chosen weights, the data stage's, ``data+know2vec``'s,
-    LEEP's over every model and the label-blind two-stage's (:func:`~k2v_hub.bench.studies.retriever_recall`).
+    LEEP's over every model and the label-blind two-stage's, LEEP alone and fused with weight ``fusion``
+    (:func:`~k2v_hub.bench.studies.retriever_recall`).
     """
     per_seed = {str(seeds[0]): first}
     for s in seeds[1:]:
@@ -30,5 +32,5 @@ def zoo_seed_spread(profile: str, work: Path, seeds: list[int], args: TrainingAr
         retriever = data.trained_retriever(knowledge, splits, probe, args)
         leep = leep_matrix(data, data.forward_passes(splits.eval_all), splits.eval_all)
         per_seed[str(s)] = retriever_recall(retriever, knowledge.graphs, data, splits.eval_all, splits.seen,
-                                            splits.eval_seen, splits.eval_inductive, leep=leep)
+                                            splits.eval_seen, splits.eval_inductive, leep=leep, fusion=fusion)
     return {"per_seed": per_seed, "summary": spread_summary(per_seed)}
