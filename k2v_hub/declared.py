@@ -31,7 +31,8 @@ each such model taking the data score at the quantile its cosine ranks at (:func
 validation split with half the cards hidden (``benchmarks/results/inferred-data.json``, pooled over two zoo builds)
 over the same mean and spread, which let an unsure vector top every data score: with the hidden half's data inferred,
 R@1 0.6058 -> 0.6539 and LEEP on the first three 0.8173 -> 0.8365; with none inferred, LEEP on three 0.5866 -> 0.7212
-but the first stage alone 0.4904 -> 0.4423. The choice of the fingerprint alone over a mix with the
+but the first stage alone 0.4904 -> 0.4423 (before the hub discount; with it the same choice: 0.6634 -> 0.6635 and
+0.8173 -> 0.8269). The choice of the fingerprint alone over a mix with the
 vector was made on the bench's validation split (``benchmarks/results/declared-data.json``): on models the
 retriever never trained on, any weight on the vector pulled the right model out of the first candidates.
 
