@@ -25,9 +25,7 @@ weight, then the smaller ``k``). The evaluation split is left to ``k2v-hub bench
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -35,7 +33,7 @@ from k2v_hub.bench.data import BenchData, Splits
 from k2v_hub.bench.methods import data_know2vec, declared_scores, half_cards_inferred, know2vec_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
-from study import study_arguments, write_result, zoos_with_retrievers
+from study import per_zoo, study_arguments, write_result
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the score before first: it wins ties
 NEIGHBOURS = (10, 20, 40)  # CSLS's first: it wins ties
@@ -72,11 +70,8 @@ def main() -> None:
     """Score the data score with each hubness discount on each zoo's validation split and choose one."""
     args = study_arguments(__doc__.splitlines()[0], "Not used: the evaluation split is scored by k2v-hub bench.")
     t0 = time.perf_counter()
-    bench = json.loads(Path("benchmarks/results/bench.json").read_text())
     out: dict = {"criterion": "validation R@1 of the two-stage, then of data+know2vec, pooled over zoos; ties: the "
-                              "smaller weight, then the smaller k", "zoos": {}}
-    for seed, data, splits, retriever, knowledge in zoos_with_retrievers(args.work, bench):
-        out["zoos"][str(seed)] = zoo_rows(data, splits, retriever, knowledge)
+                              "smaller weight, then the smaller k", "zoos": per_zoo(args.work, zoo_rows)}
     zoos = list(out["zoos"].values())
     weights = [z[next(iter(z))]["n"] for z in zoos]
     pooled = {name: {stage: round(float(np.average([z[name][stage]["all"] for z in zoos], weights=weights)), 4)

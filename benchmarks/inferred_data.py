@@ -23,9 +23,7 @@ ratio, then ``moment``). The evaluation split is left to ``k2v-hub bench`` (``da
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +31,7 @@ from k2v_hub.bench.data import BenchData
 from k2v_hub.bench.methods import declared_scores, half_cards, half_cards_inferred, know2vec_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
-from study import study_arguments, write_result, zoos_with_retrievers
+from study import per_zoo, study_arguments, write_result
 
 RATIOS = (3.0, 2.0, 1.5)  # the stricter first: it wins ties
 PLACES = ("moment", "quantile")  # the placement used before first: it wins ties
@@ -67,11 +65,10 @@ def main() -> None:
     """Score the half-card first stages on each zoo's validation split and choose ``min_ratio``."""
     args = study_arguments(__doc__.splitlines()[0], "Not used: the evaluation split is scored by k2v-hub bench.")
     t0 = time.perf_counter()
-    bench = json.loads(Path("benchmarks/results/bench.json").read_text())
     out: dict = {"criterion": "validation R@1 of the two-stage, then of the first stage, pooled over zoos; "
-                              "ties: the stricter min_ratio, then moment", "zoos": {}}
-    for seed, data, splits, retriever, knowledge in zoos_with_retrievers(args.work, bench):
-        out["zoos"][str(seed)] = zoo_rows(data, retriever, knowledge, list(splits.val))
+                              "ties: the stricter min_ratio, then moment",
+                 "zoos": per_zoo(args.work, lambda data, splits, retriever, knowledge: zoo_rows(
+                     data, retriever, knowledge, list(splits.val)))}
     zoos = list(out["zoos"].values())
     pooled = {name: {key: round(float(np.average([z["rows"][name][key] for z in zoos],
                                                  weights=[z["rows"][name]["n"] for z in zoos])), 4)

@@ -31,11 +31,18 @@ def bench_data(work: Path) -> tuple[BenchData, Splits]:
     return data, Splits.of(data.zoo)
 
 
-def zoos_with_retrievers(work: Path, bench: dict):
+def reported_run() -> dict:
+    """The reported bench run, ``benchmarks/results/bench.json``, parsed: the choices and seed the studies take."""
+    return json.loads((Path(__file__).parent / "results" / "bench.json").read_text())
+
+
+def zoos_with_retrievers(work: Path, bench: dict | None = None):
     """Each zoo the bench built in ``work`` (its own, and the second one when ``--zoo-seeds 2`` built it) as
     ``(zoo seed, data, splits, retriever, knowledge)``: the bench zoo with the bench's retriever, the second zoo with
-    one trained as the bench's zoo spread trains it (``bench``: the run's parsed ``bench.json``, whose validation
-    choices and seed are used; the data score takes its accuracy weight)."""
+    one trained as the bench's zoo spread trains it (``bench``: the run's parsed ``bench.json``, default
+    :func:`reported_run`, whose validation choices and seed are used; the data score takes its accuracy weight and
+    the first stage its trained-vector weight)."""
+    bench = reported_run() if bench is None else bench
     chosen = bench["validation"]["chosen"]
     probe = ProbeSet.load()
     for zoo_seed, zoo_dir, zoo_work in ((0, work / "zoo", work), (1, work / "zoo-seed1", work / "zoo-seed1-work")):
@@ -43,6 +50,7 @@ def zoos_with_retrievers(work: Path, bench: dict):
             continue
         data = BenchData(zoo_dir, zoo_work, seed=zoo_seed, show_progress=False)
         data.accuracy_weight = chosen["data_accuracy_weight"]
+        data.trained_vector_weight = chosen["trained_vector_weight"]
         splits = Splits.of(data.zoo)
         knowledge = data.knowledge(data.new_retriever(probe, seed=0))
         if zoo_seed == 0:
@@ -52,6 +60,13 @@ def zoos_with_retrievers(work: Path, bench: dict):
                 steps=PROFILE_STEPS["bench"], seed=bench["seed"], task_class_dropout=chosen["task_class_dropout"],
                 task_noise=chosen["task_noise"]))
         yield zoo_seed, data, splits, retriever, knowledge
+
+
+def per_zoo(work: Path, rows) -> dict:
+    """``{zoo seed: rows(data, splits, retriever, knowledge)}`` over :func:`zoos_with_retrievers` of the reported
+    run."""
+    return {str(seed): rows(data, splits, retriever, knowledge)
+            for seed, data, splits, retriever, knowledge in zoos_with_retrievers(work)}
 
 
 def write_result(out: dict, args: argparse.Namespace, t0: float) -> None:
