@@ -36,13 +36,12 @@ def reported_run() -> dict:
     return json.loads((Path(__file__).parent / "results" / "bench.json").read_text())
 
 
-def zoos_with_retrievers(work: Path, bench: dict | None = None):
+def zoos_with_retrievers(work: Path):
     """Each zoo the bench built in ``work`` (its own, and the second one when ``--zoo-seeds 2`` built it) as
     ``(zoo seed, data, splits, retriever, knowledge)``: the bench zoo with the bench's retriever, the second zoo with
-    one trained as the bench's zoo spread trains it (``bench``: the run's parsed ``bench.json``, default
-    :func:`reported_run`, whose validation choices and seed are used; the data score takes its accuracy weight and
-    the first stage its trained-vector weight)."""
-    bench = reported_run() if bench is None else bench
+    one trained as the bench's zoo spread trains it, with the validation choices and seed of the reported run
+    (:func:`reported_run`): the data score takes its accuracy weight and the first stage its trained-vector weight."""
+    bench = reported_run()
     chosen = bench["validation"]["chosen"]
     probe = ProbeSet.load()
     for zoo_seed, zoo_dir, zoo_work in ((0, work / "zoo", work), (1, work / "zoo-seed1", work / "zoo-seed1-work")):
