@@ -31,7 +31,7 @@ from k2v_hub.bench.folds import domain_folds, fold_split
 from k2v_hub.bench.methods import data_know2vec, declared_scores, know2vec_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.rerank import FUSION_WEIGHT, fuse_scores
-from study import study_arguments, write_result, zoos_with_retrievers
+from study import pooled_rate, study_arguments, write_result, zoos_with_retrievers
 
 #: (k1, k2, f): candidates asked first, survivors, fraction of each class's images in the first round.
 SCHEDULES = [(k1, k2, f) for k1 in (4, 5, 6, 8, 10, 12) for k2 in (2, 3) for f in (0.125, 0.25, 1 / 3, 0.5)
@@ -126,7 +126,7 @@ def main() -> None:
                                                 first_stage(data, splits, retriever, knowledge, val), SCHEDULES)}
     vals = [z["val"] for z in out["zoos"].values()]
     ns = [v["n"] for v in vals]
-    pooled = {name: {"r@1": round(float(np.average([v["rows"][name]["r@1"] for v in vals], weights=ns)), 4),
+    pooled = {name: {"r@1": pooled_rate([v["rows"][name]["r@1"] for v in vals], ns),
                      "queries": round(float(np.average([v["rows"][name]["queries"] for v in vals], weights=ns)), 1),
                      "models_loaded": vals[0]["rows"][name]["models_loaded"]} for name in vals[0]["rows"]}
     out["pooled_val"] = pooled

@@ -33,7 +33,7 @@ from k2v_hub.bench.data import BenchData, Splits
 from k2v_hub.bench.methods import data_know2vec, declared_scores, half_cards_inferred, know2vec_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
-from study import per_zoo, study_arguments, write_result
+from study import per_zoo, pooled_rate, study_arguments, write_result
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the score before first: it wins ties
 NEIGHBOURS = (10, 20, 40)  # CSLS's first: it wins ties
@@ -74,7 +74,7 @@ def main() -> None:
                               "smaller weight, then the smaller k", "zoos": per_zoo(args.work, zoo_rows)}
     zoos = list(out["zoos"].values())
     weights = [z[next(iter(z))]["n"] for z in zoos]
-    pooled = {name: {stage: round(float(np.average([z[name][stage]["all"] for z in zoos], weights=weights)), 4)
+    pooled = {name: {stage: pooled_rate([z[name][stage]["all"] for z in zoos], weights)
                      for stage in zoos[0][name] if stage != "n"} for name in zoos[0]}
     out["pooled"] = pooled
     grid = [(pooled[f"k={k} w={w:g}"]["two-stage"], pooled[f"k={k} w={w:g}"]["data+know2vec"], -w, -k, w, k)

@@ -31,7 +31,7 @@ from k2v_hub.bench.data import BenchData
 from k2v_hub.bench.methods import declared_scores, half_cards, half_cards_inferred, know2vec_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics
 from k2v_hub.bench.studies import leep_matrix
-from study import per_zoo, study_arguments, write_result
+from study import per_zoo, pooled_rate, study_arguments, write_result
 
 RATIOS = (3.0, 2.0, 1.5)  # the stricter first: it wins ties
 PLACES = ("moment", "quantile")  # the placement used before first: it wins ties
@@ -70,8 +70,7 @@ def main() -> None:
                  "zoos": per_zoo(args.work, lambda data, splits, retriever, knowledge: zoo_rows(
                      data, retriever, knowledge, list(splits.val)))}
     zoos = list(out["zoos"].values())
-    pooled = {name: {key: round(float(np.average([z["rows"][name][key] for z in zoos],
-                                                 weights=[z["rows"][name]["n"] for z in zoos])), 4)
+    pooled = {name: {key: pooled_rate([z["rows"][name][key] for z in zoos], [z["rows"][name]["n"] for z in zoos])
                      for key in ("first_stage_r@1", "two-stage-leep@3_r@1")} for name in zoos[0]["rows"]}
     out["pooled"] = pooled
     grid = [(pooled[f"data-half-cards-inferred min_ratio={r:g} place={p}"]["two-stage-leep@3_r@1"],

@@ -68,6 +68,12 @@ def per_zoo(work: Path, rows) -> dict:
             for seed, data, splits, retriever, knowledge in zoos_with_retrievers(work)}
 
 
+def pooled_rate(rates, tasks) -> float:
+    """The rate (an R@1) over every zoo's tasks, from each zoo's rate over its ``tasks``: counted in tasks, so that
+    two rows right on the same tasks tie exactly (an average of rounded rates can differ in its last place)."""
+    return round(sum(round(r * n) for r, n in zip(rates, tasks)) / sum(tasks), 4)
+
+
 def write_result(out: dict, args: argparse.Namespace, t0: float) -> None:
     """Add the seconds since ``t0``, print the result as JSON and write it to ``--out`` when given."""
     out["seconds"] = round(time.perf_counter() - t0, 1)
