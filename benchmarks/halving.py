@@ -2,14 +2,15 @@
 
     python benchmarks/halving.py [--work DIR] [--eval] [--out FILE]
 
-`find_model --rerank leep` asks its first ``k`` candidates (the bench: 3, `fused-data+know2vec-leep@3`) about every
-image of the task and orders them by LEEP fused with the first stage's score (:func:`k2v_hub.rerank.fuse_scores`).
+`find_model --rerank leep` asks its first ``k`` candidates (``rerank_k``, 5 by default; the bench's headline row:
+3, `fused-data+know2vec-leep@3`) about every image of the task and orders them by LEEP fused with the first stage's
+score (:func:`k2v_hub.rerank.fuse_scores`).
 Successive halving (Jamieson & Talwalkar, 2016; the recall-then-select schedules of model search) asks more
 candidates, ``k1``, about a seeded part of the images (a fraction ``f`` of each class, at least one image), keeps the
 ``k2`` best by the same fused value and asks only those about the rest; the survivors are ordered by the fused value
 on every image, the others stay below them (the dropped in their first-round order, then the first stage's). Cost:
 ``k1 x n1 + k2 x (N - n1)`` queries for ``N`` images, ``n1`` of them in the first round, and ``k1`` models loaded.
-Only schedules within a tenth of LEEP over every model's queries are tried.
+The schedule is chosen among those within a tenth of LEEP over every model's queries.
 
 Label-blind, every model a candidate, the first stage `find_model`'s with the bench's retriever (``data+know2vec``),
 the fusion weight `find_model`'s. The schedule is chosen on the validation split by R@1 pooled over the bench zoo and,
@@ -51,7 +52,7 @@ def first_round(labels: np.ndarray, fraction: float, seed: int = SEED) -> np.nda
     return mask
 
 
-def halving(first: np.ndarray, probs: dict, labels: list[np.ndarray], k1: int, k2: int, fraction: float,
+def halving(first: np.ndarray, probs: list, labels: list[np.ndarray], k1: int, k2: int, fraction: float,
             fusion: float = FUSION_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
     """Scores ``[tasks, models]`` of the halving schedule on ``first``'s candidates, and the queries per task.
 
