@@ -31,6 +31,7 @@ from k2v_hub.bench.data import BenchData, Splits
 from k2v_hub.bench.folds import domain_folds, fold_split
 from k2v_hub.bench.methods import data_know2vec, declared_scores, know2vec_scores, two_stage
 from k2v_hub.bench.scoring import pool_task_metrics
+from k2v_hub.bench.studies import leep_matrix
 from k2v_hub.rerank import FUSION_WEIGHT, fuse_scores
 from study import pooled_rate, study_arguments, write_result, zoos_with_retrievers
 
@@ -83,8 +84,7 @@ def passes(data: BenchData, tasks: list[str]) -> dict:
     fp = data.forward_passes(tasks)
     probs = [[fp["probs"][(t, m)] for m in data.models] for t in tasks]
     labels = [fp["labels"][t] for t in tasks]
-    return {"tasks": tasks, "probs": probs, "labels": labels,
-            "leep": np.asarray([[leep(p, y) for p in row] for row, y in zip(probs, labels)])}
+    return {"tasks": tasks, "probs": probs, "labels": labels, "leep": leep_matrix(data, fp, tasks)}
 
 
 def scored(data: BenchData, run: dict, ids: list[str], first: np.ndarray, schedules) -> dict:
